@@ -1,0 +1,53 @@
+/**
+ * `--dry-run`: the rules the proxy would program for one node, printed for people and
+ * for `iptables-restore --test`. Pure: cluster objects and config in, text out.
+ */
+import type { ClusterObjects } from '../kube/objects.js';
+import type { ProxyConfig } from '../config/options.js';
+import { buildNodeModel, type BuildResult } from '../model/build.js';
+import type { IPFamily } from '../model/types.js';
+import { jumpCommands, renderIptables, restoreText, type IptablesOptions } from '../render/iptables.js';
+
+export const FAMILY_BANNER: Record<IPFamily, string> = {
+  IPv4: '# ==== IPv4: iptables-restore input ====',
+  IPv6: '# ==== IPv6: ip6tables-restore input ====',
+};
+
+export function iptablesOptions(cfg: ProxyConfig): IptablesOptions {
+  return {
+    masqueradeBit: cfg.iptables.masqueradeBit,
+    masqueradeAll: cfg.iptables.masqueradeAll,
+    localhostNodePorts: cfg.iptables.localhostNodePorts,
+    clusterCIDRs: cfg.clusterCIDRs,
+    nodePortAddresses: cfg.nodePortAddresses,
+    randomFully: true,
+  };
+}
+
+export interface DryRun {
+  text: string;
+  build: BuildResult;
+}
+
+export function dryRun(objects: ClusterObjects, cfg: ProxyConfig): DryRun {
+  const build = buildNodeModel(objects, cfg.hostnameOverride);
+  const opts = iptablesOptions(cfg);
+  const parts: string[] = [];
+  for (const family of ['IPv4', 'IPv6'] as const) {
+    const rs = renderIptables(build.model.families[family], build.model.node, opts);
+    parts.push(
+      FAMILY_BANNER[family],
+      `# node ${cfg.hostnameOverride}, ${rs.services.length} service ports`,
+      '# chains and jump rules kube-proxy-ts ensures outside the restore:',
+      ...jumpCommands(rs).map((c) => `#   ${c}`),
+      restoreText(rs),
+    );
+  }
+  return { text: parts.join('\n'), build };
+}
+
+/** Cuts a dry run's text back into the restore input of each family. */
+export function splitFamilies(text: string): Record<IPFamily, string> {
+  const v6 = text.indexOf(FAMILY_BANNER.IPv6);
+  return { IPv4: text.slice(0, v6), IPv6: text.slice(v6) };
+}

@@ -1,0 +1,74 @@
+/**
+ * The command line's edge: reads files and stdin, writes stdout and stderr, returns an
+ * exit code. Everything it calls is pure.
+ */
+import { ConfigError } from '../config/kubeproxyconfig.js';
+import { ManifestError, parseManifests } from '../kube/manifests.js';
+import type { Problem } from '../model/types.js';
+import { dryRun } from './dryrun.js';
+import { buildProgram, CommanderError, parseInvocation } from './program.js';
+
+export interface CliIO {
+  readFile(path: string): string;
+  readStdin(): string;
+  stdout(text: string): void;
+  stderr(text: string): void;
+  hostname: string;
+}
+
+export function describeProblem(p: Problem): string {
+  const who = p.namespace ? `${p.namespace}/${p.name}` : p.name;
+  return `skipped ${p.kind} ${who}: ${p.reason}`;
+}
+
+export function runCli(argv: string[], io: CliIO): number {
+  const fail = (msg: string) => {
+    io.stderr(`kube-proxy-ts: ${msg}\n`);
+    return 2;
+  };
+  let inv;
+  try {
+    inv = parseInvocation(argv, io, io.hostname);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help') {
+        io.stdout(buildProgram().helpInformation());
+        return 0;
+      }
+      return fail(err.message.replace(/^error: /, ''));
+    }
+    if (err instanceof ConfigError) return fail(err.message);
+    throw err;
+  }
+  for (const w of inv.warnings) io.stderr(`kube-proxy-ts: warning: ${w}\n`);
+
+  if (inv.config.mode !== 'iptables') return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use iptables`);
+  if (!inv.dryRun) return fail('running as a node agent is not implemented yet; use --dry-run --from-file FILE');
+  if (inv.fromFile === null) return fail('--dry-run needs --from-file (reading a live cluster is not implemented yet)');
+
+  let text: string;
+  try {
+    text = inv.fromFile === '-' ? io.readStdin() : io.readFile(inv.fromFile);
+  } catch (err) {
+    return fail(`--from-file ${inv.fromFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let parsed;
+  try {
+    parsed = parseManifests(text, inv.fromFile === '-' ? '<stdin>' : inv.fromFile);
+  } catch (err) {
+    if (err instanceof ManifestError) return fail(err.message);
+    throw err;
+  }
+  const result = dryRun(parsed.objects, inv.config);
+  for (const p of [...parsed.problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
+  if (!result.build.model.node.nodeIPs.length && !parsed.objects.nodes.length) {
+    io.stderr('kube-proxy-ts: warning: the input has no Node objects; node zone and addresses are unknown\n');
+  } else if (!parsed.objects.nodes.some((n) => (n as { metadata?: { name?: unknown } }).metadata?.name === inv.config.hostnameOverride)) {
+    io.stderr(`kube-proxy-ts: warning: node ${inv.config.hostnameOverride} is not in the input; its zone and addresses are unknown\n`);
+  }
+  if (inv.verbosity > 0) {
+    for (const s of result.build.skipped) io.stderr(`kube-proxy-ts: not proxied: Service ${s.namespace}/${s.name}: ${s.reason}\n`);
+  }
+  io.stdout(result.text);
+  return 0;
+}

@@ -1,0 +1,141 @@
+/**
+ * `--config`: a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1). Fields we
+ * implement become a config layer; upstream fields we do not implement yet, and fields
+ * nobody knows, are named in warnings so an operator never wonders whether one applied.
+ */
+import { parse } from 'yaml';
+import { parseCIDR } from '../net/ip.js';
+import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from './options.js';
+
+export class ConfigError extends Error {}
+
+export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
+export const CONFIG_KIND = 'KubeProxyConfiguration';
+
+/** Upstream v1alpha1 fields this version does not act on yet (warned, not fatal). */
+const UPSTREAM_FIELDS = new Set([
+  'featureGates',
+  'clientConnection',
+  'logging',
+  'bindAddress',
+  'healthzBindAddress',
+  'metricsBindAddress',
+  'bindAddressHardFail',
+  'enableProfiling',
+  'showHiddenMetricsForVersion',
+  'ipvs',
+  'nftables',
+  'winkernel',
+  'detectLocalMode',
+  'detectLocal',
+  'oomScoreAdj',
+  'conntrack',
+  'configSyncPeriod',
+  'portRange',
+  'windowsRunAsService',
+]);
+const UPSTREAM_IPTABLES_FIELDS = new Set(['syncPeriod', 'minSyncPeriod']);
+
+export interface LoadedConfig {
+  layer: ConfigLayer;
+  warnings: string[];
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function expect<T>(ok: boolean, value: unknown, field: string, want: string): T {
+  if (!ok) throw new ConfigError(`${field}: ${JSON.stringify(value)} is not ${want}`);
+  return value as T;
+}
+
+/** Checks values that flags and files share; returns the config unchanged or throws. */
+export function validateConfig(cfg: ProxyConfig): ProxyConfig {
+  if (!(PROXY_MODES as readonly string[]).includes(cfg.mode)) {
+    throw new ConfigError(`mode: ${JSON.stringify(cfg.mode)} is not one of ${PROXY_MODES.join(', ')}`);
+  }
+  const families = new Set<string>();
+  for (const c of cfg.clusterCIDRs) {
+    const parsed = parseCIDR(c);
+    if (!parsed) throw new ConfigError(`clusterCIDR: ${JSON.stringify(c)} is not a CIDR`);
+    if (families.has(parsed.family)) throw new ConfigError(`clusterCIDR: more than one ${parsed.family} CIDR`);
+    families.add(parsed.family);
+  }
+  for (const a of cfg.nodePortAddresses) {
+    if (a !== 'primary' && !parseCIDR(a)) {
+      throw new ConfigError(`nodePortAddresses: ${JSON.stringify(a)} is not a CIDR or "primary"`);
+    }
+  }
+  const bit = cfg.iptables.masqueradeBit;
+  if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
+    throw new ConfigError(`iptables.masqueradeBit: ${JSON.stringify(bit)} is not an integer in 0-31`);
+  }
+  if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
+    throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
+  }
+  return cfg;
+}
+
+/** Splits a comma-separated list as upstream flags and fields take it. */
+export function splitList(s: string): string[] {
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+}
+
+export function loadKubeProxyConfiguration(text: string, source: string): LoadedConfig {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    throw new ConfigError(`${source}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!isRecord(doc)) throw new ConfigError(`${source}: not a ${CONFIG_KIND} (want a YAML mapping)`);
+  if (doc.kind !== CONFIG_KIND) throw new ConfigError(`${source}: kind is ${JSON.stringify(doc.kind)}, want ${CONFIG_KIND}`);
+  if (doc.apiVersion !== CONFIG_API_VERSION) {
+    throw new ConfigError(`${source}: apiVersion is ${JSON.stringify(doc.apiVersion)}, want ${CONFIG_API_VERSION}`);
+  }
+  const warnings: string[] = [];
+  const layer: ConfigLayer = {};
+  const iptables: NonNullable<ConfigLayer['iptables']> = {};
+
+  for (const [key, value] of Object.entries(doc)) {
+    if (value === null || value === undefined) continue;
+    switch (key) {
+      case 'apiVersion':
+      case 'kind':
+        break;
+      case 'mode':
+        // Upstream treats an empty mode as the platform default.
+        if (value !== '') layer.mode = expect<ProxyMode>(typeof value === 'string', value, key, 'a string');
+        break;
+      case 'hostnameOverride':
+        layer.hostnameOverride = expect<string>(typeof value === 'string', value, key, 'a string');
+        break;
+      case 'clusterCIDR':
+        layer.clusterCIDRs = splitList(expect<string>(typeof value === 'string', value, key, 'a string'));
+        break;
+      case 'nodePortAddresses':
+        layer.nodePortAddresses = expect<unknown[]>(Array.isArray(value), value, key, 'a list').map((v, i) =>
+          expect<string>(typeof v === 'string', v, `${key}[${i}]`, 'a string'),
+        );
+        break;
+      case 'iptables':
+        for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
+          if (v === null || v === undefined) continue;
+          const field = `iptables.${k}`;
+          if (k === 'masqueradeAll') iptables.masqueradeAll = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
+          else if (k === 'masqueradeBit') iptables.masqueradeBit = expect<number>(Number.isInteger(v), v, field, 'an integer');
+          else if (k === 'localhostNodePorts') iptables.localhostNodePorts = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
+          else if (UPSTREAM_IPTABLES_FIELDS.has(k)) warnings.push(`${source}: ${field} is not supported yet and is ignored`);
+          else warnings.push(`${source}: unknown field ${field} is ignored`);
+        }
+        break;
+      default:
+        if (UPSTREAM_FIELDS.has(key)) warnings.push(`${source}: ${key} is not supported yet and is ignored`);
+        else warnings.push(`${source}: unknown field ${key} is ignored`);
+    }
+  }
+  if (Object.keys(iptables).length > 0) layer.iptables = iptables;
+  return { layer, warnings };
+}

@@ -1,0 +1,41 @@
+/**
+ * The proxy's effective configuration: defaults, overridden by a KubeProxyConfiguration
+ * file, overridden by flags. Field names follow KubeProxyConfiguration.
+ */
+
+export const PROXY_MODES = ['iptables', 'nftables', 'ipvs', 'userspace'] as const;
+export type ProxyMode = (typeof PROXY_MODES)[number];
+
+export interface ProxyConfig {
+  mode: ProxyMode;
+  hostnameOverride: string;
+  /** Pod CIDRs, at most one per family. */
+  clusterCIDRs: string[];
+  /** CIDRs, or `primary`; empty accepts node ports on every local address. */
+  nodePortAddresses: string[];
+  iptables: {
+    masqueradeAll: boolean;
+    masqueradeBit: number;
+    localhostNodePorts: boolean;
+  };
+}
+
+export const DEFAULT_CONFIG: ProxyConfig = {
+  mode: 'iptables',
+  hostnameOverride: '',
+  clusterCIDRs: [],
+  nodePortAddresses: [],
+  iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true },
+};
+
+/** A partial configuration from one source (file or flags). */
+export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables'>> & { iptables?: Partial<ProxyConfig['iptables']> };
+
+export function mergeConfig(...layers: ConfigLayer[]): ProxyConfig {
+  let out: ProxyConfig = structuredClone(DEFAULT_CONFIG);
+  for (const l of layers) {
+    const { iptables, ...rest } = l;
+    out = { ...out, ...rest, iptables: { ...out.iptables, ...iptables } };
+  }
+  return out;
+}

@@ -1,0 +1,329 @@
+/**
+ * Validation of raw API objects. Each object is checked on its own: one that fails is
+ * reported with its namespace/name and the reason, and the rest of the cluster renders.
+ * Strings that reach rules (names, port names) must match Kubernetes' own name grammars,
+ * which leave no room for quotes, spaces or newlines in a restore file.
+ */
+import { parseCIDR, parseIP, type IPFamily, type ParsedCIDR, type ParsedIP } from '../net/ip.js';
+import type { Problem, Protocol, TrafficPolicy } from '../model/types.js';
+import {
+  SERVICE_NAME_LABEL,
+  SOURCE_RANGES_ANNOTATION,
+  type EndpointSliceInfo,
+  type NodeInfo,
+  type ServiceInfo,
+  type ServicePortSpec,
+  type ServiceType,
+  type SliceEndpoint,
+  type SlicePort,
+} from './objects.js';
+
+export type Validated<T> = { ok: true; value: T } | { ok: false; problem: Problem };
+
+class Invalid extends Error {}
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
+
+function fail(path: string, why: string): never {
+  throw new Invalid(`${path}: ${why}`);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function record(v: unknown, path: string): Record<string, unknown> {
+  if (v === undefined || v === null) return {};
+  if (!isRecord(v)) fail(path, 'must be an object');
+  return v;
+}
+
+function list(v: unknown, path: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) fail(path, 'must be a list');
+  return v;
+}
+
+function optString(v: unknown, path: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') fail(path, `must be a string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function name(v: unknown, path: string, grammar: RegExp, max: number): string {
+  const s = optString(v, path);
+  if (s === undefined || s === '') fail(path, 'is required');
+  if (s.length > max || !grammar.test(s)) fail(path, `${JSON.stringify(s)} is not a valid name`);
+  return s;
+}
+
+function optName(v: unknown, path: string, grammar: RegExp, max: number): string {
+  const s = optString(v, path);
+  return s === undefined || s === '' ? '' : name(s, path, grammar, max);
+}
+
+function labelValue(v: unknown, path: string): string {
+  const s = optString(v, path) ?? '';
+  if (s.length > 63 || !LABEL_VALUE.test(s)) fail(path, `${JSON.stringify(s)} is not a valid label value`);
+  return s;
+}
+
+function stringMap(v: unknown, path: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries(record(v, path))) {
+    out[k] = optString(val, `${path}.${k}`) ?? '';
+  }
+  return out;
+}
+
+function port(v: unknown, path: string, allowZero: boolean): number {
+  if (v === undefined || v === null) {
+    if (allowZero) return 0;
+    fail(path, 'is required');
+  }
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
+    fail(path, `${JSON.stringify(v)} is not a port number (1-65535)`);
+  }
+  return v;
+}
+
+function protocol(v: unknown, path: string): Protocol {
+  const s = optString(v, path) ?? 'TCP';
+  if (!(PROTOCOLS as readonly string[]).includes(s)) {
+    fail(path, `unknown protocol ${JSON.stringify(s)} (want TCP, UDP or SCTP)`);
+  }
+  return s as Protocol;
+}
+
+function ip(v: unknown, path: string): ParsedIP {
+  const s = optString(v, path);
+  const parsed = s === undefined ? null : parseIP(s);
+  if (!parsed) fail(path, `${JSON.stringify(v)} is not an IP address`);
+  return parsed;
+}
+
+function cidr(v: unknown, path: string): ParsedCIDR {
+  const s = optString(v, path);
+  const parsed = s === undefined ? null : parseCIDR(s);
+  if (!parsed) fail(path, `${JSON.stringify(v)} is not a CIDR`);
+  return parsed;
+}
+
+function policy(v: unknown, path: string): TrafficPolicy {
+  const s = optString(v, path) ?? 'Cluster';
+  if (s !== 'Cluster' && s !== 'Local') fail(path, `${JSON.stringify(s)} is not Cluster or Local`);
+  return s;
+}
+
+function optBool(v: unknown, path: string): boolean | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') fail(path, `${JSON.stringify(v)} is not a boolean`);
+  return v;
+}
+
+interface Meta {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+}
+
+/** Namespace and name as well as they can be read, for the problem report. */
+function identify(obj: unknown): { namespace: string; name: string } {
+  const meta = isRecord(obj) && isRecord(obj.metadata) ? obj.metadata : {};
+  const show = (v: unknown, dflt: string) => (typeof v === 'string' ? v : dflt);
+  return { namespace: show(meta.namespace, 'default'), name: show(meta.name, '<unnamed>') };
+}
+
+function metadata(obj: Record<string, unknown>, nameGrammar: RegExp, nameMax: number): Meta {
+  const meta = record(obj.metadata, 'metadata');
+  return {
+    namespace: optName(meta.namespace, 'metadata.namespace', DNS1123_LABEL, 63) || 'default',
+    name: name(meta.name, 'metadata.name', nameGrammar, nameMax),
+    labels: stringMap(meta.labels, 'metadata.labels'),
+    annotations: stringMap(meta.annotations, 'metadata.annotations'),
+  };
+}
+
+function validated<T>(kind: string, obj: unknown, check: (o: Record<string, unknown>) => T): Validated<T> {
+  try {
+    if (!isRecord(obj)) fail('object', 'is not a mapping');
+    return { ok: true, value: check(obj) };
+  } catch (err) {
+    if (!(err instanceof Invalid)) throw err;
+    return { ok: false, problem: { kind, ...identify(obj), reason: err.message } };
+  }
+}
+
+function distinctFamilies(ips: ParsedIP[], path: string): void {
+  if (ips.length === 2 && ips[0]!.family === ips[1]!.family) fail(path, 'dual-stack IPs must be of different families');
+  if (ips.length > 2) fail(path, 'at most two cluster IPs (one per family)');
+}
+
+export function validateService(obj: unknown): Validated<ServiceInfo> {
+  return validated('Service', obj, (o) => {
+    const meta = metadata(o, DNS1035_LABEL, 63);
+    const spec = record(o.spec, 'spec');
+    const status = record(o.status, 'status');
+    const type = (optString(spec.type, 'spec.type') ?? 'ClusterIP') as ServiceType;
+    if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(type)) {
+      fail('spec.type', `unknown service type ${JSON.stringify(type)}`);
+    }
+    const rawIPs = list(spec.clusterIPs, 'spec.clusterIPs');
+    const single = optString(spec.clusterIP, 'spec.clusterIP');
+    const ipTexts = rawIPs.length > 0 ? rawIPs : single !== undefined && single !== '' ? [single] : [];
+    const headless = ipTexts.length > 0 && ipTexts[0] === 'None';
+    const clusterIPs =
+      headless || type === 'ExternalName' ? [] : ipTexts.map((v, i) => ip(v, `spec.clusterIPs[${i}]`));
+    distinctFamilies(clusterIPs, 'spec.clusterIPs');
+
+    const ports: ServicePortSpec[] = list(spec.ports, 'spec.ports').map((raw, i) => {
+      const path = `spec.ports[${i}]`;
+      const p = record(raw, path);
+      return {
+        name: optName(p.name, `${path}.name`, DNS1123_LABEL, 63),
+        protocol: protocol(p.protocol, `${path}.protocol`),
+        port: port(p.port, `${path}.port`, false),
+        nodePort: type === 'NodePort' || type === 'LoadBalancer' ? port(p.nodePort, `${path}.nodePort`, true) : 0,
+      };
+    });
+    const seen = new Set<string>();
+    for (const p of ports) {
+      const key = `${p.name}/${p.protocol}`;
+      if (seen.has(key)) fail('spec.ports', `duplicate port name ${JSON.stringify(p.name)} for ${p.protocol}`);
+      seen.add(key);
+    }
+
+    const ingress = list(record(status.loadBalancer, 'status.loadBalancer').ingress, 'status.loadBalancer.ingress');
+    const loadBalancerIPs: ParsedIP[] = [];
+    ingress.forEach((raw, i) => {
+      const path = `status.loadBalancer.ingress[${i}]`;
+      const ing = record(raw, path);
+      if (ing.ip === undefined || ing.ip === null || ing.ip === '') return;
+      const mode = optString(ing.ipMode, `${path}.ipMode`) ?? 'VIP';
+      if (mode !== 'VIP' && mode !== 'Proxy') fail(`${path}.ipMode`, `${JSON.stringify(mode)} is not VIP or Proxy`);
+      const parsed = ip(ing.ip, `${path}.ip`);
+      if (mode === 'VIP') loadBalancerIPs.push(parsed);
+    });
+
+    // The field wins over the legacy annotation, as in the API's own defaulting.
+    let ranges = list(spec.loadBalancerSourceRanges, 'spec.loadBalancerSourceRanges').map((v, i) =>
+      cidr(v, `spec.loadBalancerSourceRanges[${i}]`),
+    );
+    const annotation = meta.annotations[SOURCE_RANGES_ANNOTATION];
+    if (ranges.length === 0 && annotation !== undefined && annotation.trim() !== '') {
+      ranges = annotation.split(',').map((v) => cidr(v, `metadata.annotations[${SOURCE_RANGES_ANNOTATION}]`));
+    }
+
+    const affinity = optString(spec.sessionAffinity, 'spec.sessionAffinity') ?? 'None';
+    if (affinity !== 'None' && affinity !== 'ClientIP') {
+      fail('spec.sessionAffinity', `${JSON.stringify(affinity)} is not None or ClientIP`);
+    }
+    let affinityTimeoutSeconds: number | null = null;
+    if (affinity === 'ClientIP') {
+      const cfg = record(record(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig').clientIP, 'spec.sessionAffinityConfig.clientIP');
+      const t = cfg.timeoutSeconds ?? 10800;
+      if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 86400) {
+        fail('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${JSON.stringify(t)} is not 1-86400`);
+      }
+      affinityTimeoutSeconds = t;
+    }
+
+    return {
+      namespace: meta.namespace,
+      name: meta.name,
+      type,
+      labels: meta.labels,
+      clusterIPs,
+      headless,
+      ports,
+      externalIPs: list(spec.externalIPs, 'spec.externalIPs').map((v, i) => ip(v, `spec.externalIPs[${i}]`)),
+      loadBalancerIPs: type === 'LoadBalancer' ? loadBalancerIPs : [],
+      loadBalancerSourceRanges: ranges,
+      externalTrafficPolicy: policy(spec.externalTrafficPolicy, 'spec.externalTrafficPolicy'),
+      internalTrafficPolicy: policy(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy'),
+      affinityTimeoutSeconds,
+      healthCheckNodePort: port(spec.healthCheckNodePort, 'spec.healthCheckNodePort', true),
+    };
+  });
+}
+
+/** Slices of addressType FQDN are valid but carry nothing a proxy can use: `value` is null. */
+export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo | null> {
+  return validated('EndpointSlice', obj, (o) => {
+    const meta = metadata(o, DNS1123_SUBDOMAIN, 253);
+    const addressType = optString(o.addressType, 'addressType');
+    if (addressType === 'FQDN') return null;
+    if (addressType !== 'IPv4' && addressType !== 'IPv6') {
+      fail('addressType', `${JSON.stringify(addressType)} is not IPv4, IPv6 or FQDN`);
+    }
+    const family: IPFamily = addressType;
+    const serviceName = meta.labels[SERVICE_NAME_LABEL];
+    if (serviceName === undefined) fail(`metadata.labels[${SERVICE_NAME_LABEL}]`, 'is required');
+    name(serviceName, `metadata.labels[${SERVICE_NAME_LABEL}]`, DNS1035_LABEL, 63);
+
+    const ports: SlicePort[] = [];
+    list(o.ports, 'ports').forEach((raw, i) => {
+      const path = `ports[${i}]`;
+      const p = record(raw, path);
+      // A port with no number means "all ports" for selector-less use; a proxy cannot route it.
+      if (p.port === undefined || p.port === null) return;
+      ports.push({
+        name: optName(p.name, `${path}.name`, DNS1123_LABEL, 63),
+        protocol: protocol(p.protocol, `${path}.protocol`),
+        port: port(p.port, `${path}.port`, false),
+      });
+    });
+
+    const endpoints: SliceEndpoint[] = list(o.endpoints, 'endpoints').map((raw, i) => {
+      const path = `endpoints[${i}]`;
+      const e = record(raw, path);
+      const addresses = list(e.addresses, `${path}.addresses`);
+      if (addresses.length === 0) fail(`${path}.addresses`, 'needs at least one address');
+      // Addresses are fungible; like every proxy, use the first.
+      const addr = ip(addresses[0], `${path}.addresses[0]`);
+      if (addr.family !== family) fail(`${path}.addresses[0]`, `${addr.text} is not ${family}`);
+      const cond = record(e.conditions, `${path}.conditions`);
+      // API semantics: unknown readiness counts as ready; unknown serving follows ready.
+      const ready = optBool(cond.ready, `${path}.conditions.ready`) ?? true;
+      const serving = optBool(cond.serving, `${path}.conditions.serving`) ?? ready;
+      const terminating = optBool(cond.terminating, `${path}.conditions.terminating`) ?? false;
+      const hints = record(e.hints, `${path}.hints`);
+      const nodeName = optName(e.nodeName, `${path}.nodeName`, DNS1123_SUBDOMAIN, 253);
+      const zone = e.zone === undefined || e.zone === null ? '' : labelValue(e.zone, `${path}.zone`);
+      return {
+        ip: addr,
+        ready,
+        serving,
+        terminating,
+        nodeName: nodeName || null,
+        zone: zone || null,
+        zoneHints: list(hints.forZones, `${path}.hints.forZones`).map((z, j) =>
+          labelValue(record(z, `${path}.hints.forZones[${j}]`).name, `${path}.hints.forZones[${j}].name`),
+        ),
+        nodeHints: list(hints.forNodes, `${path}.hints.forNodes`).map((n, j) =>
+          name(record(n, `${path}.hints.forNodes[${j}]`).name, `${path}.hints.forNodes[${j}].name`, DNS1123_SUBDOMAIN, 253),
+        ),
+      };
+    });
+    return { namespace: meta.namespace, name: meta.name, serviceName, addressType: family, ports, endpoints };
+  });
+}
+
+export function validateNode(obj: unknown): Validated<NodeInfo> {
+  return validated('Node', obj, (o) => {
+    const meta = record(o.metadata, 'metadata');
+    const nodeName = name(meta.name, 'metadata.name', DNS1123_SUBDOMAIN, 253);
+    const addresses: ParsedIP[] = [];
+    list(record(o.status, 'status').addresses, 'status.addresses').forEach((raw, i) => {
+      const a = record(raw, `status.addresses[${i}]`);
+      if (a.type !== 'InternalIP' && a.type !== 'ExternalIP') return;
+      addresses.push(ip(a.address, `status.addresses[${i}].address`));
+    });
+    return { name: nodeName, labels: stringMap(meta.labels, 'metadata.labels'), addresses };
+  });
+}

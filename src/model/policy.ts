@@ -1,0 +1,48 @@
+/**
+ * Traffic-policy facts about a service port that every proxy mode needs, derived once
+ * from the model so the modes agree on which endpoints serve which traffic.
+ */
+import type { Endpoint, ServicePort } from './types.js';
+
+export function externallyAccessible(sp: ServicePort): boolean {
+  return sp.nodePort !== 0 || sp.loadBalancerIPs.length > 0 || sp.externalIPs.length > 0;
+}
+
+export interface PolicyView {
+  externallyAccessible: boolean;
+  /** Endpoints reached with Cluster policy; empty when no traffic uses that policy. */
+  clusterEndpoints: Endpoint[];
+  /** Endpoints reached with Local policy; empty when no traffic uses that policy. */
+  localEndpoints: Endpoint[];
+  /** Union of the two, sorted by address: every endpoint this node may DNAT to. */
+  reachable: Endpoint[];
+  /** Whether traffic to the cluster IP has somewhere to go. */
+  hasInternalEndpoints: boolean;
+  /** Whether external traffic from outside the cluster has somewhere to go. */
+  hasExternalEndpoints: boolean;
+}
+
+export function policyView(sp: ServicePort): PolicyView {
+  const external = externallyAccessible(sp);
+  const internalLocal = sp.internalTrafficPolicy === 'Local';
+  const externalLocal = external && sp.externalTrafficPolicy === 'Local';
+  // Cluster endpoints are needed even under an external Local policy: traffic from pods
+  // and from the node itself to external addresses is short-circuited to them.
+  const usesCluster = !internalLocal || external;
+  const usesLocal = internalLocal || externalLocal;
+  const clusterEndpoints = usesCluster ? sp.cluster.endpoints : [];
+  const localEndpoints = usesLocal ? sp.local.endpoints : [];
+  const byAddress = new Map<string, Endpoint>();
+  for (const e of clusterEndpoints) byAddress.set(e.address, e);
+  for (const e of localEndpoints) byAddress.set(e.address, e);
+  const reachable = [...byAddress.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  const hasEndpoints = reachable.length > 0;
+  return {
+    externallyAccessible: external,
+    clusterEndpoints,
+    localEndpoints,
+    reachable,
+    hasInternalEndpoints: hasEndpoints && (!internalLocal || localEndpoints.length > 0),
+    hasExternalEndpoints: hasEndpoints && (!externalLocal || localEndpoints.length > 0),
+  };
+}
