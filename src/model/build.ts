@@ -14,6 +14,7 @@ import {
 } from '../kube/objects.js';
 import { validateEndpointSlice, validateNode, validateService } from '../kube/validate.js';
 import { clusterEndpoints, localEndpoints } from './endpoints.js';
+import { flat } from './flat.js';
 import type { Endpoint, FamilyModel, NodeContext, NodeModel, Problem, ServicePort } from './types.js';
 
 const FAMILIES: readonly IPFamily[] = ['IPv4', 'IPv6'];
@@ -80,7 +81,7 @@ function mergeEndpoints(
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
     for (const e of slice.endpoints) {
-      const address = joinHostPort(e.ip.text, sp.port);
+      const address = flat(joinHostPort(e.ip.text, sp.port));
       const isLocal = e.nodeName === nodeName;
       const existing = byAddress.get(address);
       if (existing && (existing.isLocal || !isLocal)) continue;
@@ -117,7 +118,7 @@ function servicePorts(svc: ServiceInfo, family: IPFamily, slices: EndpointSliceI
     const external = externallyAccessible(p.nodePort, loadBalancerIPs, externalIPs);
     const externalTrafficPolicy = external ? svc.externalTrafficPolicy : 'Cluster';
     return {
-      name: p.name ? `${svc.namespace}/${svc.name}:${p.name}` : `${svc.namespace}/${svc.name}`,
+      name: flat(p.name ? `${svc.namespace}/${svc.name}:${p.name}` : `${svc.namespace}/${svc.name}`),
       namespace: svc.namespace,
       serviceName: svc.name,
       portName: p.name,

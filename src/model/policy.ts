@@ -22,6 +22,31 @@ export interface PolicyView {
   hasExternalEndpoints: boolean;
 }
 
+/** Union of two address-sorted endpoint lists, still sorted. */
+function union(a: Endpoint[], b: Endpoint[]): Endpoint[] {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const out: Endpoint[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const x = a[i];
+    const y = b[j];
+    if (y === undefined || (x !== undefined && x.address < y.address)) {
+      out.push(x!);
+      i++;
+    } else if (x === undefined || y.address < x.address) {
+      out.push(y);
+      j++;
+    } else {
+      out.push(x);
+      i++;
+      j++;
+    }
+  }
+  return out;
+}
+
 export function policyView(sp: ServicePort): PolicyView {
   const external = externallyAccessible(sp);
   const internalLocal = sp.internalTrafficPolicy === 'Local';
@@ -32,10 +57,7 @@ export function policyView(sp: ServicePort): PolicyView {
   const usesLocal = internalLocal || externalLocal;
   const clusterEndpoints = usesCluster ? sp.cluster.endpoints : [];
   const localEndpoints = usesLocal ? sp.local.endpoints : [];
-  const byAddress = new Map<string, Endpoint>();
-  for (const e of clusterEndpoints) byAddress.set(e.address, e);
-  for (const e of localEndpoints) byAddress.set(e.address, e);
-  const reachable = [...byAddress.values()].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  const reachable = union(clusterEndpoints, localEndpoints);
   const hasEndpoints = reachable.length > 0;
   return {
     externallyAccessible: external,

@@ -9,7 +9,8 @@
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../model/types.js';
 import { policyView } from '../model/policy.js';
 import { cidrContains, parseCIDR, parseIP } from '../net/ip.js';
-import { endpointChain, serviceChains } from './names.js';
+import { LineWriter } from './bytes.js';
+import { endpointChain, PROTOCOL_NAMES, serviceChains } from './names.js';
 
 export type Table = 'filter' | 'nat';
 
@@ -58,8 +59,10 @@ export interface ServicePortRules {
   /** `NS/NAME:PORT` plus protocol: unique within a family. */
   key: string;
   shared: SharedRule[];
-  /** The nat chains this service port owns (SVC, SVL, EXT, FW, SEP). */
-  chains: Chain[];
+  /** The nat chains this service port owns (SVC, SVL, EXT, FW, SEP), in output order. */
+  chains: string[];
+  /** Where this service port's chain rules lie in the ruleset's `chainRules`. */
+  rules: { start: number; end: number };
 }
 
 /** A rule in a built-in chain that sends packets into ours; ensured, not restored. */
@@ -77,6 +80,8 @@ export interface IptablesRuleset {
   /** Chains whose rules come from every service port, in output order. */
   shared: { table: Table; name: string }[];
   services: ServicePortRules[];
+  /** The `-A` lines of every service port's own nat chains, service port by service port. */
+  chainRules: Buffer;
   /** The nat KUBE-SERVICES rules that must stay last: into KUBE-NODEPORTS. */
   nodePortsTail: string[];
 }
@@ -110,7 +115,18 @@ export function formatArgs(args: string[]): string {
  * `1/n` with 10 decimals, rounded half-to-even on the exact value, as Go's `%0.10f`
  * prints it, so probabilities match upstream's text byte for byte.
  */
+const probabilities = new Map<number, string>();
+
 export function probability(n: number): string {
+  let p = probabilities.get(n);
+  if (p === undefined) {
+    p = formatReciprocal(n);
+    probabilities.set(n, p);
+  }
+  return p;
+}
+
+function formatReciprocal(n: number): string {
   const scale = 10_000_000_000n;
   const d = BigInt(n);
   let q = scale / d;
@@ -190,13 +206,19 @@ interface RenderContext {
   podCIDR: string | null;
   masqueradeAll: boolean;
   endpointComments: boolean;
+  out: LineWriter;
 }
 
+/** Appends a service port's chain rules to `ctx.out`; returns its shared rules and chain names. */
 function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules {
+  // Every comment below is built from the service port name; checking it once covers them.
+  comment(sp.name);
   const view = policyView(sp);
   const names = serviceChains(sp);
-  const proto = sp.protocol.toLowerCase();
-  const match = (dst: string, port: number) => `-m ${proto} -p ${proto} -d ${dst} --dport ${port}`;
+  const proto = PROTOCOL_NAMES[sp.protocol];
+  const protoMatch = `-m ${proto} -p ${proto}`;
+  const match = (dst: string, port: number) => `${protoMatch} -d ${dst} --dport ${port}`;
+  const quoted = (suffix: string) => `-m comment --comment "${sp.name} ${suffix}"`;
   const shared: SharedRule[] = [];
   const add = (table: Table, chain: string, rest: string) => shared.push({ table, chain, line: `-A ${chain} ${rest}` });
 
@@ -209,112 +231,106 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
   const usesFw = hasEndpoints && sp.loadBalancerIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0;
   const lbChain = usesFw ? names.fw : names.ext;
 
-  const noEndpoints = `${sp.name} has no endpoints`;
-  const noLocal = `${sp.name} has no local endpoints`;
-  const internalBlock = !hasEndpoints ? { text: noEndpoints, target: 'REJECT' } : !view.hasInternalEndpoints ? { text: noLocal, target: 'DROP' } : null;
-  const externalBlock = !hasEndpoints ? { text: noEndpoints, target: 'REJECT' } : !view.hasExternalEndpoints ? { text: noLocal, target: 'DROP' } : null;
+  const noEndpoints = { comment: quoted('has no endpoints'), target: 'REJECT' };
+  const noLocal = { comment: quoted('has no local endpoints'), target: 'DROP' };
+  const internalBlock = !hasEndpoints ? noEndpoints : !view.hasInternalEndpoints ? noLocal : null;
+  const externalBlock = !hasEndpoints ? noEndpoints : !view.hasExternalEndpoints ? noLocal : null;
 
-  const clusterIPMatch = `${comment(`${sp.name} cluster IP`)} ${match(sp.clusterIP, sp.port)}`;
-  if (internalBlock) add('filter', SERVICES, `${comment(internalBlock.text)} ${match(sp.clusterIP, sp.port)} -j ${internalBlock.target}`);
+  const clusterIPMatch = `${quoted('cluster IP')} ${match(sp.clusterIP, sp.port)}`;
+  if (internalBlock) add('filter', SERVICES, `${internalBlock.comment} ${match(sp.clusterIP, sp.port)} -j ${internalBlock.target}`);
   else add('nat', SERVICES, `${clusterIPMatch} -j ${internalChain}`);
 
   for (const ip of sp.externalIPs) {
-    if (hasEndpoints) add('nat', SERVICES, `${comment(`${sp.name} external IP`)} ${match(ip, sp.port)} -j ${names.ext}`);
-    if (externalBlock) add('filter', EXTERNAL_SERVICES, `${comment(externalBlock.text)} ${match(ip, sp.port)} -j ${externalBlock.target}`);
+    if (hasEndpoints) add('nat', SERVICES, `${quoted('external IP')} ${match(ip, sp.port)} -j ${names.ext}`);
+    if (externalBlock) add('filter', EXTERNAL_SERVICES, `${externalBlock.comment} ${match(ip, sp.port)} -j ${externalBlock.target}`);
   }
   for (const ip of sp.loadBalancerIPs) {
-    if (hasEndpoints) add('nat', SERVICES, `${comment(`${sp.name} loadbalancer IP`)} ${match(ip, sp.port)} -j ${lbChain}`);
-    if (usesFw) {
-      add('filter', PROXY_FIREWALL, `${comment(`${sp.name} traffic not accepted by ${names.fw}`)} ${match(ip, sp.port)} -j DROP`);
-    }
+    if (hasEndpoints) add('nat', SERVICES, `${quoted('loadbalancer IP')} ${match(ip, sp.port)} -j ${lbChain}`);
+    if (usesFw) add('filter', PROXY_FIREWALL, `${quoted(`traffic not accepted by ${names.fw}`)} ${match(ip, sp.port)} -j DROP`);
   }
   if (externalBlock) {
     for (const ip of sp.loadBalancerIPs) {
-      add('filter', EXTERNAL_SERVICES, `${comment(externalBlock.text)} ${match(ip, sp.port)} -j ${externalBlock.target}`);
+      add('filter', EXTERNAL_SERVICES, `${externalBlock.comment} ${match(ip, sp.port)} -j ${externalBlock.target}`);
     }
   }
   if (sp.nodePort !== 0) {
     // Node ports are not subject to loadBalancerSourceRanges, as upstream.
-    if (hasEndpoints) add('nat', NODEPORTS, `${comment(sp.name)} -m ${proto} -p ${proto} --dport ${sp.nodePort} -j ${names.ext}`);
+    if (hasEndpoints) add('nat', NODEPORTS, `-m comment --comment ${sp.name} ${protoMatch} --dport ${sp.nodePort} -j ${names.ext}`);
     if (externalBlock) {
       add(
         'filter',
         EXTERNAL_SERVICES,
-        `${comment(externalBlock.text)} -m addrtype --dst-type LOCAL -m ${proto} -p ${proto} --dport ${sp.nodePort} -j ${externalBlock.target}`,
+        `${externalBlock.comment} -m addrtype --dst-type LOCAL ${protoMatch} --dport ${sp.nodePort} -j ${externalBlock.target}`,
       );
     }
   }
   if (sp.healthCheckNodePort !== 0) {
     // Accepted whether or not this node has local endpoints: the 503 is the answer.
-    add('filter', NODEPORTS, `${comment(`${sp.name} health check node port`)} -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`);
+    add('filter', NODEPORTS, `${quoted('health check node port')} -m tcp -p tcp --dport ${sp.healthCheckNodePort} -j ACCEPT`);
   }
 
-  const chains: Chain[] = [];
-  const chain = (name: string): string[] => {
-    const rules: string[] = [];
-    chains.push({ table: 'nat', name, rules });
-    return rules;
+  const out = ctx.out;
+  const start = out.offset;
+  const chains: string[] = [];
+  const usesSvc = view.clusterEndpoints.length > 0;
+  const usesSvl = view.localEndpoints.length > 0;
+  const sepNames = view.reachable.map((e) => endpointChain(sp, e));
+  const sepOf = new Map(view.reachable.map((e, i) => [e.address, sepNames[i]!]));
+  const masq = internalBlock ? null : ctx.masqueradeAll ? '' : ctx.podCIDR ? ` ! -s ${ctx.podCIDR}` : null;
+
+  const balance = (chainName: string, endpoints: typeof view.reachable) => {
+    chains.push(chainName);
+    if (masq !== null && chainName === internalChain) out.line(`-A ${chainName} ${clusterIPMatch}${masq} -j ${MARK_MASQ}`);
+    const perEndpoint = (address: string) => (ctx.endpointComments ? `-m comment --comment "${sp.name} -> ${address}" ` : '');
+    if (sp.sessionAffinity) {
+      for (const e of endpoints) {
+        const sep = sepOf.get(e.address)!;
+        out.line(`-A ${chainName} ${perEndpoint(e.address)}-m recent --name ${sep} --rcheck --seconds ${sp.sessionAffinity.timeoutSeconds} --reap -j ${sep}`);
+      }
+    }
+    const last = endpoints.length - 1;
+    for (let i = 0; i <= last; i++) {
+      const e = endpoints[i]!;
+      const stat = i < last ? `-m statistic --mode random --probability ${probability(last + 1 - i)} ` : '';
+      out.line(`-A ${chainName} ${perEndpoint(e.address)}${stat}-j ${sepOf.get(e.address)}`);
+    }
   };
-  const svcRules = view.clusterEndpoints.length > 0 ? chain(names.svc) : null;
-  const svlRules = view.localEndpoints.length > 0 ? chain(names.svl) : null;
-
-  if (!internalBlock) {
-    const masq = ctx.masqueradeAll ? '' : ctx.podCIDR ? ` ! -s ${ctx.podCIDR}` : null;
-    if (masq !== null) (internalLocal ? svlRules : svcRules)!.push(`-A ${internalChain} ${clusterIPMatch}${masq} -j ${MARK_MASQ}`);
-  }
+  if (usesSvc) balance(names.svc, view.clusterEndpoints);
+  if (usesSvl) balance(names.svl, view.localEndpoints);
 
   if (usesExt) {
-    const ext = chain(names.ext);
+    const ext = names.ext;
+    chains.push(ext);
     if (!externalLocal) {
-      ext.push(`-A ${names.ext} ${comment(`masquerade traffic for ${sp.name} external destinations`)} -j ${MARK_MASQ}`);
+      out.line(`-A ${ext} -m comment --comment "masquerade traffic for ${sp.name} external destinations" -j ${MARK_MASQ}`);
     } else {
       // Pods and the node itself reach external addresses as if through the load
       // balancer: Cluster policy. Only outside clients keep their source IP (Local).
       if (ctx.podCIDR) {
-        ext.push(`-A ${names.ext} ${comment(`pod traffic for ${sp.name} external destinations`)} -s ${ctx.podCIDR} -j ${names.svc}`);
+        out.line(`-A ${ext} -m comment --comment "pod traffic for ${sp.name} external destinations" -s ${ctx.podCIDR} -j ${names.svc}`);
       }
-      ext.push(`-A ${names.ext} ${comment(`masquerade LOCAL traffic for ${sp.name} external destinations`)} -m addrtype --src-type LOCAL -j ${MARK_MASQ}`);
-      ext.push(`-A ${names.ext} ${comment(`route LOCAL traffic for ${sp.name} external destinations`)} -m addrtype --src-type LOCAL -j ${names.svc}`);
+      out.line(`-A ${ext} -m comment --comment "masquerade LOCAL traffic for ${sp.name} external destinations" -m addrtype --src-type LOCAL -j ${MARK_MASQ}`);
+      out.line(`-A ${ext} -m comment --comment "route LOCAL traffic for ${sp.name} external destinations" -m addrtype --src-type LOCAL -j ${names.svc}`);
     }
-    if (view.hasExternalEndpoints) ext.push(`-A ${names.ext} -j ${externalPolicyChain}`);
+    if (view.hasExternalEndpoints) out.line(`-A ${ext} -j ${externalPolicyChain}`);
   }
 
   if (usesFw) {
-    const fw = chain(names.fw);
-    for (const range of sp.loadBalancerSourceRanges) {
-      fw.push(`-A ${names.fw} ${comment(`${sp.name} loadbalancer IP`)} -s ${range} -j ${names.ext}`);
-    }
-    fw.push(`-A ${names.fw} ${comment(`other traffic to ${sp.name} will be dropped by KUBE-PROXY-FIREWALL`)}`);
+    const fw = names.fw;
+    chains.push(fw);
+    for (const range of sp.loadBalancerSourceRanges) out.line(`-A ${fw} ${quoted('loadbalancer IP')} -s ${range} -j ${names.ext}`);
+    out.line(`-A ${fw} -m comment --comment "other traffic to ${sp.name} will be dropped by KUBE-PROXY-FIREWALL"`);
   }
 
-  const sepNames = new Map(view.reachable.map((e) => [e.address, endpointChain(sp, e)]));
-  const balance = (rules: string[] | null, chainName: string, endpoints: typeof view.reachable) => {
-    if (!rules) return;
-    const perEndpoint = (address: string) => (ctx.endpointComments ? `${comment(`${sp.name} -> ${address}`)} ` : '');
-    if (sp.sessionAffinity) {
-      for (const e of endpoints) {
-        const sep = sepNames.get(e.address)!;
-        rules.push(`-A ${chainName} ${perEndpoint(e.address)}-m recent --name ${sep} --rcheck --seconds ${sp.sessionAffinity.timeoutSeconds} --reap -j ${sep}`);
-      }
-    }
-    endpoints.forEach((e, i) => {
-      const stat = i < endpoints.length - 1 ? `-m statistic --mode random --probability ${probability(endpoints.length - i)} ` : '';
-      rules.push(`-A ${chainName} ${perEndpoint(e.address)}${stat}-j ${sepNames.get(e.address)}`);
-    });
-  };
-  balance(svcRules, names.svc, view.clusterEndpoints);
-  balance(svlRules, names.svl, view.localEndpoints);
-
-  const sepComment = ctx.endpointComments ? `${comment(sp.name)} ` : '';
-  for (const e of view.reachable) {
-    const sep = sepNames.get(e.address)!;
-    const affinity = sp.sessionAffinity ? `-m recent --name ${sep} --set ` : '';
-    chain(sep).push(
-      `-A ${sep} ${sepComment}-s ${e.ip} -j ${MARK_MASQ}`,
-      `-A ${sep} ${sepComment}${affinity}-m ${proto} -p ${proto} -j DNAT --to-destination ${e.address}`,
-    );
-  }
-  return { key: `${sp.name}/${proto}`, shared, chains };
+  const sepComment = ctx.endpointComments ? `-m comment --comment ${sp.name} ` : '';
+  const affinity = sp.sessionAffinity !== null;
+  view.reachable.forEach((e, i) => {
+    const sep = sepNames[i]!;
+    chains.push(sep);
+    out.line(`-A ${sep} ${sepComment}-s ${e.ip} -j ${MARK_MASQ}`);
+    out.line(`-A ${sep} ${sepComment}${affinity ? `-m recent --name ${sep} --set ` : ''}${protoMatch} -j DNAT --to-destination ${e.address}`);
+  });
+  return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, end: out.offset } };
 }
 
 function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOptions): string[] {
@@ -345,7 +361,10 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
     podCIDR,
     masqueradeAll: opts.masqueradeAll,
     endpointComments: totalEndpoints <= LARGE_CLUSTER_ENDPOINTS,
+    // About 80 bytes a line and 4 lines an endpoint: one allocation for the common case.
+    out: new LineWriter(Math.max(64 * 1024, totalEndpoints * 400)),
   };
+  const services = model.servicePorts.map((sp) => servicePortRules(sp, ctx));
   return {
     family: model.family,
     jumps: jumpRules(model.family),
@@ -358,30 +377,41 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
       { table: 'nat', name: SERVICES },
       { table: 'nat', name: NODEPORTS },
     ],
-    services: model.servicePorts.map((sp) => servicePortRules(sp, ctx)),
+    services,
+    chainRules: ctx.out.bytes(),
     nodePortsTail: nodePortsTail(model.family, node, opts),
   };
 }
 
-/** One table's part of the restore input: declarations, then rules grouped by chain. */
-function tableText(rs: IptablesRuleset, table: Table): string[] {
-  const out = [`*${table}`];
-  for (const c of rs.fixed) if (c.table === table) out.push(`:${c.name} - [0:0]`);
-  for (const s of rs.services) for (const c of s.chains) if (c.table === table) out.push(`:${c.name} - [0:0]`);
-  for (const c of rs.fixed) if (c.table === table) out.push(...c.rules);
+/**
+ * The whole ruleset as one iptables-restore input (filter, then nat), in pieces to write
+ * one after the other: the service chains' rules are passed on as they are, not copied.
+ */
+export function restoreChunks(rs: IptablesRuleset): Buffer[] {
+  const head = new LineWriter(1024 * 1024);
+  head.line('*filter');
+  for (const c of rs.fixed) if (c.table === 'filter') head.line(`:${c.name} - [0:0]`);
+  for (const c of rs.fixed) if (c.table === 'filter') for (const r of c.rules) head.line(r);
+  const sharedRules = (table: Table, chain: string) => {
+    for (const s of rs.services) for (const r of s.shared) if (r.table === table && r.chain === chain) head.line(r.line);
+  };
+  for (const sh of rs.shared) if (sh.table === 'filter') sharedRules('filter', sh.name);
+  head.line('COMMIT');
+
+  head.line('*nat');
+  for (const c of rs.fixed) if (c.table === 'nat') head.line(`:${c.name} - [0:0]`);
+  for (const s of rs.services) for (const c of s.chains) head.line(`:${c} - [0:0]`);
+  for (const c of rs.fixed) if (c.table === 'nat') for (const r of c.rules) head.line(r);
   for (const sh of rs.shared) {
-    if (sh.table !== table) continue;
-    for (const s of rs.services) for (const r of s.shared) if (r.table === table && r.chain === sh.name) out.push(r.line);
-    if (table === 'nat' && sh.name === SERVICES) out.push(...rs.nodePortsTail);
+    if (sh.table !== 'nat') continue;
+    sharedRules('nat', sh.name);
+    if (sh.name === SERVICES) for (const r of rs.nodePortsTail) head.line(r);
   }
-  for (const s of rs.services) for (const c of s.chains) if (c.table === table) out.push(...c.rules);
-  out.push('COMMIT');
-  return out;
+  return [head.bytes(), rs.chainRules, Buffer.from('COMMIT\n')];
 }
 
-/** The whole ruleset as one iptables-restore input (filter, then nat). */
 export function restoreText(rs: IptablesRuleset): string {
-  return [...tableText(rs, 'filter'), ...tableText(rs, 'nat')].join('\n') + '\n';
+  return Buffer.concat(restoreChunks(rs)).toString('latin1');
 }
 
 /** The jump rules as the commands that would ensure them, for people reading a dry run. */
