@@ -16,9 +16,14 @@ export interface CliIO {
   hostname: string;
 }
 
+/** Names of rejected objects may hold anything, newlines included: quote all but the plain ones. */
+function printable(s: string): string {
+  return /^[A-Za-z0-9][-A-Za-z0-9_./:<>]*$/.test(s) ? s : JSON.stringify(s);
+}
+
 export function describeProblem(p: Problem): string {
   const who = p.namespace ? `${p.namespace}/${p.name}` : p.name;
-  return `skipped ${p.kind} ${who}: ${p.reason}`;
+  return `skipped ${p.kind} ${printable(who)}: ${p.reason}`;
 }
 
 export function runCli(argv: string[], io: CliIO): number {

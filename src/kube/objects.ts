@@ -70,6 +70,7 @@ export interface EndpointSliceInfo {
 export interface NodeInfo {
   name: string;
   labels: Record<string, string>;
+  /** InternalIPs, then ExternalIPs: the first of a family is the node's primary address. */
   addresses: ParsedIP[];
 }
 

@@ -288,9 +288,9 @@ export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo
       const addr = ip(addresses[0], `${path}.addresses[0]`);
       if (addr.family !== family) fail(`${path}.addresses[0]`, `${addr.text} is not ${family}`);
       const cond = record(e.conditions, `${path}.conditions`);
-      // API semantics: unknown readiness counts as ready; unknown serving follows ready.
+      // As kube-proxy reads them: unknown readiness and unknown serving both count as true.
       const ready = optBool(cond.ready, `${path}.conditions.ready`) ?? true;
-      const serving = optBool(cond.serving, `${path}.conditions.serving`) ?? ready;
+      const serving = optBool(cond.serving, `${path}.conditions.serving`) ?? true;
       const terminating = optBool(cond.terminating, `${path}.conditions.terminating`) ?? false;
       const hints = record(e.hints, `${path}.hints`);
       const nodeName = optName(e.nodeName, `${path}.nodeName`, DNS1123_SUBDOMAIN, 253);
@@ -318,12 +318,14 @@ export function validateNode(obj: unknown): Validated<NodeInfo> {
   return validated('Node', obj, (o) => {
     const meta = record(o.metadata, 'metadata');
     const nodeName = name(meta.name, 'metadata.name', DNS1123_SUBDOMAIN, 253);
-    const addresses: ParsedIP[] = [];
+    const internal: ParsedIP[] = [];
+    const external: ParsedIP[] = [];
     list(record(o.status, 'status').addresses, 'status.addresses').forEach((raw, i) => {
       const a = record(raw, `status.addresses[${i}]`);
-      if (a.type !== 'InternalIP' && a.type !== 'ExternalIP') return;
-      addresses.push(ip(a.address, `status.addresses[${i}].address`));
+      if (a.type === 'InternalIP') internal.push(ip(a.address, `status.addresses[${i}].address`));
+      else if (a.type === 'ExternalIP') external.push(ip(a.address, `status.addresses[${i}].address`));
     });
-    return { name: nodeName, labels: stringMap(meta.labels, 'metadata.labels'), addresses };
+    // InternalIPs first: the node's primary address is its first InternalIP, as kubelet reports.
+    return { name: nodeName, labels: stringMap(meta.labels, 'metadata.labels'), addresses: [...internal, ...external] };
   });
 }

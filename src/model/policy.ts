@@ -16,6 +16,11 @@ export interface PolicyView {
   localEndpoints: Endpoint[];
   /** Union of the two, sorted by address: every endpoint this node may DNAT to. */
   reachable: Endpoint[];
+  /**
+   * Whether any node has a usable endpoint (ready, or serving and terminating). Decides
+   * between "no endpoints" (REJECT) and "no local endpoints" (DROP).
+   */
+  hasAnyEndpoints: boolean;
   /** Whether traffic to the cluster IP has somewhere to go. */
   hasInternalEndpoints: boolean;
   /** Whether external traffic from outside the cluster has somewhere to go. */
@@ -58,13 +63,14 @@ export function policyView(sp: ServicePort): PolicyView {
   const clusterEndpoints = usesCluster ? sp.cluster.endpoints : [];
   const localEndpoints = usesLocal ? sp.local.endpoints : [];
   const reachable = union(clusterEndpoints, localEndpoints);
-  const hasEndpoints = reachable.length > 0;
+  const hasEndpoints = sp.endpoints.some((e) => e.ready || (e.serving && e.terminating));
   return {
     externallyAccessible: external,
     clusterEndpoints,
     localEndpoints,
     reachable,
-    hasInternalEndpoints: hasEndpoints && (!internalLocal || localEndpoints.length > 0),
-    hasExternalEndpoints: hasEndpoints && (!externalLocal || localEndpoints.length > 0),
+    hasAnyEndpoints: hasEndpoints,
+    hasInternalEndpoints: hasEndpoints && (internalLocal ? localEndpoints.length > 0 : clusterEndpoints.length > 0),
+    hasExternalEndpoints: hasEndpoints && (externalLocal ? localEndpoints.length > 0 : clusterEndpoints.length > 0),
   };
 }

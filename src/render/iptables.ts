@@ -8,7 +8,7 @@
  */
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../model/types.js';
 import { policyView } from '../model/policy.js';
-import { cidrContains, parseCIDR, parseIP } from '../net/ip.js';
+import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../net/ip.js';
 import { LineWriter } from './bytes.js';
 import { endpointChain, PROTOCOL_NAMES, serviceChains } from './names.js';
 
@@ -136,11 +136,19 @@ function formatReciprocal(n: number): string {
   return `${digits.slice(0, -10)}.${digits.slice(-10)}`;
 }
 
-function jumpRules(family: IPFamily): JumpRule[] {
+/**
+ * Localhost node ports need route_localnet, which would also let other hosts reach
+ * 127.0.0.0/8; KUBE-FIREWALL closes that again. Only then is the chain ours to write.
+ */
+function blocksLocalnetTraffic(family: IPFamily, opts: IptablesOptions): boolean {
+  return family === 'IPv4' && opts.localhostNodePorts;
+}
+
+function jumpRules(blocksLocalnet: boolean): JumpRule[] {
   const jump = (table: Table, chain: string, target: string, text: string | null, extra: string[] = []): JumpRule => ({
     table,
     chain,
-    args: [...(text === null ? [] : ['-m', 'comment', '--comment', text]), ...extra, '-j', target],
+    args: [...extra, ...(text === null ? [] : ['-m', 'comment', '--comment', text]), '-j', target],
   });
   const isNew = ['-m', 'conntrack', '--ctstate', 'NEW'];
   const rules = [
@@ -157,24 +165,29 @@ function jumpRules(family: IPFamily): JumpRule[] {
     jump('nat', 'PREROUTING', SERVICES, 'kubernetes service portals'),
     jump('nat', 'POSTROUTING', POSTROUTING, 'kubernetes postrouting rules'),
   ];
-  if (family === 'IPv4') {
+  if (blocksLocalnet) {
     rules.push(jump('filter', 'INPUT', FIREWALL, null), jump('filter', 'OUTPUT', FIREWALL, null));
   }
   return rules;
 }
 
-function fixedChains(family: IPFamily, opts: IptablesOptions, mark: string): Chain[] {
-  const filterFirewall: string[] = [];
-  if (family === 'IPv4' && opts.localhostNodePorts) {
-    filterFirewall.push(
-      `-A ${FIREWALL} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
-    );
-  }
+function fixedChains(blocksLocalnet: boolean, opts: IptablesOptions, mark: string): Chain[] {
+  const firewall: Chain[] = blocksLocalnet
+    ? [
+        {
+          table: 'filter',
+          name: FIREWALL,
+          rules: [
+            `-A ${FIREWALL} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
+          ],
+        },
+      ]
+    : [];
   return [
     { table: 'filter', name: NODEPORTS, rules: [] },
     { table: 'filter', name: SERVICES, rules: [] },
     { table: 'filter', name: EXTERNAL_SERVICES, rules: [] },
-    { table: 'filter', name: FIREWALL, rules: filterFirewall },
+    ...firewall,
     {
       table: 'filter',
       name: FORWARD,
@@ -206,6 +219,8 @@ interface RenderContext {
   podCIDR: string | null;
   masqueradeAll: boolean;
   endpointComments: boolean;
+  /** The node's first address of this family (InternalIP before ExternalIP). */
+  primaryNodeIP: ParsedIP | null;
   out: LineWriter;
 }
 
@@ -222,7 +237,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
   const shared: SharedRule[] = [];
   const add = (table: Table, chain: string, rest: string) => shared.push({ table, chain, line: `-A ${chain} ${rest}` });
 
-  const hasEndpoints = view.reachable.length > 0;
+  const hasEndpoints = view.hasAnyEndpoints;
   const internalLocal = sp.internalTrafficPolicy === 'Local';
   const externalLocal = view.externallyAccessible && sp.externalTrafficPolicy === 'Local';
   const internalChain = internalLocal ? names.svl : names.svc;
@@ -319,6 +334,10 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     const fw = names.fw;
     chains.push(fw);
     for (const range of sp.loadBalancerSourceRanges) out.line(`-A ${fw} ${quoted('loadbalancer IP')} -s ${range} -j ${names.ext}`);
+    // A node that is itself allowed reaches a VIP bound locally with the VIP as source.
+    if (ctx.primaryNodeIP && sp.loadBalancerSourceRanges.some((r) => cidrContains(parseCIDR(r)!, ctx.primaryNodeIP!))) {
+      for (const ip of sp.loadBalancerIPs) out.line(`-A ${fw} ${quoted('loadbalancer IP')} -s ${ip} -j ${names.ext}`);
+    }
     out.line(`-A ${fw} -m comment --comment "other traffic to ${sp.name} will be dropped by KUBE-PROXY-FIREWALL"`);
   }
 
@@ -333,18 +352,29 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
   return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, end: out.offset } };
 }
 
+function familyNodeIPs(node: NodeContext, family: IPFamily): ParsedIP[] {
+  return node.nodeIPs.map((t) => parseIP(t)!).filter((ip) => ip.family === family);
+}
+
+/**
+ * The last rules of nat KUBE-SERVICES. `--nodeport-addresses` narrows node ports to the
+ * matching node addresses; a family it says nothing about, or a zero CIDR, matches all.
+ */
 function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOptions): string[] {
   const head = `-A ${SERVICES} ${comment(NODEPORTS_TAIL_COMMENT)}`;
-  if (opts.nodePortAddresses.length === 0) {
+  const cidrs = opts.nodePortAddresses
+    .filter((a) => a !== 'primary')
+    .map((a) => parseCIDR(a)!)
+    .filter((c) => c.family === family);
+  const primary = opts.nodePortAddresses.includes('primary');
+  if ((cidrs.length === 0 && !primary) || cidrs.some((c) => c.prefix === 0)) {
     const loopback = family === 'IPv6' ? ' ! -d ::1/128' : opts.localhostNodePorts ? '' : ' ! -d 127.0.0.0/8';
     return [`${head} -m addrtype --dst-type LOCAL${loopback} -j ${NODEPORTS}`];
   }
-  const cidrs = opts.nodePortAddresses.filter((a) => a !== 'primary').map((a) => parseCIDR(a)!);
-  const nodeIPs = node.nodeIPs.map((t) => parseIP(t)!).filter((ip) => ip.family === family);
-  const primary = opts.nodePortAddresses.includes('primary') ? nodeIPs[0] : undefined;
+  const nodeIPs = familyNodeIPs(node, family);
   return nodeIPs
-    .filter((ip) => ip === primary || cidrs.some((c) => cidrContains(c, ip)))
-    .filter((ip) => !(ip.text.startsWith('127.') ? !opts.localhostNodePorts : ip.text === '::1'))
+    .filter((ip, i) => (primary && i === 0) || cidrs.some((c) => cidrContains(c, ip)))
+    .filter((ip) => (family === 'IPv6' ? ip.text !== '::1' : opts.localhostNodePorts || !ip.text.startsWith('127.')))
     .map((ip) => `${head} -d ${ip.text} -j ${NODEPORTS}`);
 }
 
@@ -361,14 +391,15 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
     podCIDR,
     masqueradeAll: opts.masqueradeAll,
     endpointComments: totalEndpoints <= LARGE_CLUSTER_ENDPOINTS,
+    primaryNodeIP: familyNodeIPs(node, model.family)[0] ?? null,
     // About 80 bytes a line and 4 lines an endpoint: one allocation for the common case.
     out: new LineWriter(Math.max(64 * 1024, totalEndpoints * 400)),
   };
   const services = model.servicePorts.map((sp) => servicePortRules(sp, ctx));
   return {
     family: model.family,
-    jumps: jumpRules(model.family),
-    fixed: fixedChains(model.family, opts, mark),
+    jumps: jumpRules(blocksLocalnetTraffic(model.family, opts)),
+    fixed: fixedChains(blocksLocalnetTraffic(model.family, opts), opts, mark),
     shared: [
       { table: 'filter', name: SERVICES },
       { table: 'filter', name: EXTERNAL_SERVICES },
