@@ -66,10 +66,10 @@ export function runCli(argv: string[], io: CliIO): number {
   }
   const result = dryRun(parsed.objects, inv.config);
   for (const p of [...parsed.problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
-  if (!result.build.model.node.nodeIPs.length && !parsed.objects.nodes.length) {
-    io.stderr('kube-proxy-ts: warning: the input has no Node objects; node zone and addresses are unknown\n');
-  } else if (!parsed.objects.nodes.some((n) => (n as { metadata?: { name?: unknown } }).metadata?.name === inv.config.hostnameOverride)) {
-    io.stderr(`kube-proxy-ts: warning: node ${inv.config.hostnameOverride} is not in the input; its zone and addresses are unknown\n`);
+  if (!result.build.nodeKnown) {
+    io.stderr(
+      `kube-proxy-ts: warning: no Node ${inv.config.hostnameOverride} in the input; without its zone and addresses, topology hints and --nodeport-addresses cannot apply\n`,
+    );
   }
   if (inv.verbosity > 0) {
     for (const s of result.build.skipped) io.stderr(`kube-proxy-ts: not proxied: Service ${s.namespace}/${s.name}: ${s.reason}\n`);

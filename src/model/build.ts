@@ -39,6 +39,8 @@ export interface SkippedService {
 
 export interface BuildResult {
   model: NodeModel;
+  /** Whether this node's own Node object was among the input. */
+  nodeKnown: boolean;
   problems: Problem[];
   skipped: SkippedService[];
 }
@@ -186,6 +188,6 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
       a.name !== b.name ? (a.name < b.name ? -1 : 1) : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0,
     );
   }
-  return { model: { node, families }, problems, skipped };
+  return { model: { node, families }, nodeKnown: nodes.some((n) => n.name === nodeName), problems, skipped };
 }
 

@@ -96,7 +96,7 @@ export function formatIP(family: IPFamily, bytes: Uint8Array): string {
 
 export function parseIP(input: string): ParsedIP | null {
   if (typeof input !== 'string') return null;
-  const s = input.trim();
+  const s = input;
   if (s.includes(':')) {
     const bytes = parseIPv6(s);
     return bytes ? { family: 'IPv6', bytes, text: formatIPv6(bytes) } : null;
@@ -105,6 +105,7 @@ export function parseIP(input: string): ParsedIP | null {
   return bytes ? { family: 'IPv4', bytes, text: formatIP('IPv4', bytes) } : null;
 }
 
+/** Surrounding whitespace is allowed, as in `loadBalancerSourceRanges` lists. */
 export function parseCIDR(input: string): ParsedCIDR | null {
   if (typeof input !== 'string') return null;
   const [addr, len, ...rest] = input.trim().split('/');
