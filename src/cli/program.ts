@@ -4,11 +4,13 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadKubeProxyConfiguration, splitList, validateConfig } from '../config/kubeproxyconfig.js';
+import { parseDuration } from '../config/duration.js';
 import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from '../config/options.js';
 
 export interface Invocation {
   config: ProxyConfig;
   dryRun: boolean;
+  cleanup: boolean;
   /** Manifest path, `-` for stdin, or null to use the API server. */
   fromFile: string | null;
   verbosity: number;
@@ -24,6 +26,12 @@ function boolValue(v: string | boolean): boolean {
   if (v === true || v === 'true') return true;
   if (v === false || v === 'false') return false;
   throw new InvalidArgumentError('want true or false');
+}
+
+function durationValue(v: string): number {
+  const ms = parseDuration(v);
+  if (ms === null) throw new InvalidArgumentError('want a duration like 30s, 1m or 500ms');
+  return ms;
 }
 
 function intValue(v: string): number {
@@ -42,6 +50,12 @@ export function buildProgram(): Command {
     .option('--iptables-masquerade-bit <bit>', 'packet mark bit flagging traffic for SNAT (0-31)', intValue)
     .option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)', boolValue)
     .option('--config <file>', 'a KubeProxyConfiguration (v1alpha1) file; flags override it')
+    .option('--kubeconfig <file>', 'kubeconfig of the API server (default: in-cluster configuration)')
+    .option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)', durationValue)
+    .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)', durationValue)
+    .option('--healthz-bind-address <ip:port>', 'health server address (default 0.0.0.0:10256)')
+    .option('--metrics-bind-address <ip:port>', 'metrics server address (default 127.0.0.1:10249)')
+    .option('--cleanup', 'remove every rule kube-proxy-ts (or kube-proxy) created, and exit', false)
     .option('--dry-run', 'print what would be programmed, and exit', false)
     .option('--from-file <path>', 'read cluster objects from manifests instead of an API server ("-" for stdin)')
     .option('-v, --v <level>', 'log verbosity', intValue, 0)
@@ -58,6 +72,11 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('hostnameOverride')) layer.hostnameOverride = o.hostnameOverride as string;
   if (given('clusterCidr')) layer.clusterCIDRs = splitList(o.clusterCidr as string);
   if (given('nodeportAddresses')) layer.nodePortAddresses = splitList(o.nodeportAddresses as string);
+  if (given('kubeconfig')) layer.kubeconfig = o.kubeconfig as string;
+  if (given('healthzBindAddress')) layer.healthzBindAddress = o.healthzBindAddress as string;
+  if (given('metricsBindAddress')) layer.metricsBindAddress = o.metricsBindAddress as string;
+  if (given('iptablesSyncPeriod')) iptables.syncPeriodMs = o.iptablesSyncPeriod as number;
+  if (given('iptablesMinSyncPeriod')) iptables.minSyncPeriodMs = o.iptablesMinSyncPeriod as number;
   if (given('masqueradeAll')) iptables.masqueradeAll = o.masqueradeAll as boolean;
   if (given('iptablesMasqueradeBit')) iptables.masqueradeBit = o.iptablesMasqueradeBit as number;
   if (given('iptablesLocalhostNodeports')) iptables.localhostNodePorts = o.iptablesLocalhostNodeports as boolean;
@@ -92,6 +111,7 @@ export function parseInvocation(argv: string[], io: ProgramIO, defaultHostname: 
   return {
     config,
     dryRun: o.dryRun as boolean,
+    cleanup: o.cleanup as boolean,
     fromFile: typeof o.fromFile === 'string' ? o.fromFile : null,
     verbosity: o.v as number,
     warnings,

@@ -5,6 +5,8 @@
 import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { Problem } from '../model/types.js';
+import { cleanupRules, runAgent } from '../agent/main.js';
+import { createLogger } from '../log.js';
 import { dryRun } from './dryrun.js';
 import { buildProgram, CommanderError, parseInvocation } from './program.js';
 
@@ -26,7 +28,11 @@ export function describeProblem(p: Problem): string {
   return `skipped ${p.kind} ${printable(who)}: ${p.reason}`;
 }
 
-export function runCli(argv: string[], io: CliIO): number {
+/**
+ * Runs the command line. Dry runs and errors answer at once; the agent and --cleanup
+ * return a promise of the exit code.
+ */
+export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   const fail = (msg: string) => {
     io.stderr(`kube-proxy-ts: ${msg}\n`);
     return 2;
@@ -48,7 +54,11 @@ export function runCli(argv: string[], io: CliIO): number {
   for (const w of inv.warnings) io.stderr(`kube-proxy-ts: warning: ${w}\n`);
 
   if (inv.config.mode !== 'iptables') return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use iptables`);
-  if (!inv.dryRun) return fail('running as a node agent is not implemented yet; use --dry-run --from-file FILE');
+  if (inv.cleanup) return cleanupRules(createLogger(inv.verbosity));
+  if (!inv.dryRun) {
+    if (inv.fromFile !== null) return fail('--from-file goes with --dry-run; the agent reads the API server');
+    return runAgent(inv.config, createLogger(inv.verbosity));
+  }
   if (inv.fromFile === null) return fail('--dry-run needs --from-file (reading a live cluster is not implemented yet)');
 
   let text: string;

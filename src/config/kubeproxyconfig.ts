@@ -5,6 +5,7 @@
  */
 import { parse } from 'yaml';
 import { parseCIDR } from '../net/ip.js';
+import { parseDuration } from './duration.js';
 import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from './options.js';
 
 export class ConfigError extends Error {}
@@ -15,11 +16,8 @@ export const CONFIG_KIND = 'KubeProxyConfiguration';
 /** Upstream v1alpha1 fields this version does not act on yet (warned, not fatal). */
 const UPSTREAM_FIELDS = new Set([
   'featureGates',
-  'clientConnection',
   'logging',
   'bindAddress',
-  'healthzBindAddress',
-  'metricsBindAddress',
   'bindAddressHardFail',
   'enableProfiling',
   'showHiddenMetricsForVersion',
@@ -34,7 +32,6 @@ const UPSTREAM_FIELDS = new Set([
   'portRange',
   'windowsRunAsService',
 ]);
-const UPSTREAM_IPTABLES_FIELDS = new Set(['syncPeriod', 'minSyncPeriod']);
 
 export interface LoadedConfig {
   layer: ConfigLayer;
@@ -42,6 +39,12 @@ export interface LoadedConfig {
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function duration(v: unknown, field: string): number {
+  const ms = typeof v === 'string' ? parseDuration(v) : null;
+  if (ms === null) throw new ConfigError(`${field}: ${JSON.stringify(v)} is not a duration (like 30s or 1m)`);
+  return ms;
+}
 
 function expect<T>(ok: boolean, value: unknown, field: string, want: string): T {
   if (!ok) throw new ConfigError(`${field}: ${JSON.stringify(value)} is not ${want}`);
@@ -64,6 +67,17 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
     if (a !== 'primary' && !parseCIDR(a)) {
       throw new ConfigError(`nodePortAddresses: ${JSON.stringify(a)} is not a CIDR or "primary"`);
     }
+  }
+  for (const [field, value] of [
+    ['healthzBindAddress', cfg.healthzBindAddress],
+    ['metricsBindAddress', cfg.metricsBindAddress],
+  ] as const) {
+    if (value !== '' && !/^(\[[0-9a-fA-F:.]+\]|[0-9.]*):[0-9]{1,5}$/.test(value)) {
+      throw new ConfigError(`${field}: ${JSON.stringify(value)} is not IP:PORT`);
+    }
+  }
+  if (cfg.iptables.minSyncPeriodMs > cfg.iptables.syncPeriodMs) {
+    throw new ConfigError('iptables.minSyncPeriod: longer than iptables.syncPeriod');
   }
   const bit = cfg.iptables.masqueradeBit;
   if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
@@ -120,6 +134,17 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           expect<string>(typeof v === 'string', v, `${key}[${i}]`, 'a string'),
         );
         break;
+      case 'healthzBindAddress':
+      case 'metricsBindAddress':
+        layer[key] = expect<string>(typeof value === 'string', value, key, 'a string');
+        break;
+      case 'clientConnection':
+        for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
+          if (v === null || v === undefined) continue;
+          if (k === 'kubeconfig') layer.kubeconfig = expect<string>(typeof v === 'string', v, `${key}.${k}`, 'a string');
+          else warnings.push(`${source}: ${key}.${k} is not supported yet and is ignored`);
+        }
+        break;
       case 'iptables':
         for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
           if (v === null || v === undefined) continue;
@@ -127,7 +152,8 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           if (k === 'masqueradeAll') iptables.masqueradeAll = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
           else if (k === 'masqueradeBit') iptables.masqueradeBit = expect<number>(Number.isInteger(v), v, field, 'an integer');
           else if (k === 'localhostNodePorts') iptables.localhostNodePorts = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
-          else if (UPSTREAM_IPTABLES_FIELDS.has(k)) warnings.push(`${source}: ${field} is not supported yet and is ignored`);
+          else if (k === 'syncPeriod') iptables.syncPeriodMs = duration(v, field);
+          else if (k === 'minSyncPeriod') iptables.minSyncPeriodMs = duration(v, field);
           else warnings.push(`${source}: unknown field ${field} is ignored`);
         }
         break;

@@ -13,10 +13,18 @@ export interface ProxyConfig {
   clusterCIDRs: string[];
   /** CIDRs, or `primary`; empty accepts node ports on every local address. */
   nodePortAddresses: string[];
+  /** Path of a kubeconfig; empty means in-cluster configuration. */
+  kubeconfig: string;
+  healthzBindAddress: string;
+  metricsBindAddress: string;
   iptables: {
     masqueradeAll: boolean;
     masqueradeBit: number;
     localhostNodePorts: boolean;
+    /** Longest time between syncs (ms). */
+    syncPeriodMs: number;
+    /** Shortest time between syncs (ms); changes arriving faster are coalesced. */
+    minSyncPeriodMs: number;
   };
 }
 
@@ -25,7 +33,10 @@ export const DEFAULT_CONFIG: ProxyConfig = {
   hostnameOverride: '',
   clusterCIDRs: [],
   nodePortAddresses: [],
-  iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true },
+  kubeconfig: '',
+  healthzBindAddress: '0.0.0.0:10256',
+  metricsBindAddress: '127.0.0.1:10249',
+  iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true, syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 },
 };
 
 /** A partial configuration from one source (file or flags). */

@@ -119,6 +119,14 @@ function policy(v: unknown, path: string): TrafficPolicy {
   return s;
 }
 
+// Most endpoints carry no hints; 100,000 empty arrays are worth sharing.
+const NO_HINTS = Object.freeze([]) as unknown as string[];
+
+function hintList(v: unknown, path: string, each: (item: unknown, i: number) => string): string[] {
+  const items = list(v, path);
+  return items.length === 0 ? NO_HINTS : items.map(each);
+}
+
 function optBool(v: unknown, path: string): boolean | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') fail(path, `${JSON.stringify(v)} is not a boolean`);
@@ -302,10 +310,10 @@ export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo
         terminating,
         nodeName: nodeName || null,
         zone: zone || null,
-        zoneHints: list(hints.forZones, `${path}.hints.forZones`).map((z, j) =>
+        zoneHints: hintList(hints.forZones, `${path}.hints.forZones`, (z, j) =>
           labelValue(record(z, `${path}.hints.forZones[${j}]`).name, `${path}.hints.forZones[${j}].name`),
         ),
-        nodeHints: list(hints.forNodes, `${path}.hints.forNodes`).map((n, j) =>
+        nodeHints: hintList(hints.forNodes, `${path}.hints.forNodes`, (n, j) =>
           name(record(n, `${path}.hints.forNodes[${j}]`).name, `${path}.hints.forNodes[${j}].name`, DNS1123_SUBDOMAIN, 253),
         ),
       };

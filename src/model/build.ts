@@ -143,6 +143,28 @@ function servicePorts(svc: ServiceInfo, family: IPFamily, slices: EndpointSliceI
   });
 }
 
+/**
+ * Every service port of one valid, proxied Service, both families, from its slices.
+ * The unit of incremental work: an agent rebuilds only the Services whose objects changed.
+ */
+export function buildServicePorts(svc: ServiceInfo, slices: EndpointSliceInfo[], node: NodeContext): ServicePort[] {
+  const ordered = [...slices].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return FAMILIES.flatMap((family) =>
+    servicePorts(
+      svc,
+      family,
+      ordered.filter((s) => s.addressType === family),
+      node,
+    ),
+  );
+}
+
+/** Model order: by service port name, then protocol. */
+export function compareServicePorts(a: ServicePort, b: ServicePort): number {
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  return a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0;
+}
+
 export function buildNodeModel(objects: ClusterObjects, nodeName: string): BuildResult {
   const problems: Problem[] = [];
   const skipped: SkippedService[] = [];
@@ -154,7 +176,7 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
   const node = nodeContext(nodeName, nodes);
 
   const slicesByService = new Map<string, EndpointSliceInfo[]>();
-  for (const s of [...slices].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+  for (const s of slices) {
     const key = `${s.namespace}/${s.serviceName}`;
     const group = slicesByService.get(key) ?? [];
     group.push(s);
@@ -178,16 +200,8 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
       skipped.push({ namespace: svc.namespace, name: svc.name, reason });
       continue;
     }
-    for (const family of FAMILIES) {
-      const familySlices = (slicesByService.get(key) ?? []).filter((s) => s.addressType === family);
-      families[family].servicePorts.push(...servicePorts(svc, family, familySlices, node));
-    }
+    for (const sp of buildServicePorts(svc, slicesByService.get(key) ?? [], node)) families[sp.family].servicePorts.push(sp);
   }
-  for (const f of FAMILIES) {
-    families[f].servicePorts.sort((a, b) =>
-      a.name !== b.name ? (a.name < b.name ? -1 : 1) : a.protocol < b.protocol ? -1 : a.protocol > b.protocol ? 1 : 0,
-    );
-  }
+  for (const f of FAMILIES) families[f].servicePorts.sort(compareServicePorts);
   return { model: { node, families }, nodeKnown: nodes.some((n) => n.name === nodeName), problems, skipped };
 }
-

@@ -5,6 +5,9 @@
  */
 import type { Endpoint, EndpointSet, NodeContext } from './types.js';
 
+// Frozen: the model is never mutated, and a shared empty list must not become non-empty.
+const NONE = Object.freeze([]) as unknown as Endpoint[];
+
 function hintFilter(
   ready: Endpoint[],
   hintsOf: (e: Endpoint) => string[],
@@ -17,7 +20,8 @@ function hintFilter(
 }
 
 function select(candidates: Endpoint[], node: NodeContext | null): EndpointSet {
-  const ready = candidates.filter((e) => e.ready);
+  // Usually every candidate is ready: share the array instead of copying it.
+  const ready = candidates.every((e) => e.ready) ? candidates : candidates.filter((e) => e.ready);
   if (ready.length > 0) {
     if (node) {
       const byNode = hintFilter(ready, (e) => e.nodeHints, node.nodeName);
@@ -29,7 +33,7 @@ function select(candidates: Endpoint[], node: NodeContext | null): EndpointSet {
   }
   const fallback = candidates.filter((e) => e.serving && e.terminating);
   if (fallback.length > 0) return { endpoints: fallback, selection: 'serving-terminating fallback' };
-  return { endpoints: [], selection: 'none' };
+  return { endpoints: NONE, selection: 'none' };
 }
 
 /** Endpoints for Cluster-policy traffic: topology hints apply. */
@@ -40,7 +44,7 @@ export function clusterEndpoints(all: Endpoint[], node: NodeContext): EndpointSe
 /** Endpoints on this node, for Local policies: hints are moot when the node is the scope. */
 export function localEndpoints(all: Endpoint[]): EndpointSet {
   return select(
-    all.filter((e) => e.isLocal),
+    all.some((e) => e.isLocal) ? all.filter((e) => e.isLocal) : NONE,
     null,
   );
 }

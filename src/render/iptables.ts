@@ -27,6 +27,11 @@ export interface IptablesOptions {
   localhostNodePorts: boolean;
   /** Use MASQUERADE --random-fully. */
   randomFully: boolean;
+  /**
+   * Leave out per-endpoint comments. Decided from the model when unset; an agent that
+   * renders a few services at a time passes what the whole cluster calls for.
+   */
+  largeClusterMode?: boolean;
 }
 
 export const DEFAULT_IPTABLES_OPTIONS: IptablesOptions = {
@@ -289,8 +294,6 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
   const chains: string[] = [];
   const usesSvc = view.clusterEndpoints.length > 0;
   const usesSvl = view.localEndpoints.length > 0;
-  const sepNames = view.reachable.map((e) => endpointChain(sp, e));
-  const sepOf = new Map(view.reachable.map((e, i) => [e.address, sepNames[i]!]));
   const masq = internalBlock ? null : ctx.masqueradeAll ? '' : ctx.podCIDR ? ` ! -s ${ctx.podCIDR}` : null;
 
   const balance = (chainName: string, endpoints: typeof view.reachable) => {
@@ -299,7 +302,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     const perEndpoint = (address: string) => (ctx.endpointComments ? `-m comment --comment "${sp.name} -> ${address}" ` : '');
     if (sp.sessionAffinity) {
       for (const e of endpoints) {
-        const sep = sepOf.get(e.address)!;
+        const sep = endpointChain(sp, e);
         out.line(`-A ${chainName} ${perEndpoint(e.address)}-m recent --name ${sep} --rcheck --seconds ${sp.sessionAffinity.timeoutSeconds} --reap -j ${sep}`);
       }
     }
@@ -307,7 +310,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     for (let i = 0; i <= last; i++) {
       const e = endpoints[i]!;
       const stat = i < last ? `-m statistic --mode random --probability ${probability(last + 1 - i)} ` : '';
-      out.line(`-A ${chainName} ${perEndpoint(e.address)}${stat}-j ${sepOf.get(e.address)}`);
+      out.line(`-A ${chainName} ${perEndpoint(e.address)}${stat}-j ${endpointChain(sp, e)}`);
     }
   };
   if (usesSvc) balance(names.svc, view.clusterEndpoints);
@@ -343,12 +346,12 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
 
   const sepComment = ctx.endpointComments ? `-m comment --comment ${sp.name} ` : '';
   const affinity = sp.sessionAffinity !== null;
-  view.reachable.forEach((e, i) => {
-    const sep = sepNames[i]!;
+  for (const e of view.reachable) {
+    const sep = endpointChain(sp, e);
     chains.push(sep);
     out.line(`-A ${sep} ${sepComment}-s ${e.ip} -j ${MARK_MASQ}`);
     out.line(`-A ${sep} ${sepComment}${affinity ? `-m recent --name ${sep} --set ` : ''}${protoMatch} -j DNAT --to-destination ${e.address}`);
-  });
+  }
   return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, end: out.offset } };
 }
 
@@ -378,6 +381,12 @@ function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOption
     .map((ip) => `${head} -d ${ip.text} -j ${NODEPORTS}`);
 }
 
+export function isLargeCluster(model: FamilyModel): boolean {
+  let total = 0;
+  for (const sp of model.servicePorts) total += sp.endpoints.length;
+  return total > LARGE_CLUSTER_ENDPOINTS;
+}
+
 export function renderIptables(model: FamilyModel, node: NodeContext, options: Partial<IptablesOptions> = {}): IptablesRuleset {
   const opts = { ...DEFAULT_IPTABLES_OPTIONS, ...options };
   if (!Number.isInteger(opts.masqueradeBit) || opts.masqueradeBit < 0 || opts.masqueradeBit > 31) {
@@ -390,7 +399,7 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
     family: model.family,
     podCIDR,
     masqueradeAll: opts.masqueradeAll,
-    endpointComments: totalEndpoints <= LARGE_CLUSTER_ENDPOINTS,
+    endpointComments: !(opts.largeClusterMode ?? isLargeCluster(model)),
     primaryNodeIP: familyNodeIPs(node, model.family)[0] ?? null,
     // About 80 bytes a line and 4 lines an endpoint: one allocation for the common case.
     out: new LineWriter(Math.max(64 * 1024, totalEndpoints * 400)),

@@ -22,5 +22,6 @@ export function cli(argv: string[], stdin = ''): CliResult {
     },
     hostname: 'test-host',
   });
+  if (typeof code !== 'number') throw new Error('cli(): this invocation starts the agent; tests run it as a process');
   return { code, stdout, stderr };
 }

@@ -1,0 +1,146 @@
+/**
+ * The iptables sync: model -> rendered rules -> planned restores -> applier. Decides
+ * between a full sync (at start, after a failure, when the fixed chains change, when
+ * someone flushed our rules, and periodically) and a partial one (only the services that
+ * changed).
+ */
+import type { Logger } from 'pino';
+import { IptablesApplier, type Backend } from '../apply/iptables.js';
+import type { IPFamily } from '../model/types.js';
+import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from '../render/iptables.js';
+import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, type AppliedServices } from '../sync/plan.js';
+import type { ClusterState } from './state.js';
+import type { Metrics } from './metrics.js';
+
+export interface ProxierOptions {
+  render: Omit<IptablesOptions, 'largeClusterMode'>;
+  /** Largest restore on the nf_tables backend (lines); see sync/plan.ts. */
+  maxRestoreLines: number;
+  fullSyncIntervalMs: number;
+}
+
+interface FamilyState {
+  services: AppliedServices;
+  /** Rendered service port keys per Service (ns/name). */
+  byService: Map<string, string[]>;
+  fixed: string;
+  largeCluster: boolean;
+}
+
+export class IptablesProxier {
+  private readonly applied = new Map<IPFamily, FamilyState>();
+  private needFullSync = true;
+  private lastFullSync = 0;
+  private backend: Backend | null = null;
+
+  constructor(
+    private readonly state: ClusterState,
+    private readonly appliers: Map<IPFamily, IptablesApplier>,
+    private readonly opts: ProxierOptions,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Forces the next sync to be a full one (e.g. the canary chain disappeared). */
+  requireFullSync(reason: string): void {
+    if (!this.needFullSync) this.log.warn({ reason }, 'full resync required');
+    this.needFullSync = true;
+  }
+
+  /** One sync; false when it failed (the next one will be full). */
+  async sync(): Promise<boolean> {
+    const started = performance.now();
+    const pendingSince = this.state.pendingSince;
+    const changes = this.state.take();
+    const full = this.needFullSync || changes.all || Date.now() - this.lastFullSync > this.opts.fullSyncIntervalMs;
+    try {
+      for (const [family, applier] of this.appliers) {
+        if (full) await this.fullSync(family, applier);
+        else await this.partialSync(family, applier, changes.services);
+      }
+    } catch (err) {
+      this.metrics.restoreFailures.inc();
+      if (!full) this.metrics.partialRestoreFailures.inc();
+      this.needFullSync = true;
+      this.log.error({ err: (err as Error).message, full }, 'sync failed; the next sync is a full one');
+      return false;
+    }
+    if (full) {
+      this.needFullSync = false;
+      this.lastFullSync = Date.now();
+    }
+    this.state.synced();
+    const seconds = (performance.now() - started) / 1000;
+    this.metrics.syncDuration.observe(seconds);
+    (full ? this.metrics.fullSyncDuration : this.metrics.partialSyncDuration).observe(seconds);
+    this.metrics.lastSync.setToCurrentTime();
+    if (pendingSince !== null) this.metrics.networkProgramming.observe((Date.now() - pendingSince) / 1000);
+    this.log.info({ full, services: full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
+    return true;
+  }
+
+  private renderOptions(family: IPFamily): IptablesOptions {
+    return { ...this.opts.render, largeClusterMode: this.state.endpointCount(family) > LARGE_CLUSTER_ENDPOINTS };
+  }
+
+  private async fullSync(family: IPFamily, applier: IptablesApplier): Promise<void> {
+    this.backend ??= await applier.backend();
+    const model = this.state.familyModel(family);
+    const opts = this.renderOptions(family);
+    const rs = renderIptables(model, this.state.nodeContext, opts);
+    const existing = await applier.chains('nat');
+    // Only the nf_tables backend pays more than linearly for big --noflush restores.
+    const maxLines = this.backend === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
+    const steps = fullSyncSteps(rs, existing, maxLines);
+    for (const step of steps) await applier.restore(step);
+    await applier.ensureJumps(rs.jumps);
+    const byService = new Map<string, string[]>();
+    model.servicePorts.forEach((sp, i) => {
+      const k = `${sp.namespace}/${sp.serviceName}`;
+      byService.set(k, [...(byService.get(k) ?? []), rs.services[i]!.key]);
+    });
+    this.applied.set(family, {
+      services: appliedServices(rs),
+      byService,
+      fixed: fixedSignature(rs),
+      largeCluster: opts.largeClusterMode ?? isLargeCluster(model),
+    });
+    this.log.debug({ family, restores: steps.length, servicePorts: rs.services.length }, 'full sync applied');
+  }
+
+  private async partialSync(family: IPFamily, applier: IptablesApplier, services: Set<string>): Promise<void> {
+    const prev = this.applied.get(family);
+    const opts = this.renderOptions(family);
+    if (!prev || prev.largeCluster !== opts.largeClusterMode) return this.fullSync(family, applier);
+    const model = this.state.familyModel(family, services);
+    const rs = renderIptables(model, this.state.nodeContext, opts);
+    if (fixedSignature(rs) !== prev.fixed) return this.fullSync(family, applier);
+
+    const rendered = appliedServices(rs);
+    const next: AppliedServices = new Map(prev.services);
+    const nextByService = new Map<string, string[]>();
+    model.servicePorts.forEach((sp, i) => {
+      const k = `${sp.namespace}/${sp.serviceName}`;
+      nextByService.set(k, [...(nextByService.get(k) ?? []), rs.services[i]!.key]);
+    });
+    const changedKeys = new Set<string>();
+    for (const svc of services) {
+      for (const key of prev.byService.get(svc) ?? []) changedKeys.add(key);
+      for (const key of nextByService.get(svc) ?? []) changedKeys.add(key);
+    }
+    for (const key of changedKeys) {
+      const r = rendered.get(key);
+      if (r) next.set(key, r);
+      else next.delete(key);
+    }
+    const step = partialSyncStep(prev.services, next, changedKeys);
+    if (step) await applier.restore(step);
+    const byService = new Map(prev.byService);
+    for (const svc of services) {
+      const keys = nextByService.get(svc);
+      if (keys) byService.set(svc, keys);
+      else byService.delete(svc);
+    }
+    this.applied.set(family, { ...prev, services: next, byService });
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The agent's own HTTP endpoints, under upstream's paths and ports: health on
+ * --healthz-bind-address (/healthz, /livez), metrics on --metrics-bind-address (/metrics,
+ * /proxyMode, /healthz).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Metrics } from './metrics.js';
+
+export interface HealthSource {
+  /** Last successful sync (ms since epoch), or null before the first. */
+  lastUpdated(): number | null;
+  /** When the oldest change not yet programmed arrived, or null. */
+  pendingSince(): number | null;
+}
+
+export interface HealthReport {
+  healthy: boolean;
+  body: { lastUpdated: string; currentTime: string };
+}
+
+/** Unhealthy while an update has waited more than twice the sync period. Pure. */
+export function healthReport(src: HealthSource, now: number, syncPeriodMs: number): HealthReport {
+  const pending = src.pendingSince();
+  const last = src.lastUpdated();
+  return {
+    healthy: pending === null || now - pending <= 2 * syncPeriodMs,
+    body: { lastUpdated: new Date(last ?? 0).toISOString(), currentTime: new Date(now).toISOString() },
+  };
+}
+
+export function parseBindAddress(flag: string, value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)|)?:?([0-9]+)$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
+  }
+  return { host: m[1] ?? m[2] ?? '0.0.0.0', port };
+}
+
+function listen(server: Server, addr: { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(addr.port, addr.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+
+function route(routes: Record<string, Handler>): Server {
+  return createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const handler = routes[path];
+    if (!handler) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('404 page not found\n');
+      return;
+    }
+    Promise.resolve(handler(req, res)).catch((err: Error) => {
+      res.writeHead(500, { 'Content-Type': 'text/plain' });
+      res.end(`${err.message}\n`);
+    });
+  });
+}
+
+export interface AgentServers {
+  close(): Promise<void>;
+}
+
+export async function startServers(opts: {
+  healthz: { host: string; port: number };
+  metrics: { host: string; port: number };
+  mode: string;
+  syncPeriodMs: number;
+  health: HealthSource;
+  metricsRegistry: Metrics['registry'];
+}): Promise<AgentServers> {
+  const health: Handler = (_req, res) => {
+    const r = healthReport(opts.health, Date.now(), opts.syncPeriodMs);
+    res.writeHead(r.healthy ? 200 : 503, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
+    res.end(JSON.stringify(r.body));
+  };
+  const healthz = route({ '/healthz': health, '/livez': health });
+  const metrics = route({
+    '/metrics': async (_req, res) => {
+      const text = await opts.metricsRegistry.metrics();
+      res.writeHead(200, { 'Content-Type': opts.metricsRegistry.contentType });
+      res.end(text);
+    },
+    '/proxyMode': (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end(opts.mode);
+    },
+    '/healthz': health,
+  });
+  await listen(healthz, opts.healthz);
+  await listen(metrics, opts.metrics);
+  const close = (s: Server) => new Promise<void>((resolve) => s.close(() => resolve()));
+  return {
+    close: async () => {
+      healthz.closeAllConnections();
+      metrics.closeAllConnections();
+      await Promise.all([close(healthz), close(metrics)]);
+    },
+  };
+}

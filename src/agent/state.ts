@@ -1,0 +1,178 @@
+/**
+ * The agent's view of the cluster: validated objects as the informers deliver them, and
+ * the per-node model kept up to date one Service at a time. No I/O: the informers call
+ * in, the sync loop reads out.
+ */
+import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../kube/objects.js';
+import { validateEndpointSlice, validateNode, validateService } from '../kube/validate.js';
+import { buildServicePorts, compareServicePorts, nodeContext, skipReason } from '../model/build.js';
+import type { FamilyModel, IPFamily, NodeContext, Problem, ServicePort } from '../model/types.js';
+
+export interface ObjectRef {
+  namespace?: string;
+  name?: string;
+}
+
+export interface StateEvents {
+  problem(p: Problem): void;
+}
+
+const key = (namespace: string, name: string) => `${namespace}/${name}`;
+
+function refOf(obj: unknown): { namespace: string; name: string } | null {
+  const meta = (obj as { metadata?: ObjectRef } | null)?.metadata;
+  if (!meta || typeof meta.name !== 'string') return null;
+  return { namespace: typeof meta.namespace === 'string' ? meta.namespace : 'default', name: meta.name };
+}
+
+/** What changed since the last `take()`: service keys (ns/name), or everything. */
+export interface Changes {
+  all: boolean;
+  services: Set<string>;
+}
+
+export class ClusterState {
+  private readonly services = new Map<string, ServiceInfo>();
+  private readonly slices = new Map<string, EndpointSliceInfo>();
+  private readonly slicesByService = new Map<string, Set<string>>();
+  private node: NodeContext;
+  private readonly ports = new Map<string, ServicePort[]>();
+  private dirty = new Set<string>();
+  private allDirty = true;
+  /** When the oldest change not yet synced arrived (ms since epoch), or null. */
+  pendingSince: number | null = null;
+
+  constructor(
+    readonly nodeName: string,
+    private readonly events: StateEvents,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.node = nodeContext(nodeName, []);
+  }
+
+  private touch(serviceKey: string): void {
+    this.dirty.add(serviceKey);
+    this.pendingSince ??= this.now();
+  }
+
+  upsertService(obj: unknown): void {
+    const ref = refOf(obj);
+    const r = validateService(obj);
+    if (!r.ok) {
+      this.events.problem(r.problem);
+      // A Service that turned invalid stops being proxied rather than keeping stale rules.
+      if (ref) this.deleteService(obj);
+      return;
+    }
+    const k = key(r.value.namespace, r.value.name);
+    this.services.set(k, r.value);
+    this.touch(k);
+  }
+
+  deleteService(obj: unknown): void {
+    const ref = refOf(obj);
+    if (!ref) return;
+    const k = key(ref.namespace, ref.name);
+    this.services.delete(k);
+    this.touch(k);
+  }
+
+  upsertSlice(obj: unknown): void {
+    const ref = refOf(obj);
+    const r = validateEndpointSlice(obj);
+    if (!r.ok) {
+      this.events.problem(r.problem);
+      if (ref) this.deleteSlice(obj);
+      return;
+    }
+    if (r.value === null) return;
+    const sliceKey = key(r.value.namespace, r.value.name);
+    const previous = this.slices.get(sliceKey);
+    if (previous) this.unindexSlice(sliceKey, previous);
+    this.slices.set(sliceKey, r.value);
+    const svcKey = key(r.value.namespace, r.value.serviceName);
+    let set = this.slicesByService.get(svcKey);
+    if (!set) this.slicesByService.set(svcKey, (set = new Set()));
+    set.add(sliceKey);
+    this.touch(svcKey);
+  }
+
+  deleteSlice(obj: unknown): void {
+    const ref = refOf(obj);
+    if (!ref) return;
+    const sliceKey = key(ref.namespace, ref.name);
+    const previous = this.slices.get(sliceKey);
+    if (!previous) return;
+    this.slices.delete(sliceKey);
+    this.unindexSlice(sliceKey, previous);
+  }
+
+  private unindexSlice(sliceKey: string, slice: EndpointSliceInfo): void {
+    const svcKey = key(slice.namespace, slice.serviceName);
+    const set = this.slicesByService.get(svcKey);
+    set?.delete(sliceKey);
+    if (set?.size === 0) this.slicesByService.delete(svcKey);
+    this.touch(svcKey);
+  }
+
+  /** Node changes can move topology and node addresses for every service: all are rebuilt. */
+  upsertNode(obj: unknown): void {
+    const r = validateNode(obj);
+    if (!r.ok) {
+      this.events.problem(r.problem);
+      return;
+    }
+    if (r.value.name !== this.nodeName) return;
+    const next = nodeContext(this.nodeName, [r.value as NodeInfo]);
+    if (JSON.stringify(next) === JSON.stringify(this.node)) return;
+    this.node = next;
+    this.allDirty = true;
+    this.pendingSince ??= this.now();
+  }
+
+  get nodeContext(): NodeContext {
+    return this.node;
+  }
+
+  /**
+   * Rebuilds the model for what changed and returns which services that was. The model
+   * objects of unchanged services are kept as they are (renderers memoize on them).
+   */
+  take(): Changes {
+    const all = this.allDirty;
+    const changed = all ? new Set([...this.ports.keys(), ...this.services.keys()]) : this.dirty;
+    for (const k of changed) {
+      const svc = this.services.get(k);
+      if (!svc || skipReason(svc) !== null) {
+        this.ports.delete(k);
+        continue;
+      }
+      const slices = [...(this.slicesByService.get(k) ?? [])].map((s) => this.slices.get(s)!);
+      this.ports.set(k, buildServicePorts(svc, slices, this.node));
+    }
+    this.dirty = new Set();
+    this.allDirty = false;
+    return { all, services: changed };
+  }
+
+  /** Marks the current state as programmed. */
+  synced(): void {
+    if (!this.allDirty && this.dirty.size === 0) this.pendingSince = null;
+  }
+
+  /** Service ports of the given services (or all), one family, in model order. */
+  familyModel(family: IPFamily, services?: Iterable<string>): FamilyModel {
+    const out: ServicePort[] = [];
+    const keys = services ?? this.ports.keys();
+    for (const k of keys) for (const sp of this.ports.get(k) ?? []) if (sp.family === family) out.push(sp);
+    out.sort(compareServicePorts);
+    return { family, servicePorts: out };
+  }
+
+  /** Endpoints known in a family: above 1,000 the renderer drops per-endpoint comments. */
+  endpointCount(family: IPFamily): number {
+    let n = 0;
+    for (const sps of this.ports.values()) for (const sp of sps) if (sp.family === family) n += sp.endpoints.length;
+    return n;
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * Watches Services, EndpointSlices and this node's Node through client-node informers.
+ * Informers relist by themselves after a 410; on any other error client-node 1.4 stops
+ * them, so they are restarted here, resuming from the last resourceVersion they saw (a
+ * watch that expired meanwhile gets a 410 and a relist, whose diff reports deletions).
+ */
+import { CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+
+export interface ObjectHandlers {
+  upsert(obj: unknown): void;
+  remove(obj: unknown): void;
+}
+
+export interface WatchHandlers {
+  services: ObjectHandlers;
+  endpointSlices: ObjectHandlers;
+  node: ObjectHandlers;
+  /** Called after every delivered event. */
+  changed(): void;
+}
+
+export interface Watches {
+  stop(): Promise<void>;
+}
+
+export function loadKubeConfig(path: string | null): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromCluster();
+  return kc;
+}
+
+const RESTART_DELAY_MS = 1000;
+
+/** Starts the three informers; resolves once each has listed (no sync happens before). */
+export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger): Promise<Watches> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const watch = new Watch(kc);
+  const nodeSelector = `metadata.name=${nodeName}`;
+  const informers: { kind: string; lw: ListWatch<KubernetesObject>; h: ObjectHandlers }[] = [
+    {
+      kind: 'services',
+      lw: new ListWatch('/api/v1/services', watch, () => core.listServiceForAllNamespaces(), false),
+      h: handlers.services,
+    },
+    {
+      kind: 'endpointslices',
+      lw: new ListWatch('/apis/discovery.k8s.io/v1/endpointslices', watch, () => discovery.listEndpointSliceForAllNamespaces(), false),
+      h: handlers.endpointSlices,
+    },
+    {
+      kind: 'node',
+      lw: new ListWatch('/api/v1/nodes', watch, () => core.listNode({ fieldSelector: nodeSelector }), false, undefined, nodeSelector),
+      h: handlers.node,
+    },
+  ];
+
+  let stopped = false;
+  const timers = new Set<NodeJS.Timeout>();
+  for (const { kind, lw, h } of informers) {
+    lw.on('add', (o) => (h.upsert(o), handlers.changed()));
+    lw.on('update', (o) => (h.upsert(o), handlers.changed()));
+    lw.on('delete', (o) => (h.remove(o), handlers.changed()));
+    lw.on('error', (err) => {
+      if (stopped) return;
+      log.warn({ kind, err: (err as Error)?.message ?? String(err) }, 'watch failed; restarting');
+      const t = setTimeout(() => {
+        timers.delete(t);
+        if (!stopped) void lw.start();
+      }, RESTART_DELAY_MS);
+      timers.add(t);
+    });
+  }
+
+  // start() returns after the first list, or after reporting its failure (then the error
+  // handler restarts it): wait until every informer has a resourceVersion.
+  await Promise.all(informers.map(({ lw }) => lw.start()));
+  while (!stopped && informers.some(({ lw }) => lw.latestResourceVersion() === '')) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log.info('informers synced');
+  return {
+    stop: async () => {
+      stopped = true;
+      for (const t of timers) clearTimeout(t);
+      await Promise.all(informers.map(({ lw }) => lw.stop()));
+    },
+  };
+}

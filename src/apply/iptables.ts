@@ -1,0 +1,111 @@
+/**
+ * The iptables applier: the only code that changes the kernel's iptables state. It
+ * executes restore steps planned elsewhere, ensures the jump rules and canary chains,
+ * and can remove everything kube-proxy (ours or upstream's) created.
+ */
+import type { IPFamily } from '../model/types.js';
+import { CANARY_CHAIN, formatArgs, type JumpRule } from '../render/iptables.js';
+import type { RestoreStep } from '../sync/plan.js';
+import type { Runner } from './command.js';
+
+export class RestoreError extends Error {
+  constructor(
+    readonly step: string,
+    readonly detail: string,
+  ) {
+    super(`${step}: ${detail}`);
+  }
+}
+
+export type Backend = 'nf_tables' | 'legacy';
+
+/** Chains kube-proxy creates in each table, by prefix: what --cleanup removes. */
+const OWNED_CHAIN = /^KUBE-/;
+
+export class IptablesApplier {
+  private readonly bin: { iptables: string; restore: string; save: string };
+
+  constructor(
+    readonly family: IPFamily,
+    private readonly run: Runner,
+  ) {
+    const six = family === 'IPv6' ? '6' : '';
+    this.bin = { iptables: `ip${six}tables`, restore: `ip${six}tables-restore`, save: `ip${six}tables-save` };
+  }
+
+  /** Which backend the iptables on PATH drives (the `(nf_tables)` or `(legacy)` in its version). */
+  async backend(): Promise<Backend> {
+    const r = await this.run(this.bin.iptables, ['--version']);
+    return /nf_tables/.test(r.stdout) ? 'nf_tables' : 'legacy';
+  }
+
+  async restore(step: RestoreStep): Promise<void> {
+    const r = await this.run(this.bin.restore, ['--noflush', '--counters', '-w', '5'], step.chunks);
+    if (r.status !== 0) throw new RestoreError(step.what, r.stderr.trim() || `exit ${r.status}`);
+  }
+
+  private async iptables(table: string, args: string[]): Promise<boolean> {
+    const r = await this.run(this.bin.iptables, ['-w', '5', '-t', table, ...args]);
+    return r.status === 0;
+  }
+
+  /** Creates the canary chains and inserts any missing jump rule from the built-in chains. */
+  async ensureJumps(jumps: JumpRule[]): Promise<void> {
+    for (const table of ['mangle', 'nat', 'filter']) {
+      if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) await this.iptables(table, ['-N', CANARY_CHAIN]);
+    }
+    // Insert in reverse so that, all being prepended, they end up in the listed order.
+    for (const j of [...jumps].reverse()) {
+      const target = j.args[j.args.length - 1]!;
+      if (!(await this.iptables(j.table, ['-S', target]))) await this.iptables(j.table, ['-N', target]);
+      if (!(await this.iptables(j.table, ['-C', j.chain, ...j.args]))) {
+        if (!(await this.iptables(j.table, ['-I', j.chain, ...j.args]))) {
+          throw new RestoreError('ensure jump rules', `could not insert ${j.chain} ${formatArgs(j.args)} in ${j.table}`);
+        }
+      }
+    }
+  }
+
+  /** False once someone flushed or deleted our chains: time for a full resync. */
+  async canaryPresent(): Promise<boolean> {
+    for (const table of ['mangle', 'nat', 'filter']) if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) return false;
+    return true;
+  }
+
+  /** Names of the chains in a table (from iptables-save's declarations). */
+  async chains(table: 'nat' | 'filter' | 'mangle'): Promise<string[]> {
+    const r = await this.run(this.bin.save, ['-t', table]);
+    if (r.status !== 0) throw new RestoreError(`${this.bin.save} -t ${table}`, r.stderr.trim());
+    const out: string[] = [];
+    for (const line of r.stdout.split('\n')) if (line.startsWith(':')) out.push(line.slice(1, line.indexOf(' ')));
+    return out;
+  }
+
+  /**
+   * Removes every KUBE-* chain in nat, filter and mangle and the rules that jump to them,
+   * whoever made them (upstream kube-proxy included), leaving other software's rules.
+   */
+  async cleanup(): Promise<void> {
+    for (const table of ['nat', 'filter', 'mangle'] as const) {
+      const r = await this.run(this.bin.save, ['-t', table]);
+      if (r.status !== 0) continue;
+      const owned = new Set<string>();
+      for (const line of r.stdout.split('\n')) {
+        if (!line.startsWith(':')) continue;
+        const name = line.slice(1, line.indexOf(' '));
+        if (OWNED_CHAIN.test(name)) owned.add(name);
+      }
+      if (owned.size === 0) continue;
+      const lines = [`*${table}`];
+      // Rules in chains we do not own that jump into ours go first, then our chains.
+      for (const line of r.stdout.split('\n')) {
+        const m = /^-A (\S+) (.*) -j (\S+)/.exec(line);
+        if (m && !OWNED_CHAIN.test(m[1]!) && owned.has(m[3]!)) lines.push(`-D ${line.slice(3)}`);
+      }
+      for (const c of owned) lines.push(`:${c} - [0:0]`);
+      for (const c of owned) lines.push(`-X ${c}`);
+      lines.push('COMMIT', '');
+      await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(lines.join('\n'))], lines: lines.length });
+    }
+  }
+}
