@@ -39,20 +39,24 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   const discovery = kc.makeApiClient(DiscoveryV1Api);
   const watch = new Watch(kc);
   const nodeSelector = `metadata.name=${nodeName}`;
+  // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
+  // fresh (a restart then resumes without a relist), and a server-side timeout ends a watch
+  // that silently stalled, as client-go does with its 5-10 minute watches.
+  const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
   const informers: { kind: string; lw: ListWatch<KubernetesObject>; h: ObjectHandlers }[] = [
     {
       kind: 'services',
-      lw: new ListWatch('/api/v1/services', watch, () => core.listServiceForAllNamespaces(), false),
+      lw: new ListWatch(watchPath('/api/v1/services'), watch, () => core.listServiceForAllNamespaces(), false),
       h: handlers.services,
     },
     {
       kind: 'endpointslices',
-      lw: new ListWatch('/apis/discovery.k8s.io/v1/endpointslices', watch, () => discovery.listEndpointSliceForAllNamespaces(), false),
+      lw: new ListWatch(watchPath('/apis/discovery.k8s.io/v1/endpointslices'), watch, () => discovery.listEndpointSliceForAllNamespaces(), false),
       h: handlers.endpointSlices,
     },
     {
       kind: 'node',
-      lw: new ListWatch('/api/v1/nodes', watch, () => core.listNode({ fieldSelector: nodeSelector }), false, undefined, nodeSelector),
+      lw: new ListWatch(watchPath('/api/v1/nodes'), watch, () => core.listNode({ fieldSelector: nodeSelector }), false, undefined, nodeSelector),
       h: handlers.node,
     },
   ];

@@ -54,8 +54,8 @@ describe.runIf(canRun)('iptables agent in network namespaces', () => {
     api = await TestApiServer.start({ unixSocket: join(dir, 'api.sock'), bookmarkIntervalMs: 1000 });
     cluster = await TestCluster.create({
       nodes: [
-        { name: 'node-a', pods: [{ name: 'web-a1', tcp: [8080], udp: [8080] }, { name: 'client-a', tcp: [8080] }] },
-        { name: 'node-b', pods: [{ name: 'web-b1', tcp: [8080], udp: [8080] }, { name: 'client-b', tcp: [8080] }] },
+        { name: 'node-a', pods: [{ name: 'web-a1', tcp: [8080, 8081], udp: [8080] }, { name: 'client-a', tcp: [8080] }] },
+        { name: 'node-b', pods: [{ name: 'web-b1', tcp: [8080, 8081], udp: [8080] }, { name: 'client-b', tcp: [8080] }] },
       ],
       external: true,
     });
@@ -112,6 +112,200 @@ describe.runIf(canRun)('iptables agent in network namespaces', () => {
     await eventually('both answer again', async () => {
       const seen = answered(await cluster.tcpMany(cluster.pod('client-b'), '10.96.0.10', 80, 30));
       return seen.size === 2 ? true : undefined;
+    });
+  });
+
+  it('maps named ports per endpoint (multiport), and serves UDP', async () => {
+    api.apply(
+      service(NS, 'multi', '10.96.0.20', [
+        { name: 'http', port: 80, targetPort: 'http' },
+        { name: 'alt', port: 81, targetPort: 'alt' },
+        { name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' },
+      ]),
+    );
+    // The named ports map to different numbers on each pod.
+    api.apply(endpointSlice(NS, 'multi', 'multi-a', [{ name: 'http', port: 8080 }, { name: 'alt', port: 8081 }], web().slice(0, 1)));
+    api.apply(endpointSlice(NS, 'multi', 'multi-b', [{ name: 'http', port: 8081 }, { name: 'alt', port: 8080 }], web().slice(1)));
+    api.apply(endpointSlice(NS, 'multi', 'multi-udp', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web()));
+    for (const port of [80, 81]) {
+      await eventually(`port ${port} reaches both pods`, async () => {
+        const seen = answered(await cluster.tcpMany(cluster.pod('client-a'), '10.96.0.20', port, 30));
+        return seen.size === 2 ? true : undefined;
+      });
+    }
+    const udp = await eventually('UDP answers', async () => {
+      const r = await cluster.udp(cluster.pod('client-b'), '10.96.0.20', 53, { timeoutMs: 500 });
+      return r.ok ? r : undefined;
+    });
+    expect(['web-a1', 'web-b1']).toContain(udp.ok && udp.pod);
+  });
+
+  it('serves a NodePort on every node, also from a node without a local endpoint', async () => {
+    api.apply(service(NS, 'np', '10.96.0.30', [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'NodePort' }));
+    api.apply(endpointSlice(NS, 'np', 'np-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
+    for (const nodeName of ['node-a', 'node-b']) {
+      const r = await eventually(`external -> ${nodeName}:30080`, async () => {
+        const p = await cluster.tcp(cluster.external!, cluster.node(nodeName).ip, 30080, { timeoutMs: 500 });
+        return p.ok ? p : undefined;
+      });
+      expect(r.ok && r.pod).toBe('web-a1');
+    }
+  });
+
+  it('externalTrafficPolicy Local keeps the client IP, and its health check port says 200/503', async () => {
+    api.apply(
+      service(NS, 'local', '10.96.0.40', [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30090 }], {
+        type: 'LoadBalancer',
+        externalTrafficPolicy: 'Local',
+        healthCheckNodePort: 32090,
+      }),
+    );
+    api.apply(endpointSlice(NS, 'local', 'local-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
+    const r = await eventually('external -> node-a:30090', async () => {
+      const p = await cluster.tcp(cluster.external!, cluster.node('node-a').ip, 30090, { timeoutMs: 500 });
+      return p.ok ? p : undefined;
+    });
+    expect(r.ok && r.pod).toBe('web-a1');
+    expect(r.ok && r.client.split(':')[0]).toBe(cluster.external!.ip);
+    const b = await cluster.tcp(cluster.external!, cluster.node('node-b').ip, 30090, { timeoutMs: 1000 });
+    expect(b.ok).toBe(false);
+
+    const status = async (nodeName: string) => {
+      const out = await cluster.exec(cluster.external!, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://${cluster.node(nodeName).ip}:32090/`]);
+      return out.stdout.trim();
+    };
+    await eventually('health check 200 on node-a', async () => ((await status('node-a')) === '200' ? true : undefined));
+    expect(await status('node-b')).toBe('503');
+
+    api.apply(
+      service(NS, 'local', '10.96.0.40', [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30090 }], {
+        type: 'LoadBalancer',
+        externalTrafficPolicy: 'Cluster',
+      }),
+    );
+    await eventually('health check port closes', async () => ((await status('node-a')) === '000' ? true : undefined));
+    await eventually('node-b serves once policy is Cluster', async () => {
+      const p = await cluster.tcp(cluster.external!, cluster.node('node-b').ip, 30090, { timeoutMs: 500 });
+      return p.ok ? p : undefined;
+    });
+  });
+
+  it('internalTrafficPolicy Local serves only clients on a node with a local endpoint', async () => {
+    api.apply(service(NS, 'itp', '10.96.0.50', [{ name: 'http', port: 80, targetPort: 8080 }], { internalTrafficPolicy: 'Local' }));
+    api.apply(endpointSlice(NS, 'itp', 'itp-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
+    const a = await eventually('client-a reaches its local endpoint', async () => {
+      const p = await cluster.tcp(cluster.pod('client-a'), '10.96.0.50', 80, { timeoutMs: 500 });
+      return p.ok ? p : undefined;
+    });
+    expect(a.ok && a.pod).toBe('web-a1');
+    const b = await cluster.tcp(cluster.pod('client-b'), '10.96.0.50', 80, { timeoutMs: 1000 });
+    expect(b.ok).toBe(false);
+  });
+
+  it('ClientIP affinity keeps one client on one endpoint', async () => {
+    api.apply(service(NS, 'sticky', '10.96.0.60', [{ name: 'http', port: 80, targetPort: 8080 }], { sessionAffinity: 'ClientIP' }));
+    api.apply(endpointSlice(NS, 'sticky', 'sticky-1', [{ name: 'http', port: 8080 }], web()));
+    await eventually('sticky service answers', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.60', 80, { timeoutMs: 500 })).ok ? true : undefined));
+    const seen = answered(await cluster.tcpMany(cluster.pod('client-a'), '10.96.0.60', 80, 30));
+    expect(seen.size).toBe(1);
+  });
+
+  it('lets a pod reach itself through its own service (hairpin)', async () => {
+    api.apply(service(NS, 'self', '10.96.0.70', [{ name: 'http', port: 80, targetPort: 8080 }]));
+    api.apply(endpointSlice(NS, 'self', 'self-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
+    const r = await eventually('web-a1 -> its own service', async () => {
+      const p = await cluster.tcp(cluster.pod('web-a1'), '10.96.0.70', 80, { timeoutMs: 500 });
+      return p.ok ? p : undefined;
+    });
+    expect(r.ok && r.pod).toBe('web-a1');
+  });
+
+  it('falls back to serving-and-terminating endpoints when none is ready', async () => {
+    api.apply(service(NS, 'term', '10.96.0.80', [{ name: 'http', port: 80, targetPort: 8080 }]));
+    api.apply(
+      endpointSlice(NS, 'term', 'term-1', [{ name: 'http', port: 8080 }], [
+        { ip: cluster.pod('web-a1').ip, nodeName: 'node-a', ready: false, serving: true, terminating: true },
+        { ip: cluster.pod('web-b1').ip, nodeName: 'node-b', ready: false, serving: false, terminating: true },
+      ]),
+    );
+    const seen = await eventually('terminating endpoint serves', async () => {
+      const rs = await cluster.tcpMany(cluster.pod('client-b'), '10.96.0.80', 80, 10);
+      return rs.every((x) => x.ok) ? answered(rs) : undefined;
+    });
+    expect(seen).toEqual(new Set(['web-a1']));
+  });
+
+  it('stops serving a deleted Service, keeps the others, and serves it again when recreated', async () => {
+    api.apply(service(NS, 'gone', '10.96.0.90', [{ name: 'http', port: 80, targetPort: 8080 }]));
+    api.apply(endpointSlice(NS, 'gone', 'gone-1', [{ name: 'http', port: 8080 }], web()));
+    await eventually('service answers', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.90', 80, { timeoutMs: 500 })).ok ? true : undefined));
+    api.remove('Service', NS, 'gone');
+    await eventually('deleted service stops answering', async () =>
+      (await cluster.tcp(cluster.pod('client-a'), '10.96.0.90', 80, { timeoutMs: 500 })).ok ? undefined : true,
+    );
+    expect((await cluster.tcp(cluster.pod('client-a'), '10.96.0.10', 80, { timeoutMs: 1000 })).ok).toBe(true);
+    api.apply(service(NS, 'gone', '10.96.0.90', [{ name: 'http', port: 80, targetPort: 8080 }]));
+    await eventually('recreated service answers', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.90', 80, { timeoutMs: 500 })).ok ? true : undefined));
+  });
+
+  it('restores its rules after someone deletes them', async () => {
+    const nodeA = cluster.node('node-a');
+    for (const table of ['nat', 'filter', 'mangle']) {
+      expect((await cluster.exec(nodeA, 'iptables', ['-w', '-t', table, '-F'])).status).toBe(0);
+      expect((await cluster.exec(nodeA, 'iptables', ['-w', '-t', table, '-X'])).status).toBe(0);
+    }
+    await eventually('chains come back', async () => ((await cluster.exec(nodeA, 'iptables', ['-w', '-t', 'nat', '-S', 'KUBE-SERVICES'])).status === 0 ? true : undefined));
+    await eventually('service answers again', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.10', 80, { timeoutMs: 500 })).ok ? true : undefined));
+  });
+
+  it('converges after an API server restart and after its watches expired (410)', async () => {
+    await api.restart(500);
+    api.apply(endpointSlice(NS, 'web', 'web-1', [{ name: 'http', port: 8080 }], web().slice(1)));
+    await eventually('update after restart arrives', async () => {
+      const seen = answered(await cluster.tcpMany(cluster.pod('client-a'), '10.96.0.10', 80, 20));
+      return seen.size === 1 && seen.has('web-b1') ? true : undefined;
+    });
+    // Changes made while the watches are cut, then history compacted: only a relist sees them.
+    api.remove('Service', NS, 'empty');
+    api.apply(endpointSlice(NS, 'web', 'web-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
+    api.compact();
+    await api.restart(500);
+    await eventually('relist after 410 converges', async () => {
+      const seen = answered(await cluster.tcpMany(cluster.pod('client-a'), '10.96.0.10', 80, 20));
+      return seen.size === 1 && seen.has('web-a1') ? true : undefined;
+    });
+    await eventually('deletion seen by the relist', async () => {
+      const r = await cluster.tcp(cluster.pod('client-a'), '10.96.0.11', 80, { timeoutMs: 500 });
+      return !r.ok && r.error !== 'refused' ? true : undefined;
+    });
+  });
+
+  it('answers on its health and metrics endpoints', async () => {
+    const nodeA = cluster.node('node-a');
+    const get = async (url: string) => (await cluster.exec(nodeA, 'curl', ['-s', '-w', '\n%{http_code}', '--max-time', '2', url])).stdout;
+    const healthz = (await get('http://127.0.0.1:10256/healthz')).split('\n');
+    expect(healthz.at(-1)).toBe('200');
+    expect(JSON.parse(healthz[0]!)).toHaveProperty('lastUpdated');
+    expect((await get('http://127.0.0.1:10249/proxyMode')).split('\n')[0]).toBe('iptables');
+    const metrics = await get('http://127.0.0.1:10249/metrics');
+    expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_duration_seconds_count [1-9]/m);
+    expect(metrics).toMatch(/^kubeproxy_network_programming_duration_seconds_count [1-9]/m);
+    expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_endpoint_changes_total [1-9]/m);
+  });
+
+  it('leaves its rules in place on SIGTERM, and a restarted agent takes over', async () => {
+    const agent = agents.get('node-b')!;
+    await agent.stop();
+    expect(agent.running).toBe(false);
+    expect((await cluster.tcp(cluster.pod('client-b'), '10.96.0.10', 80, { timeoutMs: 1000 })).ok).toBe(true);
+    await startAgent('node-b');
+    api.apply(endpointSlice(NS, 'web', 'web-1', [{ name: 'http', port: 8080 }], web()));
+    await eventually('restarted agent follows changes', async () => {
+      const seen = answered(await cluster.tcpMany(cluster.pod('client-b'), '10.96.0.10', 80, 30));
+      return seen.size === 2 ? true : undefined;
+    }).catch((err) => {
+      console.log(agents.get('node-b')!.output.slice(-3000));
+      throw err;
     });
   });
 });

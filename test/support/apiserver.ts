@@ -4,6 +4,11 @@
  * with optimistic concurrency, and chunked watches with replay from a resourceVersion,
  * bookmarks and 410 Expired after `compact()`. Enough for @kubernetes/client-node
  * informers and clients to run against it unchanged.
+ *
+ * Like kube-apiserver (and unlike a bare "from now"), a watch with resourceVersion "" or
+ * "0" starts with synthetic ADDED events for the matching objects, and a MODIFIED that
+ * moves an object into or out of a watch's selectors reaches it as ADDED or DELETED.
+ * Every write, even a no-op, bumps the global resourceVersion.
  */
 import { randomUUID } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
