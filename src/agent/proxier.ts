@@ -52,7 +52,14 @@ export class IptablesProxier {
     const started = performance.now();
     const pendingSince = this.state.pendingSince;
     const changes = this.state.take();
-    const full = this.needFullSync || changes.all || Date.now() - this.lastFullSync > this.opts.fullSyncIntervalMs;
+    const reason = this.needFullSync
+      ? 'required'
+      : changes.all
+        ? 'node changed'
+        : Date.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
+          ? 'periodic'
+          : null;
+    const full = reason !== null;
     try {
       for (const [family, applier] of this.appliers) {
         if (full) await this.fullSync(family, applier);
@@ -75,7 +82,7 @@ export class IptablesProxier {
     (full ? this.metrics.fullSyncDuration : this.metrics.partialSyncDuration).observe(seconds);
     this.metrics.lastSync.setToCurrentTime();
     if (pendingSince !== null) this.metrics.networkProgramming.observe((Date.now() - pendingSince) / 1000);
-    this.log.info({ full, services: full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
+    this.log.info({ full, reason: reason ?? undefined, services: full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
     return true;
   }
 

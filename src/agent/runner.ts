@@ -15,7 +15,8 @@ export class BoundedFrequencyRunner {
   private lastStart = -Infinity;
   private running: Promise<void> | null = null;
   private again = false;
-  private stopped = false;
+  /** Nothing runs before start(): the agent starts the runner once its informers synced. */
+  private stopped = true;
 
   constructor(
     private readonly fn: () => Promise<boolean>,
@@ -39,6 +40,10 @@ export class BoundedFrequencyRunner {
 
   private schedule(delayMs: number): void {
     if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
     const at = Date.now() + delayMs;
     if (at >= this.dueAt) return;
     if (this.timer) clearTimeout(this.timer);

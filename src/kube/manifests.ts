@@ -56,7 +56,13 @@ export function parseManifests(text: string, source: string): ParsedManifests {
       const line = err.linePos?.[0].line;
       throw new ManifestError(`${source}${line ? `:${line}` : ''}: not valid YAML: ${err.message.split('\n')[0]}`);
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      // Alias bombs and the like: the document is refused whole, with the parser's reason.
+      throw new ManifestError(`${source}: document ${i + 1}: ${(err as Error).message.split('\n')[0]}`);
+    }
     if (value === null || value === undefined) return;
     if (!isRecord(value)) {
       throw new ManifestError(`${source}: document ${i + 1} is not a Kubernetes object (a YAML mapping with a kind)`);

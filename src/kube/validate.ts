@@ -28,6 +28,17 @@ const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
 const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
 
+/** A value as the reason shows it: JSON-escaped (no newlines), cut short, never throwing. */
+function show(v: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    text = '<unprintable value>';
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
 function fail(path: string, why: string): never {
   throw new Invalid(`${path}: ${why}`);
 }
@@ -50,14 +61,14 @@ function list(v: unknown, path: string): unknown[] {
 
 function optString(v: unknown, path: string): string | undefined {
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') fail(path, `must be a string, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string') fail(path, `must be a string, got ${show(v)}`);
   return v;
 }
 
 function name(v: unknown, path: string, grammar: RegExp, max: number): string {
   const s = optString(v, path);
   if (s === undefined || s === '') fail(path, 'is required');
-  if (s.length > max || !grammar.test(s)) fail(path, `${JSON.stringify(s)} is not a valid name`);
+  if (s.length > max || !grammar.test(s)) fail(path, `${show(s)} is not a valid name`);
   return s;
 }
 
@@ -68,14 +79,14 @@ function optName(v: unknown, path: string, grammar: RegExp, max: number): string
 
 function labelValue(v: unknown, path: string): string {
   const s = optString(v, path) ?? '';
-  if (s.length > 63 || !LABEL_VALUE.test(s)) fail(path, `${JSON.stringify(s)} is not a valid label value`);
+  if (s.length > 63 || !LABEL_VALUE.test(s)) fail(path, `${show(s)} is not a valid label value`);
   return s;
 }
 
 function stringMap(v: unknown, path: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(record(v, path))) {
-    out[k] = optString(val, `${path}.${k}`) ?? '';
+    out[k] = optString(val, `${path}[${show(k)}]`) ?? '';
   }
   return out;
 }
@@ -86,7 +97,7 @@ function port(v: unknown, path: string, allowZero: boolean): number {
     fail(path, 'is required');
   }
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1) || v > 65535) {
-    fail(path, `${JSON.stringify(v)} is not a port number (1-65535)`);
+    fail(path, `${show(v)} is not a port number (1-65535)`);
   }
   return v;
 }
@@ -94,7 +105,7 @@ function port(v: unknown, path: string, allowZero: boolean): number {
 function protocol(v: unknown, path: string): Protocol {
   const s = optString(v, path) ?? 'TCP';
   if (!(PROTOCOLS as readonly string[]).includes(s)) {
-    fail(path, `unknown protocol ${JSON.stringify(s)} (want TCP, UDP or SCTP)`);
+    fail(path, `unknown protocol ${show(s)} (want TCP, UDP or SCTP)`);
   }
   return s as Protocol;
 }
@@ -102,20 +113,20 @@ function protocol(v: unknown, path: string): Protocol {
 function ip(v: unknown, path: string): ParsedIP {
   const s = optString(v, path);
   const parsed = s === undefined ? null : parseIP(s);
-  if (!parsed) fail(path, `${JSON.stringify(v)} is not an IP address`);
+  if (!parsed) fail(path, `${show(v)} is not an IP address`);
   return parsed;
 }
 
 function cidr(v: unknown, path: string): ParsedCIDR {
   const s = optString(v, path);
   const parsed = s === undefined ? null : parseCIDR(s);
-  if (!parsed) fail(path, `${JSON.stringify(v)} is not a CIDR`);
+  if (!parsed) fail(path, `${show(v)} is not a CIDR`);
   return parsed;
 }
 
 function policy(v: unknown, path: string): TrafficPolicy {
   const s = optString(v, path) ?? 'Cluster';
-  if (s !== 'Cluster' && s !== 'Local') fail(path, `${JSON.stringify(s)} is not Cluster or Local`);
+  if (s !== 'Cluster' && s !== 'Local') fail(path, `${show(s)} is not Cluster or Local`);
   return s;
 }
 
@@ -129,7 +140,7 @@ function hintList(v: unknown, path: string, each: (item: unknown, i: number) => 
 
 function optBool(v: unknown, path: string): boolean | undefined {
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') fail(path, `${JSON.stringify(v)} is not a boolean`);
+  if (typeof v !== 'boolean') fail(path, `${show(v)} is not a boolean`);
   return v;
 }
 
@@ -179,7 +190,7 @@ export function validateService(obj: unknown): Validated<ServiceInfo> {
     const status = record(o.status, 'status');
     const type = (optString(spec.type, 'spec.type') ?? 'ClusterIP') as ServiceType;
     if (!['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'].includes(type)) {
-      fail('spec.type', `unknown service type ${JSON.stringify(type)}`);
+      fail('spec.type', `unknown service type ${show(type)}`);
     }
     const rawIPs = list(spec.clusterIPs, 'spec.clusterIPs');
     const single = optString(spec.clusterIP, 'spec.clusterIP');
@@ -202,7 +213,7 @@ export function validateService(obj: unknown): Validated<ServiceInfo> {
     const seen = new Set<string>();
     for (const p of ports) {
       const key = `${p.name}/${p.protocol}`;
-      if (seen.has(key)) fail('spec.ports', `duplicate port name ${JSON.stringify(p.name)} for ${p.protocol}`);
+      if (seen.has(key)) fail('spec.ports', `duplicate port name ${show(p.name)} for ${p.protocol}`);
       seen.add(key);
     }
 
@@ -213,7 +224,7 @@ export function validateService(obj: unknown): Validated<ServiceInfo> {
       const ing = record(raw, path);
       if (ing.ip === undefined || ing.ip === null || ing.ip === '') return;
       const mode = optString(ing.ipMode, `${path}.ipMode`) ?? 'VIP';
-      if (mode !== 'VIP' && mode !== 'Proxy') fail(`${path}.ipMode`, `${JSON.stringify(mode)} is not VIP or Proxy`);
+      if (mode !== 'VIP' && mode !== 'Proxy') fail(`${path}.ipMode`, `${show(mode)} is not VIP or Proxy`);
       const parsed = ip(ing.ip, `${path}.ip`);
       if (mode === 'VIP') loadBalancerIPs.push(parsed);
     });
@@ -229,14 +240,14 @@ export function validateService(obj: unknown): Validated<ServiceInfo> {
 
     const affinity = optString(spec.sessionAffinity, 'spec.sessionAffinity') ?? 'None';
     if (affinity !== 'None' && affinity !== 'ClientIP') {
-      fail('spec.sessionAffinity', `${JSON.stringify(affinity)} is not None or ClientIP`);
+      fail('spec.sessionAffinity', `${show(affinity)} is not None or ClientIP`);
     }
     let affinityTimeoutSeconds: number | null = null;
     if (affinity === 'ClientIP') {
       const cfg = record(record(spec.sessionAffinityConfig, 'spec.sessionAffinityConfig').clientIP, 'spec.sessionAffinityConfig.clientIP');
       const t = cfg.timeoutSeconds ?? 10800;
       if (typeof t !== 'number' || !Number.isInteger(t) || t < 1 || t > 86400) {
-        fail('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${JSON.stringify(t)} is not 1-86400`);
+        fail('spec.sessionAffinityConfig.clientIP.timeoutSeconds', `${show(t)} is not 1-86400`);
       }
       affinityTimeoutSeconds = t;
     }
@@ -267,7 +278,7 @@ export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo
     const addressType = optString(o.addressType, 'addressType');
     if (addressType === 'FQDN') return null;
     if (addressType !== 'IPv4' && addressType !== 'IPv6') {
-      fail('addressType', `${JSON.stringify(addressType)} is not IPv4, IPv6 or FQDN`);
+      fail('addressType', `${show(addressType)} is not IPv4, IPv6 or FQDN`);
     }
     const family: IPFamily = addressType;
     const serviceName = meta.labels[SERVICE_NAME_LABEL];
