@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { buildNodeModel } from '../src/model/build.js';
 import { renderIptables, restoreText, type IptablesRuleset } from '../src/render/iptables.js';
-import { appliedServices, fullSyncSteps, partialSyncStep } from '../src/sync/plan.js';
+import { appliedServices, fullSyncSteps, partialSyncStep, renderedServices } from '../src/sync/plan.js';
 import { syntheticCluster } from '../bench/synthetic.js';
 import { applyRestore, normalized, type Tables } from './support/restore-sim.js';
 
@@ -87,7 +87,7 @@ describe('partial sync plan', () => {
           });
           const keys = [...touched].map((i) => `ns-${i % 50}/svc-${i}:http/tcp`);
           const tables = loaded(before);
-          const step = partialSyncStep(appliedServices(before), appliedServices(after), keys);
+          const step = partialSyncStep(appliedServices(before), renderedServices(after), keys);
           if (step) applyRestore(tables, text(step.chunks));
           expect(normalized(tables, SHARED)).toEqual(normalized(loaded(after), SHARED));
         },
@@ -101,7 +101,7 @@ describe('partial sync plan', () => {
     const after = ruleset(50, 3, (objs) => {
       (objs.endpointSlices[7] as { endpoints: unknown[] }).endpoints.pop();
     });
-    const step = partialSyncStep(appliedServices(before), appliedServices(after), ['ns-7/svc-7:http/tcp'])!;
+    const step = partialSyncStep(appliedServices(before), renderedServices(after), ['ns-7/svc-7:http/tcp'])!;
     const t = text(step.chunks);
     expect(t).not.toContain('KUBE-SERVICES');
     expect(t).not.toContain('*filter');

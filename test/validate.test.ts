@@ -209,7 +209,7 @@ describe('values that look odd but are valid', () => {
     sl.endpoints[0].addresses = ['010.001.000.017'];
     const rs = validateEndpointSlice(sl);
     expect(rs.ok).toBe(true);
-    if (rs.ok) expect(rs.value!.endpoints[0]!.ip.text).toBe('10.1.0.17');
+    if (rs.ok) expect(rs.value!.endpoints[0]!.ip).toBe('10.1.0.17');
   });
 
   it('renders leading-zero and uppercase IPs canonically', () => {

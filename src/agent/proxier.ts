@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { IptablesApplier, type Backend } from '../apply/iptables.js';
 import type { IPFamily } from '../model/types.js';
 import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from '../render/iptables.js';
-import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, type AppliedServices } from '../sync/plan.js';
+import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from '../sync/plan.js';
 import type { ClusterState } from './state.js';
 import type { Metrics } from './metrics.js';
 
@@ -123,7 +123,7 @@ export class IptablesProxier {
     const rs = renderIptables(model, this.state.nodeContext, opts);
     if (fixedSignature(rs) !== prev.fixed) return this.fullSync(family, applier);
 
-    const rendered = appliedServices(rs);
+    const rendered = renderedServices(rs);
     const next: AppliedServices = new Map(prev.services);
     const nextByService = new Map<string, string[]>();
     model.servicePorts.forEach((sp, i) => {
@@ -137,10 +137,10 @@ export class IptablesProxier {
     }
     for (const key of changedKeys) {
       const r = rendered.get(key);
-      if (r) next.set(key, r);
+      if (r) next.set(key, { shared: r.shared, chains: r.chains });
       else next.delete(key);
     }
-    const step = partialSyncStep(prev.services, next, changedKeys);
+    const step = partialSyncStep(prev.services, rendered, changedKeys);
     if (step) await applier.restore(step);
     const byService = new Map(prev.byService);
     for (const svc of services) {

@@ -48,7 +48,8 @@ export interface SlicePort {
 }
 
 export interface SliceEndpoint {
-  ip: ParsedIP;
+  /** Canonical text: 100,000 endpoints need no parsed bytes kept around. */
+  ip: string;
   ready: boolean;
   serving: boolean;
   terminating: boolean;

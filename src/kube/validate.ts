@@ -315,7 +315,7 @@ export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo
       const nodeName = optName(e.nodeName, `${path}.nodeName`, DNS1123_SUBDOMAIN, 253);
       const zone = e.zone === undefined || e.zone === null ? '' : labelValue(e.zone, `${path}.zone`);
       return {
-        ip: addr,
+        ip: addr.text,
         ready,
         serving,
         terminating,

@@ -83,12 +83,12 @@ function mergeEndpoints(
     const sp = slice.ports.find((p) => p.name === portName && p.protocol === protocol);
     if (!sp) continue;
     for (const e of slice.endpoints) {
-      const address = flat(joinHostPort(e.ip.text, sp.port));
+      const address = flat(joinHostPort(e.ip, sp.port));
       const isLocal = e.nodeName === nodeName;
       const existing = byAddress.get(address);
       if (existing && (existing.isLocal || !isLocal)) continue;
       byAddress.set(address, {
-        ip: e.ip.text,
+        ip: e.ip,
         port: sp.port,
         address,
         nodeName: e.nodeName,

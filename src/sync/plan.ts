@@ -27,10 +27,17 @@ export interface RestoreStep {
   lines: number;
 }
 
-/** A service port as last written to the kernel: its shared rules, chains and chain rules. */
+/**
+ * A service port as last written to the kernel: what a later partial sync must undo or
+ * keep. Its rule bytes are not kept: holding them would pin the whole first render.
+ */
 export interface AppliedServicePort {
   shared: SharedRule[];
   chains: string[];
+}
+
+/** A service port just rendered: what it is, and the rules of its chains to write. */
+export interface RenderedServicePort extends AppliedServicePort {
   rules: Buffer;
 }
 
@@ -42,14 +49,21 @@ export function isServiceChain(name: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p));
 }
 
-export function appliedServices(rs: IptablesRuleset): AppliedServices {
-  const out: AppliedServices = new Map();
-  for (const s of rs.services) out.set(s.key, appliedServicePort(rs, s));
+export function renderedServices(rs: IptablesRuleset): Map<string, RenderedServicePort> {
+  const out = new Map<string, RenderedServicePort>();
+  for (const s of rs.services) out.set(s.key, renderedServicePort(rs, s));
   return out;
 }
 
-function appliedServicePort(rs: IptablesRuleset, s: ServicePortRules): AppliedServicePort {
+function renderedServicePort(rs: IptablesRuleset, s: ServicePortRules): RenderedServicePort {
   return { shared: s.shared, chains: s.chains, rules: rs.chainRules.subarray(s.rules.start, s.rules.end) };
+}
+
+/** What the kernel holds once a ruleset is applied. */
+export function appliedServices(rs: IptablesRuleset): AppliedServices {
+  const out: AppliedServices = new Map();
+  for (const s of rs.services) out.set(s.key, { shared: s.shared, chains: s.chains });
+  return out;
 }
 
 /** The fixed part of a ruleset; when it changes between syncs, only a full sync will do. */
@@ -171,7 +185,11 @@ export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<stri
  * One restore that brings the kernel from `prev` to `next` for the service ports in
  * `changed` (added, updated or removed), or null when nothing differs.
  */
-export function partialSyncStep(prev: AppliedServices, next: AppliedServices, changed: Iterable<string>): RestoreStep | null {
+export function partialSyncStep(
+  prev: AppliedServices,
+  next: Map<string, RenderedServicePort>,
+  changed: Iterable<string>,
+): RestoreStep | null {
   const deleted: SharedRule[] = [];
   const added: SharedRule[] = [];
   const declared: string[] = [];
