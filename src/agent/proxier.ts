@@ -6,8 +6,8 @@
  */
 import type { Logger } from 'pino';
 import { IptablesApplier, type Backend } from '../apply/iptables.js';
-import type { IPFamily } from '../model/types.js';
-import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from '../render/iptables.js';
+import type { FamilyModel, IPFamily } from '../model/types.js';
+import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions, type IptablesRuleset } from '../render/iptables.js';
 import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from '../sync/plan.js';
 import type { ClusterState } from './state.js';
 import type { Metrics } from './metrics.js';
@@ -25,6 +25,16 @@ interface FamilyState {
   byService: Map<string, string[]>;
   fixed: string;
   largeCluster: boolean;
+}
+
+/** Rendered service port keys per Service (ns/name); the ruleset renders the model in order. */
+function portKeysByService(model: FamilyModel, rs: IptablesRuleset): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  model.servicePorts.forEach((sp, i) => {
+    const k = `${sp.namespace}/${sp.serviceName}`;
+    out.set(k, [...(out.get(k) ?? []), rs.services[i]!.key]);
+  });
+  return out;
 }
 
 export class IptablesProxier {
@@ -101,14 +111,9 @@ export class IptablesProxier {
     const steps = fullSyncSteps(rs, existing, maxLines);
     for (const step of steps) await applier.restore(step);
     await applier.ensureJumps(rs.jumps);
-    const byService = new Map<string, string[]>();
-    model.servicePorts.forEach((sp, i) => {
-      const k = `${sp.namespace}/${sp.serviceName}`;
-      byService.set(k, [...(byService.get(k) ?? []), rs.services[i]!.key]);
-    });
     this.applied.set(family, {
       services: appliedServices(rs),
-      byService,
+      byService: portKeysByService(model, rs),
       fixed: fixedSignature(rs),
       largeCluster: opts.largeClusterMode ?? isLargeCluster(model),
     });
@@ -125,11 +130,7 @@ export class IptablesProxier {
 
     const rendered = renderedServices(rs);
     const next: AppliedServices = new Map(prev.services);
-    const nextByService = new Map<string, string[]>();
-    model.servicePorts.forEach((sp, i) => {
-      const k = `${sp.namespace}/${sp.serviceName}`;
-      nextByService.set(k, [...(nextByService.get(k) ?? []), rs.services[i]!.key]);
-    });
+    const nextByService = portKeysByService(model, rs);
     const changedKeys = new Set<string>();
     for (const svc of services) {
       for (const key of prev.byService.get(svc) ?? []) changedKeys.add(key);
