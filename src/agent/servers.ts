@@ -29,12 +29,12 @@ export function healthReport(src: HealthSource, now: number, syncPeriodMs: numbe
 }
 
 export function parseBindAddress(flag: string, value: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)|)?:?([0-9]+)$/.exec(value);
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]*)):([0-9]+)$/.exec(value);
   const port = m ? Number(m[3]) : NaN;
   if (!m || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`${flag}: ${JSON.stringify(value)} is not HOST:PORT`);
   }
-  return { host: m[1] ?? m[2] ?? '0.0.0.0', port };
+  return { host: m[1] || m[2] || '0.0.0.0', port };
 }
 
 function listen(server: Server, addr: { host: string; port: number }): Promise<void> {
