@@ -7,12 +7,16 @@ import { endpointSlice, node, service } from './support/objects.js';
 describe('healthReport', () => {
   const src = (last: number | null, pending: number | null) => ({ lastUpdated: () => last, pendingSince: () => pending });
   it('is healthy with nothing pending, or a change younger than twice the sync period', () => {
-    expect(healthReport(src(1000, null), 100_000, 30_000).healthy).toBe(true);
-    expect(healthReport(src(1000, 50_000), 100_000, 30_000).healthy).toBe(true);
-    expect(healthReport(src(1000, 30_000), 100_000, 30_000).healthy).toBe(false);
+    expect(healthReport(src(1000, null), 100_000, 30_000, true).healthy).toBe(true);
+    expect(healthReport(src(1000, 50_000), 100_000, 30_000, true).healthy).toBe(true);
+    expect(healthReport(src(1000, 30_000), 100_000, 30_000, false).healthy).toBe(false);
+  });
+  it('is not ready before the first sync, though alive', () => {
+    expect(healthReport(src(null, 90_000), 100_000, 30_000, true).healthy).toBe(false);
+    expect(healthReport(src(null, 90_000), 100_000, 30_000, false).healthy).toBe(true);
   });
   it('reports times as RFC 3339', () => {
-    const r = healthReport(src(0, null), Date.UTC(2026, 10, 27), 30_000);
+    const r = healthReport(src(0, null), Date.UTC(2026, 10, 27), 30_000, true);
     expect(r.body.currentTime).toBe('2026-11-27T00:00:00.000Z');
   });
 });

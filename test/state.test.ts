@@ -72,6 +72,7 @@ describe('ClusterState', () => {
   it('tracks how long a change has waited, until it is synced', () => {
     let now = 1000;
     const { state } = fresh(() => now);
+    expect(state.pendingSince).toBe(1000);
     state.take();
     state.synced();
     expect(state.pendingSince).toBeNull();

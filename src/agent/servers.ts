@@ -18,12 +18,15 @@ export interface HealthReport {
   body: { lastUpdated: string; currentTime: string };
 }
 
-/** Unhealthy while an update has waited more than twice the sync period. Pure. */
-export function healthReport(src: HealthSource, now: number, syncPeriodMs: number): HealthReport {
+/**
+ * Unhealthy while an update has waited more than twice the sync period (/livez), and, for
+ * readiness (/healthz), also until the first sync has programmed the rules. Pure.
+ */
+export function healthReport(src: HealthSource, now: number, syncPeriodMs: number, needSynced: boolean): HealthReport {
   const pending = src.pendingSince();
   const last = src.lastUpdated();
   return {
-    healthy: pending === null || now - pending <= 2 * syncPeriodMs,
+    healthy: (pending === null || now - pending <= 2 * syncPeriodMs) && (!needSynced || last !== null),
     body: { lastUpdated: new Date(last ?? 0).toISOString(), currentTime: new Date(now).toISOString() },
   };
 }
@@ -77,12 +80,14 @@ export async function startServers(opts: {
   health: HealthSource;
   metricsRegistry: Metrics['registry'];
 }): Promise<AgentServers> {
-  const health: Handler = (_req, res) => {
-    const r = healthReport(opts.health, Date.now(), opts.syncPeriodMs);
-    res.writeHead(r.healthy ? 200 : 503, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
-    res.end(JSON.stringify(r.body));
-  };
-  const healthz = route({ '/healthz': health, '/livez': health });
+  const health =
+    (needSynced: boolean): Handler =>
+    (_req, res) => {
+      const r = healthReport(opts.health, Date.now(), opts.syncPeriodMs, needSynced);
+      res.writeHead(r.healthy ? 200 : 503, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
+      res.end(JSON.stringify(r.body));
+    };
+  const healthz = route({ '/healthz': health(true), '/livez': health(false) });
   const metrics = route({
     '/metrics': async (_req, res) => {
       const text = await opts.metricsRegistry.metrics();
@@ -93,7 +98,7 @@ export async function startServers(opts: {
       res.writeHead(200, { 'Content-Type': 'text/plain' });
       res.end(opts.mode);
     },
-    '/healthz': health,
+    '/healthz': health(true),
   });
   await listen(healthz, opts.healthz);
   await listen(metrics, opts.metrics);

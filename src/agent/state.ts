@@ -48,6 +48,8 @@ export class ClusterState {
     private readonly now: () => number = Date.now,
   ) {
     this.node = nodeContext(nodeName, []);
+    // Everything is pending until the first sync: a proxy that never gets there is unhealthy.
+    this.pendingSince = now();
   }
 
   private touch(serviceKey: string): void {
