@@ -4,6 +4,7 @@
  * rules in place, so traffic keeps flowing until the next agent takes over.
  */
 import type { Logger } from 'pino';
+import { detectBackend, type BackendChoice } from '../apply/backend.js';
 import { IptablesApplier } from '../apply/iptables.js';
 import { runCommand } from '../apply/command.js';
 import type { ProxyConfig } from '../config/options.js';
@@ -21,18 +22,25 @@ import { loadKubeConfig, startWatches } from './watch.js';
 export const DEFAULT_MAX_RESTORE_LINES = 5_000;
 const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 
-async function families(): Promise<IPFamily[]> {
+async function families(tables: BackendChoice): Promise<IPFamily[]> {
   const out: IPFamily[] = ['IPv4'];
-  const v6 = await runCommand('ip6tables', ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING']).catch(() => null);
+  const v6 = await runCommand(tables.bin.IPv6.iptables, ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING']).catch(() => null);
   if (v6?.status === 0) out.push('IPv6');
   return out;
 }
 
+async function hostBackend(log: Logger): Promise<BackendChoice> {
+  const tables = await detectBackend(runCommand);
+  log.info({ backend: tables.backend ?? 'as on PATH', reason: tables.reason, iptables: tables.bin.IPv4.iptables }, 'chose the iptables backend');
+  return tables;
+}
+
 export async function cleanupRules(log: Logger): Promise<number> {
   let failed = false;
-  for (const family of await families()) {
+  const tables = await hostBackend(log);
+  for (const family of await families(tables)) {
     try {
-      await new IptablesApplier(family, runCommand).cleanup();
+      await new IptablesApplier(family, runCommand, tables.bin[family]).cleanup();
       log.info({ family }, 'removed kube-proxy chains and jumps');
     } catch (err) {
       failed = true;
@@ -47,7 +55,8 @@ export async function runAgent(cfg: ProxyConfig, log: Logger, signals: NodeJS.Ev
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
-  const appliers = new Map((await families()).map((f) => [f, new IptablesApplier(f, runCommand)] as const));
+  const tables = await hostBackend(log);
+  const appliers = new Map((await families(tables)).map((f) => [f, new IptablesApplier(f, runCommand, tables.bin[f])] as const));
   const proxier = new IptablesProxier(
     state,
     appliers,

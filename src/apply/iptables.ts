@@ -6,6 +6,7 @@
 import type { IPFamily } from '../model/types.js';
 import { CANARY_CHAIN, formatArgs, type JumpRule } from '../render/iptables.js';
 import type { RestoreStep } from '../sync/plan.js';
+import { binaries, type IptablesBinaries } from './backend.js';
 import type { Runner } from './command.js';
 
 export class RestoreError extends Error {
@@ -23,17 +24,14 @@ export type Backend = 'nf_tables' | 'legacy';
 const OWNED_CHAIN = /^KUBE-/;
 
 export class IptablesApplier {
-  private readonly bin: { iptables: string; restore: string; save: string };
-
+  /** `bin`: the tools of the host's backend (see detectBackend); by default whatever PATH has. */
   constructor(
     readonly family: IPFamily,
     private readonly run: Runner,
-  ) {
-    const six = family === 'IPv6' ? '6' : '';
-    this.bin = { iptables: `ip${six}tables`, restore: `ip${six}tables-restore`, save: `ip${six}tables-save` };
-  }
+    private readonly bin: IptablesBinaries = binaries(family, null),
+  ) {}
 
-  /** Which backend the iptables on PATH drives (the `(nf_tables)` or `(legacy)` in its version). */
+  /** Which backend the iptables it runs drives (the `(nf_tables)` or `(legacy)` in its version). */
   async backend(): Promise<Backend> {
     const r = await this.run(this.bin.iptables, ['--version']);
     return /nf_tables/.test(r.stdout) ? 'nf_tables' : 'legacy';

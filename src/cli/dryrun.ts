@@ -5,8 +5,10 @@
 import type { ClusterObjects } from '../kube/objects.js';
 import type { ProxyConfig } from '../config/options.js';
 import { buildNodeModel, type BuildResult } from '../model/build.js';
-import type { IPFamily } from '../model/types.js';
+import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
+import { parseCIDR } from '../net/ip.js';
 import { jumpCommands, renderIptables, restoreText, type IptablesOptions } from '../render/iptables.js';
+import { explainServicePort } from '../trace/service-ports.js';
 
 export const FAMILY_BANNER: Record<IPFamily, string> = {
   IPv4: '# ==== IPv4: iptables-restore input ====',
@@ -29,7 +31,14 @@ export interface DryRun {
   build: BuildResult;
 }
 
-export function dryRun(objects: ClusterObjects, cfg: ProxyConfig): DryRun {
+/** `--explain`: written as comments, so that the output stays valid restore input. */
+function explainLines(model: FamilyModel, node: NodeContext, opts: IptablesOptions): string[] {
+  const podCIDR = opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
+  const ports = model.servicePorts.flatMap((sp) => ['#', ...explainServicePort(sp, node, podCIDR).map((l) => `#   ${l}`)]);
+  return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
+}
+
+export function dryRun(objects: ClusterObjects, cfg: ProxyConfig, explain = false): DryRun {
   const build = buildNodeModel(objects, cfg.hostnameOverride);
   const opts = iptablesOptions(cfg);
   const parts: string[] = [];
@@ -40,6 +49,7 @@ export function dryRun(objects: ClusterObjects, cfg: ProxyConfig): DryRun {
       `# node ${cfg.hostnameOverride}, ${rs.services.length} service ports`,
       '# chains and jump rules kube-proxy-ts ensures outside the restore:',
       ...jumpCommands(rs).map((c) => `#   ${c}`),
+      ...(explain ? explainLines(build.model.families[family], build.model.node, opts) : []),
       restoreText(rs),
     );
   }

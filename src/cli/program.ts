@@ -2,10 +2,18 @@
  * Command-line parsing with kube-proxy's own flag names. Produces the effective
  * configuration (defaults < --config file < flags) and what to do with it.
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, loadKubeProxyConfiguration, splitList, validateConfig } from '../config/kubeproxyconfig.js';
+import { Command, CommanderError, InvalidArgumentError, Option, type OptionValues } from 'commander';
+import {
+  ConfigError,
+  formatKubeProxyConfiguration,
+  loadKubeProxyConfiguration,
+  splitList,
+  validateConfig,
+} from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
 import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from '../config/options.js';
+import { parseHostPort, type HostPort } from '../trace/packet.js';
+import type { Origin, TraceProtocol } from '../trace/types.js';
 
 export interface Invocation {
   config: ProxyConfig;
@@ -14,7 +22,29 @@ export interface Invocation {
   /** Manifest path, `-` for stdin, or null to use the API server. */
   fromFile: string | null;
   verbosity: number;
+  /** `--write-config-to`: where (`-` for stdout) and what, in place of anything else. */
+  writeConfig: { path: string; text: string } | null;
   warnings: string[];
+  /** `--explain`: with --dry-run, each service port's endpoints and the sets its rules use. */
+  explain: boolean;
+  /** The `trace` subcommand's packet, or null for the proxy itself. */
+  trace: TraceRequest | null;
+}
+
+export interface TraceRequest {
+  /** Null: the node's own address (only with `from: 'node'`). */
+  src: HostPort | null;
+  dst: { ip: string; port: number };
+  protocol: TraceProtocol;
+  from: Origin;
+  output: 'text' | 'json';
+}
+
+/** `--help` was asked for: the help of the command it was given to. */
+export class HelpRequested extends Error {
+  constructor(readonly text: string) {
+    super('help requested');
+  }
 }
 
 export interface ProgramIO {
@@ -39,8 +69,45 @@ function intValue(v: string): number {
   return Number.parseInt(v, 10);
 }
 
+function hostPortValue(v: string): HostPort {
+  const hp = parseHostPort(v);
+  if (!hp) throw new InvalidArgumentError('want IP, IP:PORT or [IPv6]:PORT');
+  return hp;
+}
+
+function destinationValue(v: string): HostPort {
+  const hp = hostPortValue(v);
+  if (hp.port === null) throw new InvalidArgumentError('want IP:PORT or [IPv6]:PORT');
+  return hp;
+}
+
+// The flags that shape the rendered rules: trace takes them too, and evaluates the same rules.
+const RENDER_FLAGS = [
+  '--proxy-mode',
+  '--hostname-override',
+  '--cluster-cidr',
+  '--masquerade-all',
+  '--nodeport-addresses',
+  '--iptables-masquerade-bit',
+  '--iptables-localhost-nodeports',
+  '--config',
+  '--from-file',
+];
+
+function traceCommand(program: Command): Command {
+  const trace = new Command('trace')
+    .description('show where a packet goes through the rules this node would program, and why')
+    .requiredOption('--dst <ip:port>', 'destination: a service IP, node address or any other', destinationValue)
+    .option('--src <ip[:port]>', 'source (default with --from node: the node\'s own address)', hostPortValue)
+    .addOption(new Option('--protocol <protocol>', 'transport protocol').choices(['tcp', 'udp', 'sctp']).default('tcp'))
+    .addOption(new Option('--from <where>', 'where the packet enters the node from').choices(['pod', 'node', 'external']).default('pod'))
+    .addOption(new Option('--output <format>', 'text for people, json for tools').choices(['text', 'json']).default('text'));
+  for (const o of program.options) if (o.long && RENDER_FLAGS.includes(o.long)) trace.addOption(o);
+  return trace.helpOption('-h, --help', 'show this help').showHelpAfterError(false);
+}
+
 export function buildProgram(): Command {
-  return new Command('kube-proxy-ts')
+  const program = new Command('kube-proxy-ts')
     .description('A Kubernetes service proxy you can read, trace and trust.')
     .addOption(new Option('--proxy-mode <mode>', 'which dataplane to program').choices(PROXY_MODES))
     .option('--hostname-override <name>', 'this node\'s name, when it is not the hostname')
@@ -50,6 +117,7 @@ export function buildProgram(): Command {
     .option('--iptables-masquerade-bit <bit>', 'packet mark bit flagging traffic for SNAT (0-31)', intValue)
     .option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)', boolValue)
     .option('--config <file>', 'a KubeProxyConfiguration (v1alpha1) file; flags override it')
+    .option('--write-config-to <file>', 'write the effective configuration as a KubeProxyConfiguration ("-" for stdout), and exit')
     .option('--kubeconfig <file>', 'kubeconfig of the API server (default: in-cluster configuration)')
     .option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)', durationValue)
     .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)', durationValue)
@@ -57,10 +125,13 @@ export function buildProgram(): Command {
     .option('--metrics-bind-address <ip:port>', 'metrics server address (default 127.0.0.1:10249)')
     .option('--cleanup', 'remove every rule kube-proxy-ts (or kube-proxy) created, and exit', false)
     .option('--dry-run', 'print what would be programmed, and exit', false)
+    .option('--explain', 'with --dry-run: per service port, its endpoints and which rules use which', false)
     .option('--from-file <path>', 'read cluster objects from manifests instead of an API server ("-" for stdin)')
     .option('-v, --v <level>', 'log verbosity', intValue, 0)
     .helpOption('-h, --help', 'show this help')
     .showHelpAfterError(false);
+  // Without an action of its own, a program with subcommands would answer plain flags with help.
+  return program.enablePositionalOptions().action(() => {}).addCommand(traceCommand(program));
 }
 
 function flagLayer(cmd: Command): ConfigLayer {
@@ -75,6 +146,7 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('kubeconfig')) layer.kubeconfig = o.kubeconfig as string;
   if (given('healthzBindAddress')) layer.healthzBindAddress = o.healthzBindAddress as string;
   if (given('metricsBindAddress')) layer.metricsBindAddress = o.metricsBindAddress as string;
+  if (given('v')) layer.verbosity = o.v as number;
   if (given('iptablesSyncPeriod')) iptables.syncPeriodMs = o.iptablesSyncPeriod as number;
   if (given('iptablesMinSyncPeriod')) iptables.minSyncPeriodMs = o.iptablesMinSyncPeriod as number;
   if (given('masqueradeAll')) iptables.masqueradeAll = o.masqueradeAll as boolean;
@@ -89,32 +161,65 @@ function flagLayer(cmd: Command): ConfigLayer {
  * bad flags and ConfigError for a bad configuration.
  */
 export function parseInvocation(argv: string[], io: ProgramIO, defaultHostname: string): Invocation {
-  const cmd = buildProgram().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  cmd.parse(argv, { from: 'user' });
+  const cmd = buildProgram();
+  let help = '';
+  const ran: { sub: Command | null } = { sub: null };
+  cmd.hook('preSubcommand', (_program, sub) => {
+    ran.sub = sub;
+  });
+  for (const c of [cmd, ...cmd.commands]) {
+    c.exitOverride().configureOutput({ writeErr: () => {}, writeOut: (t) => (help += t) });
+  }
+  try {
+    cmd.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError && err.code === 'commander.helpDisplayed') throw new HelpRequested(help);
+    throw err;
+  }
   const o = cmd.opts();
+  // A subcommand's flags follow its name: the renderer's come from it, the proxy's own from the root.
+  const flags = ran.sub ?? cmd;
+  const f = flags.opts();
   const warnings: string[] = [];
   const layers: ConfigLayer[] = [];
-  if (typeof o.config === 'string') {
+  if (typeof f.config === 'string') {
     let text: string;
     try {
-      text = io.readFile(o.config);
+      text = io.readFile(f.config);
     } catch (err) {
-      throw new ConfigError(`--config ${o.config}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new ConfigError(`--config ${f.config}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const loaded = loadKubeProxyConfiguration(text, o.config);
+    const loaded = loadKubeProxyConfiguration(text, f.config);
     layers.push(loaded.layer);
     warnings.push(...loaded.warnings);
   }
-  layers.push(flagLayer(cmd));
+  layers.push(flagLayer(flags));
   const config = validateConfig(mergeConfig(...layers));
+  // Written before the host name fills in: one file serves every node, as upstream's does.
+  const writeConfig = typeof o.writeConfigTo === 'string' ? { path: o.writeConfigTo, text: formatKubeProxyConfiguration(config) } : null;
   if (config.hostnameOverride === '') config.hostnameOverride = defaultHostname.toLowerCase();
   return {
     config,
     dryRun: o.dryRun as boolean,
     cleanup: o.cleanup as boolean,
-    fromFile: typeof o.fromFile === 'string' ? o.fromFile : null,
-    verbosity: o.v as number,
+    fromFile: typeof f.fromFile === 'string' ? f.fromFile : null,
+    verbosity: config.verbosity,
+    writeConfig,
     warnings,
+    explain: o.explain as boolean,
+    trace: ran.sub ? traceRequest(f) : null,
+  };
+}
+
+function traceRequest(o: OptionValues): TraceRequest {
+  const from = o.from as Origin;
+  if (o.src === undefined && from !== 'node') throw new InvalidArgumentError(`trace --from ${from} needs --src`);
+  return {
+    src: (o.src as HostPort | undefined) ?? null,
+    dst: o.dst as TraceRequest['dst'],
+    protocol: o.protocol as TraceProtocol,
+    from,
+    output: o.output as TraceRequest['output'],
   };
 }
 

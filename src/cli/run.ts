@@ -1,14 +1,16 @@
 /**
- * The command line's edge: reads files and stdin, writes stdout and stderr, returns an
- * exit code. Everything it calls is pure.
+ * The command line's edge: reads files and stdin, writes stdout, stderr and the file of
+ * --write-config-to, returns an exit code. Everything it calls is pure.
  */
+import { writeFileSync } from 'node:fs';
 import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { Problem } from '../model/types.js';
 import { cleanupRules, runAgent } from '../agent/main.js';
 import { createLogger } from '../log.js';
 import { dryRun } from './dryrun.js';
-import { buildProgram, CommanderError, parseInvocation } from './program.js';
+import { CommanderError, HelpRequested, parseInvocation } from './program.js';
+import { runTrace } from './trace.js';
 
 export interface CliIO {
   readFile(path: string): string;
@@ -41,25 +43,39 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   try {
     inv = parseInvocation(argv, io, io.hostname);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help') {
-        io.stdout(buildProgram().helpInformation());
-        return 0;
-      }
-      return fail(err.message.replace(/^error: /, ''));
+    if (err instanceof HelpRequested) {
+      io.stdout(err.text);
+      return 0;
     }
+    if (err instanceof CommanderError) return fail(err.message.replace(/^error: /, ''));
     if (err instanceof ConfigError) return fail(err.message);
     throw err;
   }
   for (const w of inv.warnings) io.stderr(`kube-proxy-ts: warning: ${w}\n`);
 
+  // Before the mode check: a configuration for a mode not implemented yet is still worth writing.
+  if (inv.writeConfig) {
+    const { path, text } = inv.writeConfig;
+    if (path === '-') io.stdout(text);
+    else {
+      try {
+        writeFileSync(path, text);
+      } catch (err) {
+        return fail(`--write-config-to ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+    }
+    return 0;
+  }
+
   if (inv.config.mode !== 'iptables') return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use iptables`);
   if (inv.cleanup) return cleanupRules(createLogger(inv.verbosity));
-  if (!inv.dryRun) {
+  if (!inv.dryRun && !inv.trace) {
     if (inv.fromFile !== null) return fail('--from-file goes with --dry-run; the agent reads the API server');
+    if (inv.explain) return fail('--explain goes with --dry-run');
     return runAgent(inv.config, createLogger(inv.verbosity));
   }
-  if (inv.fromFile === null) return fail('--dry-run needs --from-file (reading a live cluster is not implemented yet)');
+  const command = inv.trace ? 'trace' : '--dry-run';
+  if (inv.fromFile === null) return fail(`${command} needs --from-file (reading a live cluster is not implemented yet)`);
 
   let text: string;
   try {
@@ -74,7 +90,7 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     if (err instanceof ManifestError) return fail(err.message);
     throw err;
   }
-  const result = dryRun(parsed.objects, inv.config);
+  const result = inv.trace ? runTrace(parsed.objects, inv.config, inv.trace) : dryRun(parsed.objects, inv.config, inv.explain);
   for (const p of [...parsed.problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
   if (!result.build.nodeKnown) {
     io.stderr(
@@ -84,6 +100,7 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   if (inv.verbosity > 0) {
     for (const s of result.build.skipped) io.stderr(`kube-proxy-ts: not proxied: Service ${s.namespace}/${s.name}: ${s.reason}\n`);
   }
+  if ('error' in result) return fail(result.error);
   io.stdout(result.text);
   return 0;
 }

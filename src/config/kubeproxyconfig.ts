@@ -2,10 +2,11 @@
  * `--config`: a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1). Fields we
  * implement become a config layer; upstream fields we do not implement yet, and fields
  * nobody knows, are named in warnings so an operator never wonders whether one applied.
+ * `--write-config-to` goes the other way: the effective configuration as such a file.
  */
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { parseCIDR } from '../net/ip.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from './options.js';
 
 export class ConfigError extends Error {}
@@ -16,7 +17,6 @@ export const CONFIG_KIND = 'KubeProxyConfiguration';
 /** Upstream v1alpha1 fields this version does not act on yet (warned, not fatal). */
 const UPSTREAM_FIELDS = new Set([
   'featureGates',
-  'logging',
   'bindAddress',
   'bindAddressHardFail',
   'enableProfiling',
@@ -24,7 +24,6 @@ const UPSTREAM_FIELDS = new Set([
   'ipvs',
   'nftables',
   'winkernel',
-  'detectLocalMode',
   'detectLocal',
   'oomScoreAdj',
   'conntrack',
@@ -32,11 +31,15 @@ const UPSTREAM_FIELDS = new Set([
   'portRange',
   'windowsRunAsService',
 ]);
+const UPSTREAM_IPTABLES_FIELDS = new Set(['snatNodeInternalIP']);
 
 export interface LoadedConfig {
   layer: ConfigLayer;
   warnings: string[];
 }
+
+/** Local traffic is what comes from clusterCIDR: upstream's default detectLocalMode. */
+const DETECT_LOCAL_MODE = 'ClusterCIDR';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -82,6 +85,9 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
   const bit = cfg.iptables.masqueradeBit;
   if (!Number.isInteger(bit) || bit < 0 || bit > 31) {
     throw new ConfigError(`iptables.masqueradeBit: ${JSON.stringify(bit)} is not an integer in 0-31`);
+  }
+  if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) {
+    throw new ConfigError(`logging.verbosity: ${JSON.stringify(cfg.verbosity)} is not a non-negative integer`);
   }
   if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
     throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
@@ -138,6 +144,18 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
       case 'metricsBindAddress':
         layer[key] = expect<string>(typeof value === 'string', value, key, 'a string');
         break;
+      case 'detectLocalMode':
+        if (value !== '' && value !== DETECT_LOCAL_MODE) {
+          warnings.push(`${source}: ${key} ${JSON.stringify(value)} is not supported yet and is ignored; local traffic is traffic from clusterCIDR`);
+        }
+        break;
+      case 'logging':
+        for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
+          if (v === null || v === undefined) continue;
+          if (k === 'verbosity') layer.verbosity = expect<number>(Number.isInteger(v), v, `${key}.${k}`, 'an integer');
+          else warnings.push(`${source}: ${key}.${k} is not supported yet and is ignored`);
+        }
+        break;
       case 'clientConnection':
         for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
           if (v === null || v === undefined) continue;
@@ -154,6 +172,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           else if (k === 'localhostNodePorts') iptables.localhostNodePorts = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
           else if (k === 'syncPeriod') iptables.syncPeriodMs = duration(v, field);
           else if (k === 'minSyncPeriod') iptables.minSyncPeriodMs = duration(v, field);
+          else if (UPSTREAM_IPTABLES_FIELDS.has(k)) warnings.push(`${source}: ${field} is not supported yet and is ignored`);
           else warnings.push(`${source}: unknown field ${field} is ignored`);
         }
         break;
@@ -164,4 +183,31 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   }
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
   return { layer, warnings };
+}
+
+/**
+ * The configuration as a KubeProxyConfiguration that loads back, without warnings, to the
+ * same configuration: every field this version acts on, and none it does not.
+ */
+export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
+  return stringify({
+    apiVersion: CONFIG_API_VERSION,
+    kind: CONFIG_KIND,
+    mode: cfg.mode,
+    hostnameOverride: cfg.hostnameOverride,
+    clientConnection: { kubeconfig: cfg.kubeconfig },
+    clusterCIDR: cfg.clusterCIDRs.join(','),
+    detectLocalMode: DETECT_LOCAL_MODE,
+    nodePortAddresses: cfg.nodePortAddresses,
+    healthzBindAddress: cfg.healthzBindAddress,
+    metricsBindAddress: cfg.metricsBindAddress,
+    iptables: {
+      masqueradeAll: cfg.iptables.masqueradeAll,
+      masqueradeBit: cfg.iptables.masqueradeBit,
+      localhostNodePorts: cfg.iptables.localhostNodePorts,
+      syncPeriod: formatDuration(cfg.iptables.syncPeriodMs),
+      minSyncPeriod: formatDuration(cfg.iptables.minSyncPeriodMs),
+    },
+    logging: { verbosity: cfg.verbosity },
+  });
 }

@@ -17,6 +17,8 @@ export interface ProxyConfig {
   kubeconfig: string;
   healthzBindAddress: string;
   metricsBindAddress: string;
+  /** Log verbosity (`logging.verbosity` in the file, `-v` on the command line). */
+  verbosity: number;
   iptables: {
     masqueradeAll: boolean;
     masqueradeBit: number;
@@ -36,6 +38,7 @@ export const DEFAULT_CONFIG: ProxyConfig = {
   kubeconfig: '',
   healthzBindAddress: '0.0.0.0:10256',
   metricsBindAddress: '127.0.0.1:10249',
+  verbosity: 0,
   iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true, syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 },
 };
 

@@ -3,10 +3,11 @@
  * each, one agent per node reading a test API server through client-node, and real TCP
  * and UDP connections through the rules the agents program.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { TestApiServer } from '../support/apiserver.js';
 import { endpointSlice, eventually, node, service } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
@@ -26,17 +27,21 @@ describe.runIf(canRun)('iptables agent in network namespaces', () => {
   const agents = new Map<string, NsProcess>();
 
   async function startAgent(nodeName: string, extra: string[] = []): Promise<NsProcess> {
+    // The configuration the DaemonSet runs with; only what this test must differ in is a flag.
+    const configMap = parse(readFileSync(join(import.meta.dirname, '..', '..', 'deploy', 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
+    const config = join(dir, 'config.conf');
+    writeFileSync(config, configMap.data['config.conf']!);
     const p = await cluster.spawnIn(
       cluster.node(nodeName),
       process.execPath,
       [
         MAIN,
+        '--config',
+        config,
         '--kubeconfig',
         kubeconfig,
         '--hostname-override',
         nodeName,
-        '--cluster-cidr',
-        '10.244.0.0/16',
         '--iptables-min-sync-period',
         '0s',
         '--iptables-sync-period',

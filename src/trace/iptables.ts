@@ -1,0 +1,327 @@
+/**
+ * The iptables dataplane, simulated: a packet walks the hooks the kernel would take it
+ * through (nat PREROUTING or OUTPUT, routing, filter FORWARD/INPUT/OUTPUT, nat
+ * POSTROUTING), chain by chain and rule by rule. `-m statistic` forks the walk, so the
+ * result is every way the packet can go, each with its probability.
+ */
+import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../net/ip.js';
+import { matchRule, type MatchContext, type PacketState } from './match.js';
+import { packetFamily } from './packet.js';
+import type { IptablesRule, IptablesTables } from './restore.js';
+import type { Target } from './rule.js';
+import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, Step, Verdict } from './types.js';
+
+type Hook = { table: string; chain: string } | 'route';
+
+interface Frame {
+  chain: string;
+  /** Index of the next rule to evaluate. */
+  next: number;
+}
+
+/** One possible world of the walk; a fork copies it. */
+interface Flow {
+  state: PacketState;
+  hooks: Hook[];
+  table: string;
+  stack: Frame[];
+  probability: number;
+  /** Hidden rules passed since the last recorded step, in the current chain. */
+  hidden: number;
+  /** A rule that matched in a fork, to apply first when this flow resumes. */
+  pending: { rule: IptablesRule; ref: RuleRef; detail: string | null } | null;
+  dnat: string | null;
+  dnatBy: RuleRef | null;
+  acceptedBy: RuleRef | null;
+  markedBy: RuleRef | null;
+  masquerade: boolean;
+  sticky: boolean;
+  delivery: Outcome['delivery'];
+}
+
+function copy(f: Flow): Flow {
+  return { ...f, state: { ...f.state }, hooks: [...f.hooks], stack: f.stack.map((fr) => ({ ...fr })) };
+}
+
+const MAX_DEPTH = 64;
+const LOOPBACK: Record<IPFamily, string> = { IPv4: '127.0.0.0/8', IPv6: '::1/128' };
+
+const hex = (n: number) => `0x${n.toString(16)}`;
+
+function markAfter(t: Extract<Target, { kind: 'MARK' }>, before: number): number {
+  const v = t.value >>> 0;
+  return (t.op === 'or' ? before | v : t.op === 'xor' ? before ^ v : (before & ~t.mask) ^ v) >>> 0;
+}
+
+/** What a matched rule's target does to the packet, in words; null when it only decides. */
+function effectOf(t: Target, state: PacketState): string | null {
+  switch (t.kind) {
+    case 'DNAT':
+      return `destination becomes ${t.to}`;
+    case 'MARK':
+      return `packet mark ${hex(state.mark)} -> ${hex(markAfter(t, state.mark))}`;
+    case 'MASQUERADE':
+      return 'source becomes the address of the node\'s outgoing interface';
+    default:
+      return null;
+  }
+}
+
+export class IptablesDataplane implements Dataplane {
+  readonly mode = 'iptables';
+  private readonly local: ParsedIP[];
+  private readonly ctx: MatchContext;
+
+  /** `nodeIPs`: the node's own addresses (any family); loopback is always local. */
+  constructor(
+    private readonly tables: IptablesTables,
+    nodeIPs: string[],
+  ) {
+    this.local = nodeIPs.map((t) => parseIP(t)).filter((ip): ip is ParsedIP => ip !== null);
+    const loopback = (ip: ParsedIP) => cidrContains(parseCIDR(LOOPBACK[ip.family])!, ip);
+    this.ctx = { isLocal: (ip) => loopback(ip) || this.local.some((l) => l.text === ip.text) };
+  }
+
+  trace(packet: Packet): DataplaneTrace {
+    const family = packetFamily(packet);
+    const state: PacketState = {
+      protocol: packet.protocol,
+      src: parseIP(packet.src)!,
+      dst: parseIP(packet.dst)!,
+      dport: packet.dstPort,
+      mark: 0,
+      dnat: false,
+    };
+    const first: Hook = packet.from === 'node' ? { table: 'nat', chain: 'OUTPUT' } : { table: 'nat', chain: 'PREROUTING' };
+    const flow: Flow = {
+      state,
+      hooks: [first, 'route'],
+      table: 'nat',
+      stack: [],
+      probability: 1,
+      hidden: 0,
+      pending: null,
+      dnat: null,
+      dnatBy: null,
+      acceptedBy: null,
+      markedBy: null,
+      masquerade: false,
+      sticky: false,
+      delivery: null,
+    };
+    const outcomes: Outcome[] = [];
+    const path = this.walk(flow, packet, outcomes);
+    return {
+      mode: this.mode,
+      family,
+      packet,
+      localAddresses: [...this.local.filter((ip) => ip.family === family).map((ip) => ip.text), LOOPBACK[family]],
+      path,
+      outcomes,
+      assumptions: [
+        'the packet opens a new connection (conntrack state NEW)',
+        'built-in chains hold only the jump rules kube-proxy-ts ensures, and accept what falls off their end unless the input declares another policy',
+        'the node\'s local addresses are those of its Node object plus loopback; other interface addresses (a CNI bridge, say) are not known',
+      ],
+    };
+  }
+
+  private rules(table: string, chain: string): IptablesRule[] | undefined {
+    return this.tables.get(table)?.rules(chain);
+  }
+
+  /** Walks one flow to its end; forks walk their taken side recursively. */
+  private walk(flow: Flow, packet: Packet, outcomes: Outcome[]): PathSegment {
+    const root: PathSegment = { steps: [], branches: [], outcome: null };
+    let seg = root;
+    // After a fork, `seg` is the not-taken continuation, attached to `host` only once it
+    // records a step: consecutive forks then read as sibling branches, not a nested ladder.
+    let host: PathSegment | null = null;
+    const record = (step: Step) => {
+      if (host) {
+        host.branches.push({ probability: flow.probability, path: seg });
+        host = null;
+      }
+      seg.steps.push(step);
+    };
+    const flush = () => {
+      const top = flow.stack.at(-1);
+      if (flow.hidden > 0 && top) record({ kind: 'skipped', table: flow.table, chain: top.chain, count: flow.hidden });
+      flow.hidden = 0;
+    };
+    const finish = (verdict: Verdict, decidedBy: RuleRef | null, reason: string | null = null): PathSegment => {
+      flush();
+      const outcome: Outcome = {
+        probability: flow.probability,
+        verdict,
+        dnat: flow.dnat,
+        masquerade: flow.masquerade,
+        delivery: flow.delivery,
+        decidedBy,
+        markedBy: flow.masquerade ? flow.markedBy : null,
+        sticky: flow.sticky,
+        reason,
+      };
+      if (host) host.branches.push({ probability: flow.probability, path: seg });
+      seg.outcome = outcome;
+      outcomes.push(outcome);
+      return root;
+    };
+    /** Leaves a built-in chain: its policy decides whether the packet goes on. */
+    const endHook = (chain: string): boolean => {
+      const policy = this.tables.get(flow.table)?.policies.get(chain) ?? 'ACCEPT';
+      flow.stack = [];
+      return policy === 'ACCEPT';
+    };
+
+    for (;;) {
+      let applying = flow.pending;
+      flow.pending = null;
+      const frame = flow.stack.at(-1);
+      if (!applying && !frame) {
+        const hook = flow.hooks.shift();
+        if (!hook) return finish(flow.dnat ? 'dnat' : flow.acceptedBy ? 'accept' : 'no-match', flow.dnatBy ?? flow.acceptedBy);
+        if (hook === 'route') {
+          this.route(flow, packet);
+          record({ kind: 'route', dst: joinHostPort(flow.state.dst.text, flow.state.dport), to: flow.delivery! });
+          continue;
+        }
+        flow.table = hook.table;
+        flow.stack.push({ chain: hook.chain, next: 0 });
+        record({ kind: 'chain', table: hook.table, chain: hook.chain, entered: 'hook' });
+        continue;
+      }
+      if (!applying) {
+        const rules = this.rules(flow.table, frame!.chain) ?? [];
+        if (frame!.next >= rules.length) {
+          flush();
+          flow.stack.pop();
+          if (flow.stack.length === 0 && !endHook(frame!.chain)) {
+            const policy = this.tables.get(flow.table)!.policies.get(frame!.chain)!;
+            return finish('drop', { table: flow.table, chain: frame!.chain, rule: 0, text: `policy ${policy}`, comment: null });
+          }
+          continue;
+        }
+        const index = frame!.next++;
+        const rule = rules[index]!;
+        const ref: RuleRef = { table: flow.table, chain: frame!.chain, rule: index + 1, text: rule.text, comment: rule.comment };
+        const m = matchRule(rule.matches, flow.state, this.ctx);
+        if (m.result === 'no-match' && m.hidden) {
+          flow.hidden++;
+          continue;
+        }
+        flush();
+        const step = (result: 'no-match' | 'not-evaluable', detail: string): Step => ({
+          kind: 'rule',
+          table: ref.table,
+          chain: ref.chain,
+          rule: ref.rule,
+          text: rule.text,
+          comment: rule.comment,
+          result,
+          detail,
+        });
+        if (m.result === 'no-match' || (m.result === 'match' && m.probability === 0)) {
+          record(step('no-match', m.result === 'no-match' ? m.why : 'probability 0'));
+          continue;
+        }
+        if (m.result === 'not-evaluable') {
+          record(step('not-evaluable', m.why));
+          return finish('not-evaluable', ref, `${ref.table} ${ref.chain} rule ${ref.rule}: ${m.why}`);
+        }
+        const detail = m.notes.length > 0 ? m.notes.join('; ') : null;
+        if (m.probability < 1) {
+          const taken = copy(flow);
+          taken.probability *= m.probability;
+          taken.pending = { rule, ref, detail: `chosen with probability ${m.probability} of the packets reaching this rule` };
+          (host ?? seg).branches.push({ probability: taken.probability, path: this.walk(taken, packet, outcomes) });
+          flow.probability *= 1 - m.probability;
+          if (!host) host = seg;
+          seg = { steps: [], branches: [], outcome: null };
+          continue;
+        }
+        applying = { rule, ref, detail };
+      }
+
+      const { rule, ref, detail } = applying;
+      const target = rule.target;
+      const matched = (effect: string | null) =>
+        record({
+          kind: 'rule',
+          table: ref.table,
+          chain: ref.chain,
+          rule: ref.rule,
+          text: rule.text,
+          comment: rule.comment,
+          result: 'match',
+          detail: [detail, effect].filter((x) => x !== null).join('; ') || null,
+        });
+      if (rule.matches.some((x) => x.kind === 'recent' && x.op === 'set')) flow.sticky = true;
+      matched(target ? effectOf(target, flow.state) : null);
+      if (target === null) continue;
+      switch (target.kind) {
+        case 'chain':
+          if (!this.rules(flow.table, target.chain)) {
+            return finish('not-evaluable', ref, `${ref.table} ${ref.chain} rule ${ref.rule}: chain ${target.chain} is not in the ruleset`);
+          }
+          if (flow.stack.length >= MAX_DEPTH) return finish('not-evaluable', ref, `more than ${MAX_DEPTH} nested chains: a jump loop?`);
+          if (target.goto) flow.stack.pop();
+          flow.stack.push({ chain: target.chain, next: 0 });
+          record({ kind: 'chain', table: flow.table, chain: target.chain, entered: target.goto ? 'goto' : 'jump' });
+          continue;
+        case 'ACCEPT':
+          if (flow.table === 'filter') flow.acceptedBy = ref;
+          flow.stack = [];
+          continue;
+        case 'DROP':
+          return finish('drop', ref);
+        case 'REJECT':
+          return finish('reject', ref);
+        case 'RETURN': {
+          const left = flow.stack.pop()!;
+          if (flow.stack.length === 0 && !endHook(left.chain)) return finish('drop', ref);
+          continue;
+        }
+        case 'DNAT':
+          flow.state.dst = parseIP(target.ip)!;
+          flow.state.dport = target.port;
+          flow.state.dnat = true;
+          flow.dnat = target.to;
+          flow.dnatBy = ref;
+          flow.stack = [];
+          continue;
+        case 'MARK': {
+          const before = flow.state.mark;
+          flow.state.mark = markAfter(target, before);
+          // The masquerade reason is the rule that sent the packet here, not the MARK rule.
+          const caller = flow.stack.at(-2);
+          if (flow.state.mark & ~before && !flow.markedBy && caller) {
+            const callerRule = this.rules(flow.table, caller.chain)![caller.next - 1]!;
+            flow.markedBy = { table: flow.table, chain: caller.chain, rule: caller.next, text: callerRule.text, comment: callerRule.comment };
+          }
+          continue;
+        }
+        case 'MASQUERADE':
+          flow.masquerade = true;
+          flow.stack = [];
+          continue;
+        case 'unsupported':
+          return finish('not-evaluable', ref, `${ref.table} ${ref.chain} rule ${ref.rule}: target ${target.text} is not something the trace can evaluate`);
+      }
+    }
+  }
+
+  /** The routing decision after PREROUTING or OUTPUT: deliver here, or send on. */
+  private route(flow: Flow, packet: Packet): void {
+    const local = this.ctx.isLocal(flow.state.dst);
+    const filter = (chain: string): Hook => ({ table: 'filter', chain });
+    const postrouting: Hook = { table: 'nat', chain: 'POSTROUTING' };
+    if (packet.from === 'node') {
+      flow.delivery = local ? 'local' : 'out';
+      flow.hooks = [filter('OUTPUT'), postrouting, ...(local ? [filter('INPUT')] : [])];
+    } else {
+      flow.delivery = local ? 'local' : 'forward';
+      flow.hooks = local ? [filter('INPUT')] : [filter('FORWARD'), postrouting];
+    }
+  }
+}

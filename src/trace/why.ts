@@ -1,0 +1,212 @@
+/**
+ * A dataplane trace told in Kubernetes terms: which service port the packet is for, and
+ * why it ends where it does (traffic policy, endpoint selection, source ranges,
+ * affinity, masquerade). The rules say what happens; the model says why.
+ */
+import type { FamilyModel, NodeContext, ServicePort } from '../model/types.js';
+import { cidrContains, joinHostPort, parseCIDR, parseIP } from '../net/ip.js';
+import { PROTOCOL_NAMES, serviceChains } from '../render/names.js';
+import { describeSet, endpointState } from './service-ports.js';
+import type { DataplaneTrace, Destination, Outcome, PathSegment, ServiceTarget, Step } from './types.js';
+
+export interface Explanation {
+  service: ServiceTarget | null;
+  destinations: Destination[];
+  why: string[];
+}
+
+function* stepsOf(seg: PathSegment): Generator<Step> {
+  yield* seg.steps;
+  for (const b of seg.branches) yield* stepsOf(b.path);
+}
+
+function findTarget(t: DataplaneTrace, model: FamilyModel, isLocal: boolean): { sp: ServicePort; role: ServiceTarget['role'] } | null {
+  const p = t.packet;
+  const ports = model.servicePorts.filter((sp) => PROTOCOL_NAMES[sp.protocol] === p.protocol);
+  for (const sp of ports) {
+    if (sp.port !== p.dstPort) continue;
+    if (sp.clusterIP === p.dst) return { sp, role: 'cluster IP' };
+    if (sp.externalIPs.includes(p.dst)) return { sp, role: 'external IP' };
+    if (sp.loadBalancerIPs.includes(p.dst)) return { sp, role: 'load balancer IP' };
+  }
+  if (!isLocal) return null;
+  const np = ports.find((sp) => sp.nodePort === p.dstPort);
+  if (np) return { sp: np, role: 'node port' };
+  const hc = model.servicePorts.find((sp) => p.protocol === 'tcp' && sp.healthCheckNodePort === p.dstPort);
+  return hc ? { sp: hc, role: 'health check node port' } : null;
+}
+
+/** Outcomes that end alike, merged in path order. */
+function destinations(outcomes: Outcome[], sp: ServicePort | null): Destination[] {
+  const out = new Map<string, Destination>();
+  for (const o of outcomes) {
+    const key = JSON.stringify([o.verdict, o.dnat, o.masquerade, o.reason]);
+    const seen = out.get(key);
+    if (seen) {
+      seen.probability += o.probability;
+      continue;
+    }
+    const e = sp?.endpoints.find((x) => x.address === o.dnat);
+    out.set(key, {
+      verdict: o.verdict,
+      address: o.dnat,
+      probability: o.probability,
+      masquerade: o.masquerade,
+      sticky: o.sticky,
+      endpoint: e ? { node: e.nodeName, zone: e.zone, local: e.isLocal, state: endpointState(e) } : null,
+      decidedBy: o.decidedBy,
+      reason: o.reason,
+    });
+  }
+  return [...out.values()];
+}
+
+const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
+
+export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeContext): Explanation {
+  const p = t.packet;
+  const here = node.nodeName;
+  const dstIP = parseIP(p.dst)!;
+  const isLocal = t.localAddresses.some((a) => cidrContains(parseCIDR(a.includes('/') ? a : `${a}/${dstIP.bytes.length * 8}`)!, dstIP));
+  const found = findTarget(t, model, isLocal);
+  const address = `${joinHostPort(p.dst, p.dstPort)}/${p.protocol.toUpperCase()}`;
+  if (!found) {
+    const why = [`${address} is not an address of any service port known on ${here}: the proxy leaves it alone.`];
+    if (isLocal) why.push(`${p.dst} is an address of ${here}, but no service has node port ${p.dstPort}/${p.protocol.toUpperCase()}.`);
+    return { service: null, destinations: destinations(t.outcomes, null), why };
+  }
+
+  const { sp, role } = found;
+  const names = serviceChains(sp);
+  const steps = [...stepsOf(t.path)];
+  const entered = new Set(steps.flatMap((s) => (s.kind === 'chain' ? [`${s.table} ${s.chain}`] : [])));
+  const decided = (verdict: Outcome['verdict'], suffix: string) =>
+    t.outcomes.some((o) => o.verdict === verdict && (o.decidedBy?.comment ?? '').endsWith(suffix));
+  const dnats = t.outcomes.filter((o) => o.verdict === 'dnat');
+  const localCandidates = sp.endpoints.filter((e) => e.isLocal);
+  const clusterSet = `the cluster set (${names.svc}): ${describeSet(sp.cluster, sp.endpoints, node)}`;
+  const localSet = `endpoints on ${here} (${names.svl}): ${describeSet(sp.local, localCandidates, node)}`;
+  const why: string[] = [];
+
+  why.push(
+    role === 'node port' || role === 'health check node port'
+      ? `${p.protocol.toUpperCase()} port ${p.dstPort} on ${here} is the ${role} of service port ${sp.name}.`
+      : `${address} is the ${role} of service port ${sp.name}.`,
+  );
+
+  if (role === 'health check node port') {
+    const n = sp.local.endpoints.length;
+    why.push(
+      `The proxy's own health check server answers it: 200 with the count of local endpoints, 503 with none (${here} has ${plural(n, 'local endpoint')}). Load balancers use it to send externalTrafficPolicy Local traffic only to nodes that can serve it.`,
+    );
+    return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
+  }
+
+  if (role === 'node port' && !entered.has('nat KUBE-NODEPORTS')) {
+    why.push(
+      `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (never for IPv6; not with --iptables-localhost-nodeports=false). The proxy leaves the packet alone.`,
+    );
+  }
+  if (sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0) {
+    const ranges = sp.loadBalancerSourceRanges.join(', ');
+    if (role === 'load balancer IP') {
+      const src = parseIP(p.src)!;
+      const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
+      why.push(
+        t.outcomes.some((o) => o.decidedBy?.chain === 'KUBE-PROXY-FIREWALL')
+          ? `loadBalancerSourceRanges (${ranges}) do not include ${p.src}: ${names.fw} does not let it in, and KUBE-PROXY-FIREWALL drops it.`
+          : `loadBalancerSourceRanges (${ranges}): ${p.src} ${allowedBy ? `is in ${allowedBy}` : `is the load balancer IP itself (this node reaching its own VIP)`}, so ${names.fw} lets it in.`,
+      );
+    } else if (role === 'node port') {
+      why.push(`loadBalancerSourceRanges (${ranges}) guard the load balancer IPs only, not node ports.`);
+    }
+  }
+
+  const usedSvc = entered.has(`nat ${names.svc}`);
+  const usedSvl = entered.has(`nat ${names.svl}`);
+  if (decided('reject', 'has no endpoints')) {
+    why.push(`No endpoint can serve ${sp.name} (${describeSet(sp.cluster, sp.endpoints, node)}): connections are rejected at once, so clients fail fast.`);
+  } else if (role === 'cluster IP') {
+    if (sp.internalTrafficPolicy === 'Local') {
+      why.push(
+        decided('drop', 'has no local endpoints')
+          ? `internalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here} (${plural(sp.endpoints.length, 'endpoint')} elsewhere): dropped here rather than sent to another node.`
+          : `internalTrafficPolicy Local: only ${localSet}.`,
+      );
+    } else {
+      why.push(`internalTrafficPolicy Cluster: balanced over ${clusterSet}.`);
+    }
+  } else if (sp.externalTrafficPolicy === 'Cluster') {
+    if (usedSvc) why.push(`externalTrafficPolicy Cluster: balanced over ${clusterSet}.`);
+  } else {
+    const client = p.from === 'node' ? `${here} itself` : p.from === 'pod' ? 'a pod' : 'an outside client';
+    if (usedSvl) why.push(`externalTrafficPolicy Local: ${client} is served by ${localSet}; the client's source IP is kept.`);
+    if (usedSvc) why.push(`externalTrafficPolicy Local applies to outside clients only: ${client} is served as if through the load balancer, by ${clusterSet}.`);
+    if (decided('drop', 'has no local endpoints')) {
+      const hc = sp.healthCheckNodePort !== 0 ? ` Its health check node port ${sp.healthCheckNodePort} answers 503 here, so load balancers leave ${here} out.` : '';
+      why.push(`externalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here}: ${client} is dropped here rather than sent to another node.${hc}`);
+    }
+  }
+  if (sp.sessionAffinity && dnats.length > 0) {
+    why.push(
+      `sessionAffinity ClientIP: as far as the trace knows this is ${p.src}'s first connection, balanced as shown; its next connections within ${sp.sessionAffinity.timeoutSeconds} s go to the endpoint it got.`,
+    );
+  }
+
+  const masq: MasqueradeContext = { src: p.src, role, steps, svc: names.svc, svl: names.svl, here };
+  const reasons = new Map<string, string[]>();
+  for (const o of dnats) {
+    const line = masquerade(o, masq);
+    reasons.set(line, [...(reasons.get(line) ?? []), o.dnat!]);
+  }
+  // Reasons that differ by endpoint name the endpoints they are about.
+  for (const [line, to] of reasons) {
+    why.push(reasons.size === 1 || to.some((a) => line.includes(a)) ? line : line.replace(/\.$/, ` (to ${to.join(', ')}).`));
+  }
+  for (const o of dnats) {
+    if (!sp.endpoints.some((e) => e.address === o.dnat)) {
+      why.push(`The rules send it to ${o.dnat}, which is not an endpoint of ${sp.name} in the model: were the rules written from older state?`);
+    }
+  }
+  return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
+}
+
+interface MasqueradeContext {
+  src: string;
+  role: ServiceTarget['role'];
+  steps: Step[];
+  svc: string;
+  svl: string;
+  here: string;
+}
+
+function masquerade(o: Outcome, c: MasqueradeContext): string {
+  const m = o.markedBy;
+  if (m) {
+    if (m.chain.startsWith('KUBE-SEP-')) {
+      return `Hairpin: to ${o.dnat} the client is the endpoint itself, so it is masqueraded and the reply comes back through ${c.here}.`;
+    }
+    if (m.chain === c.svc || m.chain === c.svl) {
+      const cidr = /! -s (\S+)/.exec(m.text)?.[1];
+      return cidr
+        ? `Masqueraded: ${c.src} is outside the cluster CIDR ${cidr}, so replies must come back through ${c.here}.`
+        : 'Masqueraded: --masquerade-all SNATs all traffic to service IPs.';
+    }
+    if (m.chain.startsWith('KUBE-EXT-')) {
+      return (m.comment ?? '').includes('LOCAL traffic')
+        ? `Masqueraded: traffic from ${c.here} itself to an external address is SNATed, so the reply finds its way back.`
+        : `Masqueraded: externalTrafficPolicy Cluster SNATs traffic from outside so replies come back through ${c.here}; the endpoint does not see the client's IP.`;
+    }
+    return `Masqueraded: marked by ${m.table} ${m.chain} rule ${m.rule}.`;
+  }
+  if (o.delivery === 'local') return `Not masqueraded: the endpoint is on ${c.here} itself, where no source NAT happens.`;
+  if (c.role !== 'cluster IP') {
+    return c.steps.some((s) => s.kind === 'chain' && s.chain === c.svl)
+      ? 'Not masqueraded: the endpoint sees the client\'s own address.'
+      : 'Not masqueraded: pods reach external addresses with their own source address.';
+  }
+  // A cluster IP packet always meets the masquerade rule, if there is one: it matches its destination.
+  const rule = c.steps.find((s): s is Extract<Step, { kind: 'rule' }> => s.kind === 'rule' && (s.chain === c.svc || s.chain === c.svl) && / -j KUBE-MARK-MASQ$/.test(s.text));
+  if (!rule) return 'Not masqueraded: without --cluster-cidr the proxy cannot tell pods from other clients, so it masquerades none of them by source.';
+  return `Not masqueraded: ${c.src} is inside the cluster CIDR ${/! -s (\S+)/.exec(rule.text)?.[1] ?? ''}, so the endpoint sees the client's own address.`;
+}
