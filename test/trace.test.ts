@@ -339,6 +339,11 @@ COMMIT
     expect(trace('*nat\nCOMMIT\n', { src: 'fd00:10:244::5', dst: 'fd00:10:96::a' }, ['192.168.1.10', 'fd00::10']).localAddresses).toEqual(['fd00::10', '::1/128']);
   });
 
+  it('says so when the input has no jump rules into the proxy\'s chains', () => {
+    expect(trace('*nat\n-A KUBE-SERVICES -j ACCEPT\nCOMMIT\n').assumptions.at(-1)).toMatch(/no rule in nat PREROUTING.*jump rules are missing/);
+    expect(trace(balanced).assumptions.join('\n')).not.toMatch(/jump rules are missing/);
+  });
+
   it('refuses a packet whose addresses are of different families', () => {
     expect(() => trace('*nat\nCOMMIT\n', { dst: 'fd00::1' })).toThrow(/different IP families/);
   });

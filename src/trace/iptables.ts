@@ -111,6 +111,7 @@ export class IptablesDataplane implements Dataplane {
     };
     const outcomes: Outcome[] = [];
     const path = this.walk(flow, packet, outcomes);
+    const unhooked = (this.rules(first.table, first.chain) ?? []).length === 0;
     return {
       mode: this.mode,
       family,
@@ -122,6 +123,7 @@ export class IptablesDataplane implements Dataplane {
         'the packet opens a new connection (conntrack state NEW)',
         'built-in chains hold only the jump rules kube-proxy-ts ensures, and accept what falls off their end unless the input declares another policy',
         'the node\'s local addresses are those of its Node object plus loopback; other interface addresses (a CNI bridge, say) are not known',
+        ...(unhooked ? [`the input has no rule in ${first.table} ${first.chain}, so no packet reaches the proxy's chains: the jump rules are missing (the dry run lists them as comments)`] : []),
       ],
     };
   }

@@ -4,7 +4,7 @@
  * chains are not part of a restore; they come from the dry run's comment lines
  * (`#   iptables -t nat -I PREROUTING ...`) or, for a rendered ruleset, its `jumps`.
  */
-import { formatArgs, restoreText, type IptablesRuleset } from '../render/iptables.js';
+import { formatArgs, type IptablesRuleset } from '../render/iptables.js';
 import { parseRule, RuleSyntaxError, tokenize, type ParsedRule } from './rule.js';
 
 export interface IptablesRule extends ParsedRule {
@@ -34,13 +34,20 @@ export class IptablesTable {
   private readonly raw = new Map<string, RawRule[]>();
   private readonly parsed = new Map<string, IptablesRule[]>();
 
-  declare(chain: string): void {
-    if (!this.raw.has(chain)) this.raw.set(chain, []);
-  }
+  /**
+   * `source`: where a chain missing here is read from on first use: the `-A` lines of
+   * the chains stored with it (a service port's), all declared at once.
+   */
+  constructor(private readonly source: ((chain: string) => { chains: string[]; lines: string[] } | null) | null = null) {}
 
-  append(chain: string, rule: RawRule): void {
-    this.declare(chain);
-    this.raw.get(chain)!.push(rule);
+  /** The chain's unparsed rules, for the parser to append to; declares the chain. */
+  rawRules(chain: string): RawRule[] {
+    let rules = this.raw.get(chain);
+    if (!rules) {
+      rules = [];
+      this.raw.set(chain, rules);
+    }
+    return rules;
   }
 
   prepend(chain: string, rules: RawRule[]): void {
@@ -49,9 +56,15 @@ export class IptablesTable {
 
   /**
    * A chain's rules, parsed when first asked for: a trace reads a handful of the chains
-   * of a large ruleset (10,000 services: 430,000 rules), and parsing them all takes seconds.
+   * of a large ruleset (10,000 services: 430,000 rules), and reading them all takes seconds.
    */
   rules(chain: string): IptablesRule[] | undefined {
+    const loaded = this.raw.has(chain) ? null : this.source?.(chain);
+    for (const c of loaded?.chains ?? []) this.rawRules(c);
+    for (const line of loaded?.lines ?? []) {
+      const end = line.indexOf(' ', 3);
+      this.rawRules(line.slice(3, end)).push({ text: line.slice(end + 1), line: null });
+    }
     let rules = this.parsed.get(chain);
     if (!rules) {
       rules = this.raw.get(chain)?.map(parseRaw);
@@ -64,12 +77,11 @@ export class IptablesTable {
 export type IptablesTables = Map<string, IptablesTable>;
 
 const JUMP_COMMENT = /^#\s+ip6?tables -t (\S+) -I (\S+) (.*)$/;
-const APPEND = /^-A\s+(\S+)\s*(.*)$/;
 
-function table(tables: IptablesTables, name: string): IptablesTable {
+function table(tables: IptablesTables, name: string, source: ConstructorParameters<typeof IptablesTable>[0] = null): IptablesTable {
   let t = tables.get(name);
   if (!t) {
-    t = new IptablesTable();
+    t = new IptablesTable(source);
     tables.set(name, t);
   }
   return t;
@@ -84,42 +96,69 @@ export function parseIptablesRestore(text: string): IptablesTables {
   const tables: IptablesTables = new Map();
   const jumps = new Map<string, { table: string; chain: string; rules: RawRule[] }>();
   let current: IptablesTable | null = null;
+  // Consecutive rules are nearly always of one chain: no map lookup for each.
+  let appendTo: { chain: string; rules: RawRule[] } | null = null;
   text.split('\n').forEach((raw, n) => {
     const line = raw.trim();
     const fail = (why: string): never => {
       throw new RuleSyntaxError(`line ${n + 1}: ${why}: ${line}`);
     };
-    const jump = JUMP_COMMENT.exec(line);
-    const append = APPEND.exec(line);
+    // Rules first and without a regular expression: they are nearly every line.
+    if (line.startsWith('-A ')) {
+      if (!current) fail('outside a table');
+      const end = line.indexOf(' ', 3);
+      const chain = end < 0 ? line.slice(3) : line.slice(3, end);
+      if (appendTo?.chain !== chain) appendTo = { chain, rules: current!.rawRules(chain) };
+      appendTo.rules.push({ text: end < 0 ? '' : line.slice(end + 1), line: n + 1 });
+      return;
+    }
+    const jump = line.startsWith('#') ? JUMP_COMMENT.exec(line) : null;
     if (jump) {
       const [, t, chain, rest] = jump as unknown as [string, string, string, string];
       const key = `${t} ${chain}`;
       if (!jumps.has(key)) jumps.set(key, { table: t, chain, rules: [] });
       jumps.get(key)!.rules.push({ text: rest, line: n + 1 });
     } else if (line === '' || line.startsWith('#')) return;
-    else if (line.startsWith('*')) current = table(tables, line.slice(1));
-    else if (line === 'COMMIT') current = null;
+    else if (line.startsWith('*')) {
+      current = table(tables, line.slice(1));
+      appendTo = null;
+    } else if (line === 'COMMIT') current = null;
     else if (!current) fail('outside a table');
     else if (line.startsWith(':')) {
       const [name, policy] = line.slice(1).split(' ') as [string, string | undefined];
-      current.declare(name);
+      current.rawRules(name);
       if (policy && policy !== '-') current.policies.set(name, policy);
-    } else if (append) current.append(append[1]!, { text: append[2]!, line: n + 1 });
-    else fail('not a declaration or an -A rule');
+    } else fail('not a declaration or an -A rule');
   });
   for (const j of jumps.values()) table(tables, j.table).prepend(j.chain, j.rules);
   return tables;
 }
 
-/** A rendered ruleset as tables: its restore text plus its jump rules. */
+/**
+ * A rendered ruleset as tables, in the order its restore text has them, with its jump
+ * rules first in the built-in chains. Each service port's own chains stay unread bytes
+ * until the trace reaches one of them.
+ */
 export function rulesetTables(rs: IptablesRuleset): IptablesTables {
-  const tables = parseIptablesRestore(restoreText(rs));
-  const byChain = new Map<string, { table: string; chain: string; rules: RawRule[] }>();
-  for (const j of rs.jumps) {
-    const key = `${j.table} ${j.chain}`;
-    if (!byChain.has(key)) byChain.set(key, { table: j.table, chain: j.chain, rules: [] });
-    byChain.get(key)!.rules.push({ text: formatArgs(j.args), line: null, args: j.args });
+  const tables: IptablesTables = new Map();
+  // A scan per chain first reached, not an index of every chain: a trace reaches a few.
+  const serviceChains = (chain: string) => {
+    const s = rs.services.find((x) => x.chains.includes(chain));
+    if (!s) return null;
+    return { chains: s.chains, lines: rs.chainRules.toString('latin1', s.rules.start, s.rules.end).split('\n').filter((l) => l !== '') };
+  };
+  table(tables, 'nat', serviceChains);
+  const chain = (t: string, name: string) => table(tables, t).rawRules(name);
+  const add = (rules: RawRule[], name: string, line: string) => rules.push({ text: line.slice(name.length + 4), line: null });
+  for (const j of rs.jumps) chain(j.table, j.chain).push({ text: formatArgs(j.args), line: null, args: j.args });
+  for (const c of rs.fixed) {
+    const rules = chain(c.table, c.name);
+    for (const line of c.rules) add(rules, c.name, line);
   }
-  for (const j of byChain.values()) table(tables, j.table).prepend(j.chain, j.rules);
+  for (const sh of rs.shared) {
+    const rules = chain(sh.table, sh.name);
+    for (const s of rs.services) for (const r of s.shared) if (r.table === sh.table && r.chain === sh.name) add(rules, sh.name, r.line);
+    if (sh.table === 'nat' && sh.name === 'KUBE-SERVICES') for (const line of rs.nodePortsTail) add(rules, sh.name, line);
+  }
   return tables;
 }

@@ -38,6 +38,8 @@ export class RuleSyntaxError extends TraceError {}
 
 /** Splits restore text into arguments: double quotes group, backslash escapes inside them. */
 export function tokenize(line: string): string[] {
+  // Nearly every rule has no quotes, and a large ruleset has hundreds of thousands.
+  if (!line.includes('"')) return line.split(/[ \t]+/).filter((t) => t !== '');
   const out: string[] = [];
   let i = 0;
   while (i < line.length) {

@@ -12,6 +12,10 @@ import { parseIptablesRestore, rulesetTables } from './restore.js';
 import { TraceError, type Packet, type TraceResult } from './types.js';
 import { explainTrace } from './why.js';
 
+/**
+ * Restore text must carry the jump rules from the built-in chains, as the dry run's
+ * comment lines or an iptables-save's `-A` rules; a rendered ruleset has them already.
+ */
 export function traceIptables(ruleset: string | IptablesRuleset, model: FamilyModel, node: NodeContext, packet: Packet): TraceResult {
   const family = packetFamily(packet);
   if (model.family !== family) throw new TraceError(`the packet is ${family}, the model ${model.family}`);
