@@ -82,6 +82,13 @@ export async function runAgent(cfg: ProxyConfig, log: Logger, signals: NodeJS.Ev
     syncPeriodMs: cfg.iptables.syncPeriodMs,
     health: { lastUpdated: () => lastUpdated, pendingSince: () => state.pendingSince },
     metricsRegistry: metrics.registry,
+    debug: {
+      families: [...appliers.keys()],
+      models: () => ({ IPv4: state.familyModel('IPv4'), IPv6: state.familyModel('IPv6') }),
+      node: () => state.nodeContext,
+      options: iptablesOptions(cfg),
+      pendingSince: () => state.pendingSince,
+    },
   });
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: [...appliers.keys()] }, 'starting');

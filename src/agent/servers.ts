@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Metrics } from './metrics.js';
+import { debugRules, debugTrace, type DebugAnswer, type DebugSource } from './debug.js';
 
 export interface HealthSource {
   /** Last successful sync (ms since epoch), or null before the first. */
@@ -79,7 +80,15 @@ export async function startServers(opts: {
   syncPeriodMs: number;
   health: HealthSource;
   metricsRegistry: Metrics['registry'];
+  debug: DebugSource;
 }): Promise<AgentServers> {
+  const answer =
+    (fn: (req: IncomingMessage) => DebugAnswer): Handler =>
+    (req, res) => {
+      const a = fn(req);
+      res.writeHead(a.status, { 'Content-Type': a.contentType });
+      res.end(a.body);
+    };
   const health =
     (needSynced: boolean): Handler =>
     (_req, res) => {
@@ -99,6 +108,8 @@ export async function startServers(opts: {
       res.end(opts.mode);
     },
     '/healthz': health(true),
+    '/debug/rules': answer(() => debugRules(opts.debug)),
+    '/debug/trace': answer((req) => debugTrace(opts.debug, new URL(req.url ?? '/', 'http://agent').searchParams)),
   });
   await listen(healthz, opts.healthz);
   await listen(metrics, opts.metrics);

@@ -38,22 +38,24 @@ function explainLines(model: FamilyModel, node: NodeContext, opts: IptablesOptio
   return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
 }
 
+/** One family's part of a dry run (and of the agent's /debug/rules): banner, jumps, restore input. */
+export function familyRulesText(model: FamilyModel, node: NodeContext, opts: IptablesOptions, explain = false): string {
+  const rs = renderIptables(model, node, opts);
+  return [
+    FAMILY_BANNER[model.family],
+    `# node ${node.nodeName}, ${rs.services.length} service ports`,
+    '# chains and jump rules kube-proxy-ts ensures outside the restore:',
+    ...jumpCommands(rs).map((c) => `#   ${c}`),
+    ...(explain ? explainLines(model, node, opts) : []),
+    restoreText(rs),
+  ].join('\n');
+}
+
 export function dryRun(objects: ClusterObjects, cfg: ProxyConfig, explain = false): DryRun {
   const build = buildNodeModel(objects, cfg.hostnameOverride);
   const opts = iptablesOptions(cfg);
-  const parts: string[] = [];
-  for (const family of ['IPv4', 'IPv6'] as const) {
-    const rs = renderIptables(build.model.families[family], build.model.node, opts);
-    parts.push(
-      FAMILY_BANNER[family],
-      `# node ${cfg.hostnameOverride}, ${rs.services.length} service ports`,
-      '# chains and jump rules kube-proxy-ts ensures outside the restore:',
-      ...jumpCommands(rs).map((c) => `#   ${c}`),
-      ...(explain ? explainLines(build.model.families[family], build.model.node, opts) : []),
-      restoreText(rs),
-    );
-  }
-  return { text: parts.join('\n'), build };
+  const text = (['IPv4', 'IPv6'] as const).map((f) => familyRulesText(build.model.families[f], build.model.node, opts, explain)).join('\n');
+  return { text, build };
 }
 
 /** Cuts a dry run's text back into the restore input of each family. */

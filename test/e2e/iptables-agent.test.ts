@@ -296,6 +296,19 @@ describe.runIf(canRun)('iptables agent in network namespaces', () => {
     expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_duration_seconds_count [1-9]/m);
     expect(metrics).toMatch(/^kubeproxy_network_programming_duration_seconds_count [1-9]/m);
     expect(metrics).toMatch(/^kubeproxy_sync_proxy_rules_endpoint_changes_total [1-9]/m);
+
+    // What it programmed, and where a packet goes, as --dry-run and `trace` would say.
+    const rules = await get('http://127.0.0.1:10249/debug/rules');
+    expect(rules).toMatch(/^-A KUBE-SERVICES -m comment --comment "e2e\/web:http cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-/m);
+    const client = cluster.pod('client-a').ip;
+    const trace = JSON.parse((await get(`http://127.0.0.1:10249/debug/trace?src=${client}&dst=10.96.0.10:80&output=json`)).split('\n').slice(0, -1).join('\n')) as {
+      destinations: { verdict: string; address: string }[];
+    };
+    const live = await cluster.tcpMany(cluster.pod('client-a'), '10.96.0.10', 80, 20);
+    const liveAddresses = new Set(live.flatMap((r) => (r.ok ? [`${cluster.pod(r.pod).ip}:8080`] : [])));
+    expect(trace.destinations.every((d) => d.verdict === 'dnat')).toBe(true);
+    expect(new Set(trace.destinations.map((d) => d.address))).toEqual(liveAddresses);
+    expect((await get('http://127.0.0.1:10249/debug/trace?dst=nonsense')).split('\n').at(-1)).toBe('400');
   });
 
   it('leaves its rules in place on SIGTERM, and a restarted agent takes over', async () => {
