@@ -35,13 +35,6 @@ export class LineWriter {
     this.buf[this.end++] = 0x0a;
   }
 
-  /** Appends bytes that are already whole lines. */
-  raw(bytes: Uint8Array): void {
-    this.reserve(bytes.length);
-    this.buf.set(bytes, this.end);
-    this.end += bytes.length;
-  }
-
   /** The bytes written so far (a view, not a copy). */
   bytes(): Buffer {
     return this.buf.subarray(0, this.end);

@@ -9,7 +9,7 @@ import { matchRule, type MatchContext, type PacketState } from './match.js';
 import { packetFamily } from './packet.js';
 import type { IptablesRule, IptablesTables } from './restore.js';
 import type { Target } from './rule.js';
-import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, Step, Verdict } from './types.js';
+import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, RuleResult, Step, Verdict } from './types.js';
 
 type Hook = { table: string; chain: string } | 'route';
 
@@ -65,6 +65,11 @@ function effectOf(t: Target, state: PacketState): string | null {
     default:
       return null;
   }
+}
+
+/** A rule as a step of the path: where it stands, what it says, and what it did here. */
+function ruleStep(ref: RuleRef, rule: IptablesRule, result: RuleResult, detail: string | null): Step {
+  return { kind: 'rule', table: ref.table, chain: ref.chain, rule: ref.rule, text: rule.text, comment: rule.comment, result, detail };
 }
 
 export class IptablesDataplane implements Dataplane {
@@ -213,16 +218,7 @@ export class IptablesDataplane implements Dataplane {
           continue;
         }
         flush();
-        const step = (result: 'no-match' | 'not-evaluable', detail: string): Step => ({
-          kind: 'rule',
-          table: ref.table,
-          chain: ref.chain,
-          rule: ref.rule,
-          text: rule.text,
-          comment: rule.comment,
-          result,
-          detail,
-        });
+        const step = (result: 'no-match' | 'not-evaluable', detail: string): Step => ruleStep(ref, rule, result, detail);
         if (m.result === 'no-match' || (m.result === 'match' && m.probability === 0)) {
           record(step('no-match', m.result === 'no-match' ? m.why : 'probability 0'));
           continue;
@@ -248,16 +244,7 @@ export class IptablesDataplane implements Dataplane {
       const { rule, ref, detail } = applying;
       const target = rule.target;
       const matched = (effect: string | null) =>
-        record({
-          kind: 'rule',
-          table: ref.table,
-          chain: ref.chain,
-          rule: ref.rule,
-          text: rule.text,
-          comment: rule.comment,
-          result: 'match',
-          detail: [detail, effect].filter((x) => x !== null).join('; ') || null,
-        });
+        record(ruleStep(ref, rule, 'match', [detail, effect].filter((x) => x !== null).join('; ') || null));
       if (rule.matches.some((x) => x.kind === 'recent' && x.op === 'set')) flow.sticky = true;
       matched(target ? effectOf(target, flow.state) : null);
       if (target === null) continue;
