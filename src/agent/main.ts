@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { detectBackend, type BackendChoice } from '../apply/backend.js';
 import { IptablesApplier } from '../apply/iptables.js';
 import { runCommand } from '../apply/command.js';
+import { deleteFlows } from '../apply/conntrack.js';
 import type { ProxyConfig } from '../config/options.js';
 import { iptablesOptions } from '../cli/dryrun.js';
 import type { IPFamily } from '../model/types.js';
@@ -60,7 +61,12 @@ export async function runAgent(cfg: ProxyConfig, log: Logger, signals: NodeJS.Ev
   const proxier = new IptablesProxier(
     state,
     appliers,
-    { render: iptablesOptions(cfg), maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS },
+    {
+      render: iptablesOptions(cfg),
+      maxRestoreLines: DEFAULT_MAX_RESTORE_LINES,
+      fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS,
+      deleteFlows: (d) => deleteFlows(runCommand, d),
+    },
     log,
     metrics,
   );

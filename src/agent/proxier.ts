@@ -10,9 +10,12 @@ import type { FamilyModel, IPFamily } from '../model/types.js';
 import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions, type IptablesRuleset } from '../render/iptables.js';
 import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from '../sync/plan.js';
 import type { ClusterState } from './state.js';
+import { staleUdpFlows, type ConntrackDeletion } from '../sync/conntrack.js';
 import type { Metrics } from './metrics.js';
 
 export interface ProxierOptions {
+  /** Deletes conntrack entries that the new rules made stale (UDP); returns failures. */
+  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<string[]>;
   render: Omit<IptablesOptions, 'largeClusterMode'>;
   /** Largest restore on the nf_tables backend (lines); see sync/plan.ts. */
   maxRestoreLines: number;
@@ -86,6 +89,10 @@ export class IptablesProxier {
       this.needFullSync = false;
       this.lastFullSync = Date.now();
     }
+    // Only once the new rules are in place: a flow deleted earlier would be recreated stale.
+    const now = [...this.appliers.keys()].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
+    const failures = await this.opts.deleteFlows(staleUdpFlows(changes.previous, now));
+    for (const f of failures) this.log.warn({ err: f }, 'could not delete a stale conntrack entry');
     this.state.synced();
     const seconds = (performance.now() - started) / 1000;
     this.metrics.syncDuration.observe(seconds);

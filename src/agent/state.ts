@@ -29,6 +29,8 @@ function refOf(obj: unknown): { namespace: string; name: string } | null {
 export interface Changes {
   all: boolean;
   services: Set<string>;
+  /** The service ports the changed services had before, to find what stopped being served. */
+  previous: ServicePort[];
 }
 
 export class ClusterState {
@@ -143,7 +145,9 @@ export class ClusterState {
   take(): Changes {
     const all = this.allDirty;
     const changed = all ? new Set([...this.ports.keys(), ...this.services.keys()]) : this.dirty;
+    const previous: ServicePort[] = [];
     for (const k of changed) {
+      previous.push(...(this.ports.get(k) ?? []));
       const svc = this.services.get(k);
       if (!svc || skipReason(svc) !== null) {
         this.ports.delete(k);
@@ -154,7 +158,7 @@ export class ClusterState {
     }
     this.dirty = new Set();
     this.allDirty = false;
-    return { all, services: changed };
+    return { all, services: changed, previous };
   }
 
   /** Marks the current state as programmed. */

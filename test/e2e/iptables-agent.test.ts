@@ -145,6 +145,24 @@ describe.runIf(canRun)('iptables agent in network namespaces', () => {
     expect(['web-a1', 'web-b1']).toContain(udp.ok && udp.pod);
   });
 
+  it('moves a UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
+    const ask = () => cluster.udp(cluster.pod('client-a'), '10.96.0.53', 53, { timeoutMs: 500, sourcePort: 40053 });
+    api.apply(service(NS, 'dns', '10.96.0.53', [{ name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' }]));
+    api.apply(endpointSlice(NS, 'dns', 'dns-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web().slice(0, 1)));
+    const first = await eventually('UDP answers', async () => {
+      const r = await ask();
+      return r.ok ? r : undefined;
+    });
+    expect(first.ok && first.pod).toBe('web-a1');
+    // web-a1 keeps running: only a deleted conntrack entry sends this client elsewhere.
+    api.apply(endpointSlice(NS, 'dns', 'dns-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web().slice(1)));
+    const moved = await eventually('same client, same source port, new backend', async () => {
+      const r = await ask();
+      return r.ok && r.pod === 'web-b1' ? r : undefined;
+    });
+    expect(moved.ok && moved.pod).toBe('web-b1');
+  });
+
   it('serves a NodePort on every node, also from a node without a local endpoint', async () => {
     api.apply(service(NS, 'np', '10.96.0.30', [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }], { type: 'NodePort' }));
     api.apply(endpointSlice(NS, 'np', 'np-1', [{ name: 'http', port: 8080 }], web().slice(0, 1)));
