@@ -4,7 +4,8 @@
  * them, so they are restarted here, resuming from the last resourceVersion they saw (a
  * watch that expired meanwhile gets a 410 and a relist, whose diff reports deletions).
  */
-import { CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import fetch from 'node-fetch';
 import type { Logger } from 'pino';
 
 export interface ObjectHandlers {
@@ -33,10 +34,25 @@ export function loadKubeConfig(path: string | null): KubeConfig {
 
 const RESTART_DELAY_MS = 1000;
 
+/**
+ * A list as plain JSON. client-node's typed list calls turn every object into class
+ * instances, which at 10,000 Services and EndpointSlices costs ~60 MB more at each
+ * (re)list; the proxy validates raw objects anyway. Same connection settings as the watch.
+ */
+function rawList(kc: KubeConfig, path: string): () => Promise<KubernetesListObject<KubernetesObject>> {
+  return async () => {
+    const server = kc.getCurrentCluster()?.server;
+    if (!server) throw new Error('the kubeconfig has no current cluster');
+    const init = await kc.applyToFetchOptions({});
+    const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
+    const body = await res.text();
+    if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${body.slice(0, 200)}`), { statusCode: res.status });
+    return JSON.parse(body) as KubernetesListObject<KubernetesObject>;
+  };
+}
+
 /** Starts the three informers; resolves once each has listed (no sync happens before). */
 export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger): Promise<Watches> {
-  const core = kc.makeApiClient(CoreV1Api);
-  const discovery = kc.makeApiClient(DiscoveryV1Api);
   const watch = new Watch(kc);
   const nodeSelector = `metadata.name=${nodeName}`;
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
@@ -46,17 +62,17 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   const informers: { kind: string; lw: ListWatch<KubernetesObject>; h: ObjectHandlers }[] = [
     {
       kind: 'services',
-      lw: new ListWatch(watchPath('/api/v1/services'), watch, () => core.listServiceForAllNamespaces(), false),
+      lw: new ListWatch(watchPath('/api/v1/services'), watch, rawList(kc, '/api/v1/services'), false),
       h: handlers.services,
     },
     {
       kind: 'endpointslices',
-      lw: new ListWatch(watchPath('/apis/discovery.k8s.io/v1/endpointslices'), watch, () => discovery.listEndpointSliceForAllNamespaces(), false),
+      lw: new ListWatch(watchPath('/apis/discovery.k8s.io/v1/endpointslices'), watch, rawList(kc, '/apis/discovery.k8s.io/v1/endpointslices'), false),
       h: handlers.endpointSlices,
     },
     {
       kind: 'node',
-      lw: new ListWatch(watchPath('/api/v1/nodes'), watch, () => core.listNode({ fieldSelector: nodeSelector }), false, undefined, nodeSelector),
+      lw: new ListWatch(watchPath('/api/v1/nodes'), watch, rawList(kc, `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`), false, undefined, nodeSelector),
       h: handlers.node,
     },
   ];
