@@ -35,7 +35,12 @@ export interface Changes {
 
 export class ClusterState {
   private readonly services = new Map<string, ServiceInfo>();
-  private readonly slices = new Map<string, EndpointSliceInfo>();
+  /**
+   * Slices as the informer holds them (shared, not copied), with the Service they belong
+   * to. They are validated again when their Service is rebuilt: keeping validated copies of
+   * 100,000 endpoints would double what the informer cache already costs.
+   */
+  private readonly slices = new Map<string, { raw: unknown; serviceKey: string }>();
   private readonly slicesByService = new Map<string, Set<string>>();
   private node: NodeContext;
   private readonly ports = new Map<string, ServicePort[]>();
@@ -92,9 +97,9 @@ export class ClusterState {
     if (r.value === null) return;
     const sliceKey = key(r.value.namespace, r.value.name);
     const previous = this.slices.get(sliceKey);
-    if (previous) this.unindexSlice(sliceKey, previous);
-    this.slices.set(sliceKey, r.value);
+    if (previous) this.unindexSlice(sliceKey, previous.serviceKey);
     const svcKey = key(r.value.namespace, r.value.serviceName);
+    this.slices.set(sliceKey, { raw: obj, serviceKey: svcKey });
     let set = this.slicesByService.get(svcKey);
     if (!set) this.slicesByService.set(svcKey, (set = new Set()));
     set.add(sliceKey);
@@ -108,11 +113,10 @@ export class ClusterState {
     const previous = this.slices.get(sliceKey);
     if (!previous) return;
     this.slices.delete(sliceKey);
-    this.unindexSlice(sliceKey, previous);
+    this.unindexSlice(sliceKey, previous.serviceKey);
   }
 
-  private unindexSlice(sliceKey: string, slice: EndpointSliceInfo): void {
-    const svcKey = key(slice.namespace, slice.serviceName);
+  private unindexSlice(sliceKey: string, svcKey: string): void {
     const set = this.slicesByService.get(svcKey);
     set?.delete(sliceKey);
     if (set?.size === 0) this.slicesByService.delete(svcKey);
@@ -153,7 +157,12 @@ export class ClusterState {
         this.ports.delete(k);
         continue;
       }
-      const slices = [...(this.slicesByService.get(k) ?? [])].map((s) => this.slices.get(s)!);
+      const slices: EndpointSliceInfo[] = [];
+      for (const s of this.slicesByService.get(k) ?? []) {
+        const r = validateEndpointSlice(this.slices.get(s)!.raw);
+        // Valid when stored (invalid ones are never kept), and the informer never mutates its objects.
+        if (r.ok && r.value) slices.push(r.value);
+      }
       this.ports.set(k, buildServicePorts(svc, slices, this.node));
     }
     this.dirty = new Set();
