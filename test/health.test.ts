@@ -55,7 +55,7 @@ describe('healthCheckTargets', () => {
       },
       'node-a',
     );
-    const t = healthCheckTargets([b.model.families.IPv4, b.model.families.IPv6]);
+    const t = healthCheckTargets([...b.model.families.IPv4.servicePorts, ...b.model.families.IPv6.servicePorts]);
     expect(t.get(32001)).toEqual({ namespace: 'ns', name: 'ready', localEndpoints: 2 });
     expect(t.get(32002)).toEqual({ namespace: 'ns', name: 'draining', localEndpoints: 0 });
   });

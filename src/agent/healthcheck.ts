@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
-import type { FamilyModel } from '../model/types.js';
+import type { ServicePort } from '../model/types.js';
 
 export interface HealthCheckTarget {
   namespace: string;
@@ -14,17 +14,15 @@ export interface HealthCheckTarget {
   localEndpoints: number;
 }
 
-/** Health check node port -> its service and ready local endpoint count. Pure. */
-export function healthCheckTargets(models: FamilyModel[]): Map<number, HealthCheckTarget> {
+/** Health check node port -> its service and ready local endpoint count, over both families. Pure. */
+export function healthCheckTargets(servicePorts: Iterable<ServicePort>): Map<number, HealthCheckTarget> {
   const out = new Map<number, HealthCheckTarget & { ips: Set<string> }>();
-  for (const m of models) {
-    for (const sp of m.servicePorts) {
-      if (sp.healthCheckNodePort === 0) continue;
-      let t = out.get(sp.healthCheckNodePort);
-      if (!t) out.set(sp.healthCheckNodePort, (t = { namespace: sp.namespace, name: sp.serviceName, localEndpoints: 0, ips: new Set() }));
-      for (const e of sp.endpoints) if (e.isLocal && e.ready) t.ips.add(e.ip);
-      t.localEndpoints = t.ips.size;
-    }
+  for (const sp of servicePorts) {
+    if (sp.healthCheckNodePort === 0) continue;
+    let t = out.get(sp.healthCheckNodePort);
+    if (!t) out.set(sp.healthCheckNodePort, (t = { namespace: sp.namespace, name: sp.serviceName, localEndpoints: 0, ips: new Set() }));
+    for (const e of sp.endpoints) if (e.isLocal && e.ready) t.ips.add(e.ip);
+    t.localEndpoints = t.ips.size;
   }
   return new Map([...out].map(([port, { ips: _ips, ...t }]) => [port, t]));
 }

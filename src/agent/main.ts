@@ -76,7 +76,7 @@ export async function runAgent(cfg: ProxyConfig, log: Logger, signals: NodeJS.Ev
     async () => {
       const ok = await proxier.sync();
       if (ok) lastUpdated = Date.now();
-      healthChecks.update(healthCheckTargets([...appliers.keys()].map((f) => state.familyModel(f))));
+      healthChecks.update(healthCheckTargets(state.allServicePorts()));
       return ok;
     },
     { minIntervalMs: cfg.iptables.minSyncPeriodMs, maxIntervalMs: cfg.iptables.syncPeriodMs, retryMs: 1000 },

@@ -175,6 +175,11 @@ export class ClusterState {
     if (!this.allDirty && this.dirty.size === 0) this.pendingSince = null;
   }
 
+  /** Every service port, both families, in no particular order: for whole-model scans. */
+  *allServicePorts(): Iterable<ServicePort> {
+    for (const sps of this.ports.values()) yield* sps;
+  }
+
   /** Service ports of the given services (or all), one family, in model order. */
   familyModel(family: IPFamily, services?: Iterable<string>): FamilyModel {
     const out: ServicePort[] = [];
