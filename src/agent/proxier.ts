@@ -90,8 +90,11 @@ export class IptablesProxier {
       this.lastFullSync = Date.now();
     }
     // Only once the new rules are in place: a flow deleted earlier would be recreated stale.
+    // Both sides restricted to the programmed families: a family this node does not program
+    // would otherwise look like every one of its service ports had been removed.
+    const programmed = (sp: { family: IPFamily }) => this.appliers.has(sp.family);
     const now = [...this.appliers.keys()].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
-    const failures = await this.opts.deleteFlows(staleUdpFlows(changes.previous, now));
+    const failures = await this.opts.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
     for (const f of failures) this.log.warn({ err: f }, 'could not delete a stale conntrack entry');
     this.state.synced();
     const seconds = (performance.now() - started) / 1000;
