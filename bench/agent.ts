@@ -14,11 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables, restoreText } from '../src/render/iptables.js';
+import { renderIptables, restoreText } from '../src/modes/iptables/render.js';
 import { TestApiServer, type Manifest } from '../test/support/apiserver.js';
 import { Netns, run } from '../test/support/netns.js';
-import { IptablesApplier } from '../src/apply/iptables.js';
-import { runCommand } from '../src/apply/command.js';
+import { IptablesApplier } from '../src/modes/iptables/applier.js';
+import { runCommand } from '../src/exec/command.js';
 import { syntheticCluster } from './synthetic.js';
 
 const SERVICES = Number(process.env.BENCH_SERVICES ?? 10_000);

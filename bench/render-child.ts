@@ -4,7 +4,7 @@
  */
 import type { ClusterObjects } from '../src/kube/objects.js';
 import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables, restoreChunks } from '../src/render/iptables.js';
+import { renderIptables, restoreChunks } from '../src/modes/iptables/render.js';
 import { syntheticCluster } from './synthetic.js';
 
 const [services, endpoints, iterations] = process.argv.slice(2).map(Number) as [number, number, number];

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { conntrackArgs } from '../src/apply/conntrack.js';
+import { conntrackArgs } from '../src/conntrack/tool.js';
 import { buildNodeModel } from '../src/model/build.js';
 import type { ServicePort } from '../src/model/types.js';
-import { staleUdpFlows } from '../src/sync/conntrack.js';
+import { staleUdpFlows } from '../src/conntrack/stale.js';
 import { endpointSlice, service, type EndpointSpec } from './support/objects.js';
 
 function ports(protocol: 'UDP' | 'TCP', endpoints: EndpointSpec[], nodePort = 0): ServicePort[] {

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { splitFamilies } from '../src/cli/dryrun.js';
+import { splitFamilies } from '../src/offline/dryrun.js';
 import { cli } from './support/cli.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { hash16 } from '../src/render/names.js';
-import { probability } from '../src/render/iptables.js';
+import { hash16 } from '../src/modes/iptables/names.js';
+import { probability } from '../src/modes/iptables/render.js';
 
 /** RFC 4648 base32 written the slow, obvious way, bit by bit. */
 function referenceHash16(s: string): string {

@@ -29,7 +29,7 @@ import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildNodeModel } from '../src/model/build.js';
 import type { IPFamily, Problem } from '../src/model/types.js';
-import { renderIptables, restoreText, type IptablesOptions } from '../src/render/iptables.js';
+import { renderIptables, restoreText, type IptablesOptions } from '../src/modes/iptables/render.js';
 import { restoreTest } from './support/iptables-check.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';

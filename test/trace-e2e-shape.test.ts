@@ -4,11 +4,11 @@
  * the e2e test that observes the behaviour; the two must tell the same story.
  */
 import { describe, expect, it } from 'vitest';
-import { iptablesOptions } from '../src/cli/dryrun.js';
+import { iptablesOptions } from '../src/offline/dryrun.js';
 import { parseInvocation } from '../src/cli/program.js';
 import { parseManifests } from '../src/kube/manifests.js';
 import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables } from '../src/render/iptables.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
 import { traceIptables } from '../src/trace/trace.js';
 import type { Packet, TraceResult } from '../src/trace/types.js';
 import type { Manifest } from './support/apiserver.js';

@@ -5,14 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseIP } from '../src/net/ip.js';
-import { IptablesDataplane } from '../src/trace/iptables.js';
-import { matchRule, type PacketState } from '../src/trace/match.js';
+import { IptablesDataplane } from '../src/modes/iptables/dataplane.js';
+import { matchRule, type PacketState } from '../src/modes/iptables/match.js';
 import { parseHostPort } from '../src/trace/packet.js';
-import { parseIptablesRestore, rulesetTables } from '../src/trace/restore.js';
-import { parseRule, RuleSyntaxError, tokenize, type Match } from '../src/trace/rule.js';
+import { parseIptablesRestore, rulesetTables } from '../src/modes/iptables/tables.js';
+import { parseRule, RuleSyntaxError, tokenize, type Match } from '../src/modes/iptables/rule.js';
 import type { DataplaneTrace, Packet, PathSegment, Step } from '../src/trace/types.js';
 import { TraceError } from '../src/trace/types.js';
-import { renderIptables } from '../src/render/iptables.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
 
 const args = (text: string) => tokenize(text);
 const matchesOf = (text: string) => parseRule(args(text)).matches;

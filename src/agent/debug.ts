@@ -3,11 +3,11 @@
  * GET /debug/rules and GET /debug/trace on the metrics address. Built from the agent's
  * model with the same functions as --dry-run and `kube-proxy-ts trace`, so the three agree.
  */
-import { familyRulesText } from '../cli/dryrun.js';
+import { familyRulesText } from '../offline/dryrun.js';
 import type { TraceRequest } from '../cli/program.js';
-import { tracePacket } from '../cli/trace.js';
+import { tracePacket } from '../offline/trace.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
-import type { IptablesOptions } from '../render/iptables.js';
+import type { IptablesOptions } from '../modes/iptables/render.js';
 import { parseHostPort } from '../trace/packet.js';
 
 export interface DebugSource {

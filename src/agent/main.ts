@@ -4,16 +4,16 @@
  * rules in place, so traffic keeps flowing until the next agent takes over.
  */
 import type { Logger } from 'pino';
-import { detectBackend, type BackendChoice } from '../apply/backend.js';
-import { IptablesApplier } from '../apply/iptables.js';
-import { runCommand } from '../apply/command.js';
-import { deleteFlows } from '../apply/conntrack.js';
+import { detectVariant, type VariantChoice } from '../modes/iptables/variant.js';
+import { IptablesApplier } from '../modes/iptables/applier.js';
+import { runCommand } from '../exec/command.js';
+import { deleteFlows } from '../conntrack/tool.js';
 import type { ProxyConfig } from '../config/options.js';
-import { iptablesOptions } from '../cli/dryrun.js';
+import { iptablesOptions } from '../offline/dryrun.js';
 import type { IPFamily } from '../model/types.js';
 import { HealthCheckServers, healthCheckTargets } from './healthcheck.js';
 import { createMetrics } from './metrics.js';
-import { IptablesProxier } from './proxier.js';
+import { IptablesProxier } from '../modes/iptables/syncer.js';
 import { BoundedFrequencyRunner } from './runner.js';
 import { parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
@@ -23,22 +23,22 @@ import { loadKubeConfig, startWatches } from './watch.js';
 export const DEFAULT_MAX_RESTORE_LINES = 5_000;
 const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 
-async function families(tables: BackendChoice): Promise<IPFamily[]> {
+async function families(tables: VariantChoice): Promise<IPFamily[]> {
   const out: IPFamily[] = ['IPv4'];
   const v6 = await runCommand(tables.bin.IPv6.iptables, ['-w', '5', '-t', 'nat', '-S', 'POSTROUTING']).catch(() => null);
   if (v6?.status === 0) out.push('IPv6');
   return out;
 }
 
-async function hostBackend(log: Logger): Promise<BackendChoice> {
-  const tables = await detectBackend(runCommand);
-  log.info({ backend: tables.backend ?? 'as on PATH', reason: tables.reason, iptables: tables.bin.IPv4.iptables }, 'chose the iptables backend');
+async function hostVariant(log: Logger): Promise<VariantChoice> {
+  const tables = await detectVariant(runCommand);
+  log.info({ backend: tables.variant ?? 'as on PATH', reason: tables.reason, iptables: tables.bin.IPv4.iptables }, 'chose the iptables backend');
   return tables;
 }
 
 export async function cleanupRules(log: Logger): Promise<number> {
   let failed = false;
-  const tables = await hostBackend(log);
+  const tables = await hostVariant(log);
   for (const family of await families(tables)) {
     try {
       await new IptablesApplier(family, runCommand, tables.bin[family]).cleanup();
@@ -56,7 +56,7 @@ export async function runAgent(cfg: ProxyConfig, log: Logger, signals: NodeJS.Ev
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
-  const tables = await hostBackend(log);
+  const tables = await hostVariant(log);
   const appliers = new Map((await families(tables)).map((f) => [f, new IptablesApplier(f, runCommand, tables.bin[f])] as const));
   const proxier = new IptablesProxier(
     state,

@@ -8,9 +8,9 @@ import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { Problem } from '../model/types.js';
 import { cleanupRules, runAgent } from '../agent/main.js';
 import { createLogger } from '../log.js';
-import { dryRun } from './dryrun.js';
+import { dryRun } from '../offline/dryrun.js';
 import { CommanderError, HelpRequested, parseInvocation } from './program.js';
-import { runTrace } from './trace.js';
+import { runTrace } from '../offline/trace.js';
 
 export interface CliIO {
   readFile(path: string): string;

@@ -4,7 +4,7 @@
  */
 import { parseAllDocuments } from 'yaml';
 import type { ClusterObjects } from './objects.js';
-import type { Problem } from '../model/types.js';
+import type { Problem } from './objects.js';
 
 export class ManifestError extends Error {}
 

@@ -4,13 +4,23 @@
  * `validate.ts` before anything else sees them.
  */
 import type { ParsedCIDR, ParsedIP, IPFamily } from '../net/ip.js';
-import type { Protocol, TrafficPolicy } from '../model/types.js';
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SOURCE_RANGES_ANNOTATION = 'service.beta.kubernetes.io/load-balancer-source-ranges';
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type TrafficPolicy = 'Cluster' | 'Local';
+
+/** An object that could not be used, and why. The rest of the cluster still renders. */
+export interface Problem {
+  kind: string;
+  namespace: string;
+  name: string;
+  reason: string;
+}
 
 export type ServiceType = 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
 

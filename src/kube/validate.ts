@@ -5,10 +5,11 @@
  * which leave no room for quotes, spaces or newlines in a restore file.
  */
 import { parseCIDR, parseIP, type IPFamily, type ParsedCIDR, type ParsedIP } from '../net/ip.js';
-import type { Problem, Protocol, TrafficPolicy } from '../model/types.js';
 import {
   SERVICE_NAME_LABEL,
   SOURCE_RANGES_ANNOTATION,
+  type Problem,
+  type Protocol,
   type EndpointSliceInfo,
   type NodeInfo,
   type ServiceInfo,
@@ -16,6 +17,7 @@ import {
   type ServiceType,
   type SliceEndpoint,
   type SlicePort,
+  type TrafficPolicy,
 } from './objects.js';
 
 export type Validated<T> = { ok: true; value: T } | { ok: false; problem: Problem };

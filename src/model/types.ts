@@ -4,11 +4,10 @@
  * canonical (IPs re-printed from bytes, ports integers in range), so renderers never
  * need to re-check input.
  */
+import type { Problem, Protocol, TrafficPolicy } from '../kube/objects.js';
 import type { IPFamily } from '../net/ip.js';
 
-export type { IPFamily };
-export type Protocol = 'TCP' | 'UDP' | 'SCTP';
-export type TrafficPolicy = 'Cluster' | 'Local';
+export type { IPFamily, Problem, Protocol, TrafficPolicy };
 
 /** One backend address of a service port, merged from all of the Service's slices. */
 export interface Endpoint {
@@ -94,10 +93,3 @@ export interface NodeModel {
   families: Record<IPFamily, FamilyModel>;
 }
 
-/** An object that could not be used, and why. The rest of the cluster still renders. */
-export interface Problem {
-  kind: string;
-  namespace: string;
-  name: string;
-  reason: string;
-}

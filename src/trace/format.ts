@@ -4,7 +4,7 @@
  * what was assumed. Branches that only differ in their endpoint are folded into one line.
  */
 import { joinHostPort } from '../net/ip.js';
-import { table } from './service-ports.js';
+import { table } from '../model/explain.js';
 import type { Destination, Outcome, PathSegment, Step, TraceResult } from './types.js';
 
 const FROM = { pod: 'a pod', node: 'the node itself', external: 'outside the cluster' } as const;

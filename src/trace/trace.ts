@@ -5,10 +5,10 @@
  */
 import type { FamilyModel, NodeContext } from '../model/types.js';
 import { parseIP } from '../net/ip.js';
-import type { IptablesRuleset } from '../render/iptables.js';
-import { IptablesDataplane } from './iptables.js';
+import type { IptablesRuleset } from '../modes/iptables/render.js';
+import { IptablesDataplane } from '../modes/iptables/dataplane.js';
 import { packetFamily } from './packet.js';
-import { parseIptablesRestore, rulesetTables } from './restore.js';
+import { parseIptablesRestore, rulesetTables } from '../modes/iptables/tables.js';
 import { TraceError, type Packet, type TraceResult } from './types.js';
 import { explainTrace } from './why.js';
 

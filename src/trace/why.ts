@@ -5,8 +5,8 @@
  */
 import type { FamilyModel, NodeContext, ServicePort } from '../model/types.js';
 import { cidrContains, joinHostPort, parseCIDR, parseIP } from '../net/ip.js';
-import { PROTOCOL_NAMES, serviceChains } from '../render/names.js';
-import { describeSet, endpointState } from './service-ports.js';
+import { PROTOCOL_NAMES, serviceChains } from '../modes/iptables/names.js';
+import { describeSet, endpointState } from '../model/explain.js';
 import type { DataplaneTrace, Destination, Outcome, PathSegment, ServiceTarget, Step } from './types.js';
 
 export interface Explanation {

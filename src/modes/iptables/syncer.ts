@@ -5,13 +5,14 @@
  * changed).
  */
 import type { Logger } from 'pino';
-import { IptablesApplier, type Backend } from '../apply/iptables.js';
-import type { FamilyModel, IPFamily } from '../model/types.js';
-import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions, type IptablesRuleset } from '../render/iptables.js';
-import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from '../sync/plan.js';
-import type { ClusterState } from './state.js';
-import { staleUdpFlows, type ConntrackDeletion } from '../sync/conntrack.js';
-import type { Metrics } from './metrics.js';
+import { IptablesApplier } from './applier.js';
+import type { IptablesVariant } from './variant.js';
+import type { FamilyModel, IPFamily } from '../../model/types.js';
+import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions, type IptablesRuleset } from './render.js';
+import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from './plan.js';
+import type { ClusterState } from '../../agent/state.js';
+import { staleUdpFlows, type ConntrackDeletion } from '../../conntrack/stale.js';
+import type { Metrics } from '../../agent/metrics.js';
 
 export interface ProxierOptions {
   /** Deletes conntrack entries that the new rules made stale (UDP); returns failures. */
@@ -44,7 +45,7 @@ export class IptablesProxier {
   private readonly applied = new Map<IPFamily, FamilyState>();
   private needFullSync = true;
   private lastFullSync = 0;
-  private backend: Backend | null = null;
+  private variant: IptablesVariant | null = null;
 
   constructor(
     private readonly state: ClusterState,
@@ -111,13 +112,13 @@ export class IptablesProxier {
   }
 
   private async fullSync(family: IPFamily, applier: IptablesApplier): Promise<void> {
-    this.backend ??= await applier.backend();
+    this.variant ??= await applier.variant();
     const model = this.state.familyModel(family);
     const opts = this.renderOptions(family);
     const rs = renderIptables(model, this.state.nodeContext, opts);
     const existing = await applier.chains('nat');
     // Only the nf_tables backend pays more than linearly for big --noflush restores.
-    const maxLines = this.backend === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
+    const maxLines = this.variant === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
     const steps = fullSyncSteps(rs, existing, maxLines);
     for (const step of steps) await applier.restore(step);
     await applier.ensureJumps(rs.jumps);

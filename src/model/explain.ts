@@ -3,9 +3,9 @@
  * what it holds, and which chain serves which traffic. Shared by the trace's "why" and
  * by `--dry-run --explain`, so both tell the same story from the same model.
  */
-import { policyView } from '../model/policy.js';
-import type { Endpoint, EndpointSet, NodeContext, ServicePort } from '../model/types.js';
-import { serviceChains } from '../render/names.js';
+import { policyView } from './policy.js';
+import type { Endpoint, EndpointSet, NodeContext, ServicePort } from './types.js';
+import { serviceChains } from '../modes/iptables/names.js';
 
 export function endpointState(e: Endpoint): string {
   if (e.ready) return 'ready';

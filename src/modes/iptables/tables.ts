@@ -4,7 +4,7 @@
  * chains are not part of a restore; they come from the dry run's comment lines
  * (`#   iptables -t nat -I PREROUTING ...`) or, for a rendered ruleset, its `jumps`.
  */
-import { formatArgs, type IptablesRuleset } from '../render/iptables.js';
+import { formatArgs, type IptablesRuleset } from './render.js';
 import { parseRule, RuleSyntaxError, tokenize, type ParsedRule } from './rule.js';
 
 export interface IptablesRule extends ParsedRule {

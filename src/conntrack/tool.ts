@@ -1,6 +1,6 @@
 /** Deletes stale conntrack entries with the conntrack tool (argument arrays only). */
-import type { ConntrackDeletion } from '../sync/conntrack.js';
-import type { Runner } from './command.js';
+import type { ConntrackDeletion } from './stale.js';
+import type { Runner } from '../exec/command.js';
 
 export function conntrackArgs(d: ConntrackDeletion): string[] {
   const args = ['-D', '-f', d.family === 'IPv6' ? 'ipv6' : 'ipv4', '-p', 'udp'];

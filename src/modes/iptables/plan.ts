@@ -17,7 +17,7 @@
  * A partial sync touches only the service ports that changed: their own chains, plus
  * `-D`/`-I` of the few shared rules that differ. An endpoint change is one small restore.
  */
-import type { IptablesRuleset, ServicePortRules, SharedRule, Table } from '../render/iptables.js';
+import type { IptablesRuleset, ServicePortRules, SharedRule, Table } from './render.js';
 
 export interface RestoreStep {
   /** For logs: what this restore does. */

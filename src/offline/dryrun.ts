@@ -7,8 +7,8 @@ import type { ProxyConfig } from '../config/options.js';
 import { buildNodeModel, type BuildResult } from '../model/build.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
 import { parseCIDR } from '../net/ip.js';
-import { jumpCommands, renderIptables, restoreText, type IptablesOptions } from '../render/iptables.js';
-import { explainServicePort } from '../trace/service-ports.js';
+import { jumpCommands, renderIptables, restoreText, type IptablesOptions } from '../modes/iptables/render.js';
+import { explainServicePort } from '../model/explain.js';
 
 export const FAMILY_BANNER: Record<IPFamily, string> = {
   IPv4: '# ==== IPv4: iptables-restore input ====',

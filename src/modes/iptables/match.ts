@@ -3,7 +3,7 @@
  * conntrack sees it as NEW (plus DNAT once rewritten), and no earlier connection of its
  * client is known, so `-m recent --rcheck` never holds for it.
  */
-import { cidrContains, type ParsedIP } from '../net/ip.js';
+import { cidrContains, type ParsedIP } from '../../net/ip.js';
 import type { Match } from './rule.js';
 
 export interface PacketState {

@@ -6,10 +6,10 @@
  * The result keeps each service port's rules apart from the fixed chains so that an
  * applier can write only what changed; `restoreText` joins everything into one input.
  */
-import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../model/types.js';
-import { policyView } from '../model/policy.js';
-import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../net/ip.js';
-import { LineWriter } from './bytes.js';
+import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
+import { policyView } from '../../model/policy.js';
+import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
+import { LineWriter } from '../line-writer.js';
 import { endpointChain, PROTOCOL_NAMES, serviceChains } from './names.js';
 
 export type Table = 'filter' | 'nat';

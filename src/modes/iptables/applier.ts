@@ -3,11 +3,11 @@
  * executes restore steps planned elsewhere, ensures the jump rules and canary chains,
  * and can remove everything kube-proxy (ours or upstream's) created.
  */
-import type { IPFamily } from '../model/types.js';
-import { CANARY_CHAIN, formatArgs, type JumpRule } from '../render/iptables.js';
-import type { RestoreStep } from '../sync/plan.js';
-import { binaries, type IptablesBinaries } from './backend.js';
-import type { Runner } from './command.js';
+import type { IPFamily } from '../../model/types.js';
+import { CANARY_CHAIN, formatArgs, type JumpRule } from './render.js';
+import type { RestoreStep } from './plan.js';
+import { binaries, type IptablesBinaries, type IptablesVariant } from './variant.js';
+import type { Runner } from '../../exec/command.js';
 
 export class RestoreError extends Error {
   constructor(
@@ -18,13 +18,11 @@ export class RestoreError extends Error {
   }
 }
 
-export type Backend = 'nf_tables' | 'legacy';
-
 /** Chains kube-proxy creates in each table, by prefix: what --cleanup removes. */
 const OWNED_CHAIN = /^KUBE-/;
 
 export class IptablesApplier {
-  /** `bin`: the tools of the host's backend (see detectBackend); by default whatever PATH has. */
+  /** `bin`: the tools of the host's backend (see detectVariant); by default whatever PATH has. */
   constructor(
     readonly family: IPFamily,
     private readonly run: Runner,
@@ -32,7 +30,7 @@ export class IptablesApplier {
   ) {}
 
   /** Which backend the iptables it runs drives (the `(nf_tables)` or `(legacy)` in its version). */
-  async backend(): Promise<Backend> {
+  async variant(): Promise<IptablesVariant> {
     const r = await this.run(this.bin.iptables, ['--version']);
     return /nf_tables/.test(r.stdout) ? 'nf_tables' : 'legacy';
   }

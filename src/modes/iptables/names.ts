@@ -4,8 +4,8 @@
  * `iptables-save` output find the same names here.
  */
 import { hash } from 'node:crypto';
-import { flat } from '../model/flat.js';
-import type { Endpoint, ServicePort } from '../model/types.js';
+import { flat } from '../../model/flat.js';
+import type { Endpoint, ServicePort } from '../../model/types.js';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 

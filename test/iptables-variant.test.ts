@@ -1,19 +1,19 @@
 /**
- * Choosing the iptables backend the host uses: kubelet's chains first, then the busier
- * backend, nf_tables on a tie; the tools of the chosen backend, or the plain names when
- * neither backend's tools run. Then, as root, in a throwaway namespace: real rules in one
- * backend or the other, and the applier writing where the detector pointed.
+ * Choosing the iptables variant the host uses: kubelet's chains first, then the busier
+ * variant, nf_tables on a tie; the tools of the chosen variant, or the plain names when
+ * neither variant's tools run. Then, as root, in a throwaway namespace: real rules in one
+ * variant or the other, and the applier writing where the detector pointed.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { binaries, chooseBackend, detectBackend, summarise, type BackendRules } from '../src/apply/backend.js';
-import { runCommand, type CommandResult, type Runner } from '../src/apply/command.js';
-import { IptablesApplier } from '../src/apply/iptables.js';
+import { binaries, chooseVariant, detectVariant, summarise, type VariantRules } from '../src/modes/iptables/variant.js';
+import { runCommand, type CommandResult, type Runner } from '../src/exec/command.js';
+import { IptablesApplier } from '../src/modes/iptables/applier.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
-const rules = (n: number, kubeletChains = false): BackendRules => ({ rules: n, kubeletChains });
+const rules = (n: number, kubeletChains = false): VariantRules => ({ rules: n, kubeletChains });
 
-describe('chooseBackend', () => {
+describe('chooseVariant', () => {
   it.each([
     ['both empty', rules(0), rules(0), 'nf_tables'],
     ['a tie', rules(12), rules(12), 'nf_tables'],
@@ -23,27 +23,27 @@ describe('chooseBackend', () => {
     ["kubelet's chains in nf_tables, more rules in legacy", rules(40), rules(2, true), 'nf_tables'],
     ["kubelet's chains in both: the count decides", rules(41, true), rules(40, true), 'legacy'],
   ] as const)('%s: %s', (_what, legacy, nft, want) => {
-    expect(chooseBackend({ legacy, nf_tables: nft }).backend).toBe(want);
+    expect(chooseVariant({ legacy, nf_tables: nft }).variant).toBe(want);
   });
 
   it('says why, with the counts', () => {
-    expect(chooseBackend({ legacy: rules(0), nf_tables: rules(0) }).reason).toMatch(/0 legacy rules, 0 nf_tables rules; nf_tables is the default/);
-    expect(chooseBackend({ legacy: rules(7), nf_tables: rules(2) }).reason).toBe('7 legacy rules, 2 nf_tables rules');
-    expect(chooseBackend({ legacy: rules(1, true), nf_tables: rules(9) }).reason).toMatch(/kubelet's chains are in legacy/);
+    expect(chooseVariant({ legacy: rules(0), nf_tables: rules(0) }).reason).toMatch(/0 legacy rules, 0 nf_tables rules; nf_tables is the default/);
+    expect(chooseVariant({ legacy: rules(7), nf_tables: rules(2) }).reason).toBe('7 legacy rules, 2 nf_tables rules');
+    expect(chooseVariant({ legacy: rules(1, true), nf_tables: rules(9) }).reason).toMatch(/kubelet's chains are in legacy/);
   });
 
-  it('takes the only backend whose tools run, whatever the counts', () => {
-    expect(chooseBackend({ legacy: null, nf_tables: rules(0) })).toEqual({ backend: 'nf_tables', reason: 'iptables-legacy-save is missing or failed' });
-    expect(chooseBackend({ legacy: rules(0), nf_tables: null }).backend).toBe('legacy');
+  it('takes the only variant whose tools run, whatever the counts', () => {
+    expect(chooseVariant({ legacy: null, nf_tables: rules(0) })).toEqual({ variant: 'nf_tables', reason: 'iptables-legacy-save is missing or failed' });
+    expect(chooseVariant({ legacy: rules(0), nf_tables: null }).variant).toBe('legacy');
   });
 
-  it('neither: no backend, the plain tools', () => {
-    expect(chooseBackend({ legacy: null, nf_tables: null }).backend).toBeNull();
+  it('neither: no variant, the plain tools', () => {
+    expect(chooseVariant({ legacy: null, nf_tables: null }).variant).toBeNull();
   });
 });
 
 describe('binaries', () => {
-  it('names the tools of each backend and family', () => {
+  it('names the tools of each variant and family', () => {
     expect(binaries('IPv4', 'legacy')).toEqual({ iptables: 'iptables-legacy', restore: 'iptables-legacy-restore', save: 'iptables-legacy-save' });
     expect(binaries('IPv6', 'nf_tables')).toEqual({ iptables: 'ip6tables-nft', restore: 'ip6tables-nft-restore', save: 'ip6tables-nft-save' });
     expect(binaries('IPv6', null)).toEqual({ iptables: 'ip6tables', restore: 'ip6tables-restore', save: 'ip6tables-save' });
@@ -74,7 +74,7 @@ COMMIT
   });
 });
 
-describe('detectBackend', () => {
+describe('detectVariant', () => {
   const ok = (stdout: string): CommandResult => ({ status: 0, stdout, stderr: '' });
 
   function fakeRunner(outputs: Record<string, CommandResult | 'missing'>, calls: string[][] = []): Runner {
@@ -86,9 +86,9 @@ describe('detectBackend', () => {
     };
   }
 
-  it('reads every table of both backends and families, without naming a table', async () => {
+  it('reads every table of both variants and families, without naming a table', async () => {
     const calls: string[][] = [];
-    const choice = await detectBackend(
+    const choice = await detectVariant(
       fakeRunner(
         {
           'iptables-legacy-save': ok('*filter\n-A INPUT -j ACCEPT\nCOMMIT\n'),
@@ -100,34 +100,34 @@ describe('detectBackend', () => {
       ),
     );
     expect(calls.map((c) => c.join(' ')).sort()).toEqual(['ip6tables-legacy-save', 'ip6tables-nft-save', 'iptables-legacy-save', 'iptables-nft-save']);
-    expect(choice.backend).toBe('legacy');
+    expect(choice.variant).toBe('legacy');
     expect(choice.reason).toBe('3 legacy rules, 2 nf_tables rules');
     expect(choice.bin.IPv4).toEqual(binaries('IPv4', 'legacy'));
     expect(choice.bin.IPv6).toEqual(binaries('IPv6', 'legacy'));
   });
 
-  it('a backend whose IPv4 save fails does not count, even if it would win', async () => {
-    const choice = await detectBackend(
+  it('a variant whose IPv4 save fails does not count, even if it would win', async () => {
+    const choice = await detectVariant(
       fakeRunner({
         'iptables-legacy-save': { status: 1, stdout: '-A INPUT -j ACCEPT\n'.repeat(5), stderr: 'permission denied' },
         'iptables-nft-save': ok(''),
         'ip6tables-nft-save': ok(''),
       }),
     );
-    expect(choice.backend).toBe('nf_tables');
+    expect(choice.variant).toBe('nf_tables');
     expect(choice.bin.IPv4.restore).toBe('iptables-nft-restore');
   });
 
   it('without ip6tables tools, counts IPv4 alone', async () => {
-    const choice = await detectBackend(
+    const choice = await detectVariant(
       fakeRunner({ 'iptables-legacy-save': ok('-A INPUT -j ACCEPT\n'), 'iptables-nft-save': ok('-A INPUT -j ACCEPT\n-A INPUT -j DROP\n') }),
     );
-    expect(choice).toMatchObject({ backend: 'nf_tables', reason: '1 legacy rules, 2 nf_tables rules' });
+    expect(choice).toMatchObject({ variant: 'nf_tables', reason: '1 legacy rules, 2 nf_tables rules' });
   });
 
   it('falls back to the plain names when no -legacy or -nft tool is installed', async () => {
-    const choice = await detectBackend(fakeRunner({}));
-    expect(choice.backend).toBeNull();
+    const choice = await detectVariant(fakeRunner({}));
+    expect(choice.variant).toBeNull();
     expect(choice.bin).toEqual({ IPv4: binaries('IPv4', null), IPv6: binaries('IPv6', null) });
     expect(choice.bin.IPv4.iptables).toBe('iptables');
   });
@@ -135,7 +135,7 @@ describe('detectBackend', () => {
 
 const TOOLS = ['ip', 'iptables-legacy', 'iptables-legacy-save', 'iptables-nft', 'iptables-nft-save', 'ip6tables-legacy-save', 'ip6tables-nft-save'];
 
-describe.runIf(privilegedTestsCanRun('iptables backend detection', TOOLS))('detectBackend on real rules, in a throwaway namespace', () => {
+describe.runIf(privilegedTestsCanRun('iptables variant detection', TOOLS))('detectVariant on real rules, in a throwaway namespace', () => {
   let ns: Netns | undefined;
   afterEach(() => ns?.remove());
 
@@ -150,15 +150,15 @@ describe.runIf(privilegedTestsCanRun('iptables backend detection', TOOLS))('dete
   }
 
   it('an empty namespace: nf_tables', async () => {
-    ns = new Netns('backend');
-    expect((await detectBackend(inNs(ns))).backend).toBe('nf_tables');
+    ns = new Netns('variant');
+    expect((await detectVariant(inNs(ns))).variant).toBe('nf_tables');
   });
 
   it('rules in legacy: legacy, and the applier then writes into legacy only', async () => {
-    ns = new Netns('backend');
+    ns = new Netns('variant');
     must(ns, 'iptables-legacy', ['-w', '-t', 'filter', '-A', 'INPUT', '-s', '192.0.2.1', '-j', 'ACCEPT']);
-    const choice = await detectBackend(inNs(ns));
-    expect(choice).toMatchObject({ backend: 'legacy', reason: '1 legacy rules, 0 nf_tables rules' });
+    const choice = await detectVariant(inNs(ns));
+    expect(choice).toMatchObject({ variant: 'legacy', reason: '1 legacy rules, 0 nf_tables rules' });
 
     await new IptablesApplier('IPv4', inNs(ns), choice.bin.IPv4).ensureJumps([]);
     expect(ns.exec('iptables-legacy-save', ['-t', 'nat']).stdout).toMatch(/^:KUBE-PROXY-CANARY /m);
@@ -166,9 +166,9 @@ describe.runIf(privilegedTestsCanRun('iptables backend detection', TOOLS))('dete
   });
 
   it("kubelet's hint chain in nf_tables outweighs more rules in legacy", async () => {
-    ns = new Netns('backend');
+    ns = new Netns('variant');
     for (const src of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) must(ns, 'iptables-legacy', ['-w', '-A', 'INPUT', '-s', src, '-j', 'ACCEPT']);
     must(ns, 'iptables-nft', ['-w', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT']);
-    expect(await detectBackend(inNs(ns))).toMatchObject({ backend: 'nf_tables', reason: "kubelet's chains are in nf_tables" });
+    expect(await detectVariant(inNs(ns))).toMatchObject({ variant: 'nf_tables', reason: "kubelet's chains are in nf_tables" });
   });
 });

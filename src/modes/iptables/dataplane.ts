@@ -4,12 +4,12 @@
  * POSTROUTING), chain by chain and rule by rule. `-m statistic` forks the walk, so the
  * result is every way the packet can go, each with its probability.
  */
-import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../net/ip.js';
+import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../../net/ip.js';
 import { matchRule, type MatchContext, type PacketState } from './match.js';
-import { packetFamily } from './packet.js';
-import type { IptablesRule, IptablesTables } from './restore.js';
+import { packetFamily } from '../../trace/packet.js';
+import type { IptablesRule, IptablesTables } from './tables.js';
 import type { Target } from './rule.js';
-import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, RuleResult, Step, Verdict } from './types.js';
+import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, RuleResult, Step, Verdict } from '../../trace/types.js';
 
 type Hook = { table: string; chain: string } | 'route';
 

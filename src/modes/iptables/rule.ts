@@ -3,9 +3,9 @@
  * matches and targets kube-proxy programs are understood; anything else is kept as
  * `unsupported`, so the evaluator can say what it could not evaluate instead of guessing.
  */
-import { parseCIDR, type ParsedCIDR } from '../net/ip.js';
-import { parseHostPort } from './packet.js';
-import { TraceError } from './types.js';
+import { parseCIDR, type ParsedCIDR } from '../../net/ip.js';
+import { parseHostPort } from '../../trace/packet.js';
+import { TraceError } from '../../trace/types.js';
 
 export type Match =
   | { kind: 'address'; field: 'source' | 'destination'; negate: boolean; cidr: ParsedCIDR }

@@ -7,13 +7,13 @@ import type { ProxyConfig } from '../config/options.js';
 import type { ClusterObjects } from '../kube/objects.js';
 import { buildNodeModel, type BuildResult } from '../model/build.js';
 import { parseIP } from '../net/ip.js';
-import { renderIptables, type IptablesOptions } from '../render/iptables.js';
+import { renderIptables, type IptablesOptions } from '../modes/iptables/render.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
 import { formatTrace } from '../trace/format.js';
 import { traceIptables } from '../trace/trace.js';
 import { TraceError, type Packet } from '../trace/types.js';
 import { iptablesOptions } from './dryrun.js';
-import type { TraceRequest } from './program.js';
+import type { TraceRequest } from '../cli/program.js';
 
 export type TraceRun = { build: BuildResult; text: string } | { build: BuildResult; error: string };
 export type TraceOutput = { text: string } | { error: string };
