@@ -14,11 +14,12 @@ COPY --chown=node:node src ./src
 RUN npx tsc -p . && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:20-bookworm-slim
-# Debian's iptables package holds both backends (iptables-legacy*, iptables-nft*); the
-# agent reads which one the host's rules are in and drives that one. kmod: modprobe for
-# the modules iptables, ipset and ipvsadm load on demand, from the host's /lib/modules.
+# Debian's iptables package holds both variants (iptables-legacy*, iptables-nft*); the
+# agent reads which one the host's rules are in and drives that one. conntrack deletes
+# stale UDP flows. kmod: modprobe for the modules iptables loads on demand, from the
+# host's /lib/modules.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables ipset ipvsadm conntrack iproute2 kmod \
+ && apt-get install -y --no-install-recommends iptables conntrack kmod \
  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app

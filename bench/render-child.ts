@@ -4,7 +4,8 @@
  */
 import type { ClusterObjects } from '../src/kube/objects.js';
 import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables, restoreChunks } from '../src/modes/iptables/render.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
+import { restoreChunks } from '../src/modes/iptables/ruleset.js';
 import { syntheticCluster } from './synthetic.js';
 
 const [services, endpoints, iterations] = process.argv.slice(2).map(Number) as [number, number, number];

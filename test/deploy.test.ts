@@ -163,7 +163,9 @@ describe('the ConfigMap', () => {
       clusterCIDRs: ['10.244.0.0/16'],
       healthzBindAddress: '0.0.0.0:10256',
       metricsBindAddress: '127.0.0.1:10249',
-      iptables: { masqueradeBit: 14, syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 },
+      syncPeriodMs: 30_000,
+      minSyncPeriodMs: 1_000,
+      iptables: { masqueradeBit: 14 },
     });
   });
 

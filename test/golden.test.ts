@@ -1,62 +1,52 @@
 /**
- * Golden files: every case under test/golden/iptables/<case>/ holds `cluster.yaml`
- * (manifests), `case.yaml` (description and CLI flags: the node context) and the
- * expected stdout and stderr of `--dry-run`. UPDATE_GOLDEN=1 rewrites the expectations.
- * Each expected output must also pass iptables-restore --test / ip6tables-restore --test.
+ * Golden files (see support/golden.ts): for every case and mode, `--dry-run`'s stdout and
+ * stderr must equal the expected files; UPDATE_GOLDEN=1 rewrites them. The test pipeline
+ * must print the same text as the CLI. Each iptables output must also pass
+ * iptables-restore --test / ip6tables-restore --test.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
-import { splitFamilies } from '../src/offline/dryrun.js';
+import { splitFamilies } from '../src/modes/iptables/dryrun.js';
 import { cli } from './support/cli.js';
-import { Netns } from './support/netns.js';
-import { privilegedTestsCanRun } from './support/privileges.js';
+import { GOLDEN_MODES, goldenCaseNames, goldenPath, readGoldenCase } from './support/golden.js';
 import { restoreTest } from './support/iptables-check.js';
+import { Netns } from './support/netns.js';
+import { pipeline } from './support/pipeline.js';
+import { privilegedTestsCanRun } from './support/privileges.js';
 
-const root = join(import.meta.dirname, 'golden', 'iptables');
 const update = process.env.UPDATE_GOLDEN === '1';
-const cases = readdirSync(root).filter((d) => existsSync(join(root, d, 'case.yaml'))).sort();
-
-interface GoldenCase {
-  description: string;
-  args: string[];
-}
-
-function readCase(name: string): GoldenCase {
-  const c = parse(readFileSync(join(root, name, 'case.yaml'), 'utf8')) as GoldenCase;
-  return { description: c.description, args: (c.args ?? []).map(String) };
-}
-
-function runCase(name: string) {
-  const c = readCase(name);
-  return cli(['--dry-run', '--from-file', join(root, name, 'cluster.yaml'), ...c.args]);
-}
+const cases = goldenCaseNames();
 
 function golden(name: string, file: string, actual: string): string {
-  const path = join(root, name, file);
+  const path = goldenPath(name, file);
   if (update) writeFileSync(path, actual);
   return existsSync(path) ? readFileSync(path, 'utf8') : '';
 }
 
-describe('iptables golden files', () => {
-  it('has at least 20 cases', () => {
-    expect(cases.length).toBeGreaterThanOrEqual(20);
-  });
-
-  for (const name of cases) {
-    it(`${name}: ${readCase(name).description}`, () => {
-      const r = runCase(name);
-      expect(r.code, r.stderr).toBe(0);
-      // Paths differ between checkouts; the golden file holds the case-relative name.
-      const stderr = r.stderr.split(join(root, name) + '/').join('');
-      expect(r.stdout).toBe(golden(name, 'expected.txt', r.stdout));
-      expect(stderr).toBe(golden(name, 'expected.stderr', stderr));
+for (const mode of GOLDEN_MODES) {
+  describe(`${mode} golden files`, () => {
+    it('has at least 20 cases', () => {
+      expect(cases.length).toBeGreaterThanOrEqual(20);
     });
-  }
-});
 
-describe('golden outputs pass iptables-restore --test', () => {
+    for (const name of cases) {
+      const c = readGoldenCase(name);
+      it(`${name}: ${c.description}`, () => {
+        const args = ['--proxy-mode', mode, ...c.args];
+        const r = cli(['--dry-run', '--from-file', c.input, ...args]);
+        expect(r.code, r.stderr).toBe(0);
+        // Paths differ between checkouts; the golden file holds the input's own name.
+        const stderr = r.stderr.split(dirname(c.input) + '/').join('');
+        expect(r.stdout).toBe(golden(name, `${mode}.txt`, r.stdout));
+        expect(stderr).toBe(golden(name, `${mode}.stderr`, stderr));
+        expect(pipeline(readFileSync(c.input, 'utf8'), args, name).dryRunText()).toBe(r.stdout);
+      });
+    }
+  });
+}
+
+describe('iptables golden outputs pass iptables-restore --test', () => {
   const canRun = privilegedTestsCanRun('iptables-restore --test of golden files', ['ip', 'iptables-restore', 'ip6tables-restore']);
   let ns: Netns | undefined;
   beforeAll(() => {
@@ -66,8 +56,7 @@ describe('golden outputs pass iptables-restore --test', () => {
 
   for (const name of cases) {
     it.runIf(canRun)(name, () => {
-      const expected = readFileSync(join(root, name, 'expected.txt'), 'utf8');
-      const byFamily = splitFamilies(expected);
+      const byFamily = splitFamilies(readFileSync(goldenPath(name, 'iptables.txt'), 'utf8'));
       expect(restoreTest(ns!, 'IPv4', byFamily.IPv4)).toBeNull();
       expect(restoreTest(ns!, 'IPv6', byFamily.IPv6)).toBeNull();
     });

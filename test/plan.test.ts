@@ -6,7 +6,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables, restoreText, type IptablesRuleset } from '../src/modes/iptables/render.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
+import { restoreText, type IptablesRuleset } from '../src/modes/iptables/ruleset.js';
 import { appliedServices, fullSyncSteps, partialSyncStep, renderedServices } from '../src/modes/iptables/plan.js';
 import { syntheticCluster } from '../bench/synthetic.js';
 import { applyRestore, normalized, type Tables } from './support/restore-sim.js';

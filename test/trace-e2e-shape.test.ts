@@ -4,16 +4,11 @@
  * the e2e test that observes the behaviour; the two must tell the same story.
  */
 import { describe, expect, it } from 'vitest';
-import { iptablesOptions } from '../src/offline/dryrun.js';
-import { parseInvocation } from '../src/cli/program.js';
-import { parseManifests } from '../src/kube/manifests.js';
-import { buildNodeModel } from '../src/model/build.js';
-import { renderIptables } from '../src/modes/iptables/render.js';
-import { traceIptables } from '../src/trace/trace.js';
-import type { Packet, TraceResult } from '../src/trace/types.js';
+import type { TraceResult } from '../src/trace/types.js';
 import type { Manifest } from './support/apiserver.js';
 import { endpointSlice, node, service } from './support/objects.js';
 import { EXTERNAL_IP } from './support/topology.js';
+import { pipeline, type PacketSpec } from './support/pipeline.js';
 import { distribution } from './support/trace-golden.js';
 
 const NS = 'e2e';
@@ -28,15 +23,11 @@ const web = () => [
 type NodeName = keyof typeof NODE_IP;
 
 /** Traces on `nodeName` as the e2e agents render: `--cluster-cidr 10.244.0.0/16`. */
-function traceOn(nodeName: NodeName, objects: Manifest[], p: Partial<Packet> & Pick<Packet, 'src' | 'dst' | 'dstPort'>): TraceResult {
+function traceOn(nodeName: NodeName, objects: Manifest[], packet: PacketSpec): TraceResult {
   const all = [node('node-a', NODE_IP['node-a']), node('node-b', NODE_IP['node-b']), ...objects];
-  const parsed = parseManifests(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: all }), 'e2e-shape');
-  expect(parsed.problems).toEqual([]);
-  const config = parseInvocation(['--hostname-override', nodeName, '--cluster-cidr', '10.244.0.0/16'], { readFile: () => '' }, 'test-host').config;
-  const build = buildNodeModel(parsed.objects, nodeName);
-  const model = build.model.families.IPv4;
-  const rules = renderIptables(model, build.model.node, iptablesOptions(config));
-  return traceIptables(rules, model, build.model.node, { protocol: 'tcp', srcPort: null, from: 'pod', ...p });
+  const p = pipeline(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: all }), ['--hostname-override', nodeName, '--cluster-cidr', '10.244.0.0/16'], 'e2e-shape');
+  expect(p.problems).toEqual([]);
+  return p.trace(packet);
 }
 
 describe('traces of the e2e cluster shapes', () => {

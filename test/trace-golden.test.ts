@@ -2,10 +2,10 @@
  * Packets traced through every feature of the golden cases: each verdict is worked out
  * from the case's description and checked against the rules as the golden file holds them.
  */
-import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Destination, TraceResult } from '../src/trace/types.js';
-import { distribution, GOLDEN_ROOT, goldenTracer, type PacketSpec } from './support/trace-golden.js';
+import { goldenCaseNames } from './support/golden.js';
+import { distribution, goldenTracer, type PacketSpec } from './support/trace-golden.js';
 
 const OUTSIDE = '100.64.0.9';
 
@@ -433,7 +433,7 @@ describe('traces through the golden cases', () => {
   it('cover at least 30 packets and every golden case', () => {
     expect(cases.length).toBeGreaterThanOrEqual(30);
     const large = ['large-cluster-mode', 'large-cluster-threshold'];
-    const goldens = readdirSync(GOLDEN_ROOT).filter((d) => !large.includes(d));
+    const goldens = goldenCaseNames().filter((d) => !large.includes(d));
     expect(new Set(cases.map((c) => c.golden))).toEqual(new Set(goldens));
   });
 

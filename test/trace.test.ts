@@ -13,6 +13,7 @@ import { parseRule, RuleSyntaxError, tokenize, type Match } from '../src/modes/i
 import type { DataplaneTrace, Packet, PathSegment, Step } from '../src/trace/types.js';
 import { TraceError } from '../src/trace/types.js';
 import { renderIptables } from '../src/modes/iptables/render.js';
+import type { JumpRule } from '../src/modes/iptables/ruleset.js';
 
 const args = (text: string) => tokenize(text);
 const matchesOf = (text: string) => parseRule(args(text)).matches;
@@ -97,9 +98,7 @@ describe('parseRule', () => {
 describe('parseIptablesRestore', () => {
   const text = [
     '# ==== IPv4: iptables-restore input ====',
-    '#   iptables -t nat -N KUBE-PROXY-CANARY',
-    '#   iptables -t nat -I PREROUTING -m comment --comment "first" -j KUBE-SERVICES',
-    '#   iptables -t nat -I PREROUTING -m comment --comment "second" -j KUBE-SERVICES',
+    '#   iptables -t nat -I PREROUTING -m comment --comment "a comment is not a rule" -j KUBE-SERVICES',
     '*filter',
     ':INPUT DROP [0:0]',
     ':KUBE-FORWARD - [0:0]',
@@ -113,8 +112,9 @@ describe('parseIptablesRestore', () => {
     'COMMIT',
   ].join('\n');
 
-  it('reads tables, chains, policies and rules; jumps from dry-run comments go first, in listed order', () => {
-    const t = parseIptablesRestore(text);
+  it('reads tables, chains, policies and rules; the jump rules given go first, in the order given', () => {
+    const jump = (c: string): JumpRule => ({ table: 'nat', chain: 'PREROUTING', args: ['-m', 'comment', '--comment', c, '-j', 'KUBE-SERVICES'] });
+    const t = parseIptablesRestore(text, [jump('first'), jump('second')]);
     expect([...t.keys()]).toEqual(['filter', 'nat']);
     expect(t.get('filter')!.policies.get('INPUT')).toBe('DROP');
     expect(t.get('filter')!.policies.has('KUBE-FORWARD')).toBe(false);

@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { validateEndpointSlice, validateNode, validateService } from '../src/kube/validate.js';
 import { buildNodeModel } from '../src/model/build.js';
 import type { IPFamily } from '../src/model/types.js';
-import { renderIptables, restoreText } from '../src/modes/iptables/render.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
+import { restoreText } from '../src/modes/iptables/ruleset.js';
 
 type Raw = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 

@@ -1,20 +1,19 @@
 /**
  * The running agent's answers to "what did you program, and where does this packet go?":
  * GET /debug/rules and GET /debug/trace on the metrics address. Built from the agent's
- * model with the same functions as --dry-run and `kube-proxy-ts trace`, so the three agree.
+ * model by the same mode functions as --dry-run and `kube-proxy-ts trace`, so the three agree.
  */
-import { familyRulesText } from '../offline/dryrun.js';
-import type { TraceRequest } from '../cli/program.js';
-import { tracePacket } from '../offline/trace.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
-import type { IptablesOptions } from '../modes/iptables/render.js';
+import type { ConfiguredMode } from '../modes/mode.js';
 import { parseHostPort } from '../trace/packet.js';
+import { tracePacket } from '../trace/request.js';
+import type { TraceRequest } from '../trace/types.js';
 
 export interface DebugSource {
   models(): Record<IPFamily, FamilyModel>;
   families: IPFamily[];
   node(): NodeContext;
-  options: IptablesOptions;
+  mode: ConfiguredMode;
   /** When the oldest change not yet programmed arrived, or null when the kernel is current. */
   pendingSince(): number | null;
 }
@@ -34,7 +33,7 @@ function pendingNote(src: DebugSource): string[] {
 
 export function debugRules(src: DebugSource): DebugAnswer {
   const models = src.models();
-  return text(200, [...pendingNote(src), ...src.families.map((f) => familyRulesText(models[f], src.node(), src.options))].join('\n'));
+  return text(200, [...pendingNote(src), ...src.families.map((f) => src.mode.rulesText(models[f], src.node(), false))].join('\n'));
 }
 
 /** `?src=IP[:PORT]&dst=IP:PORT&proto=tcp|udp|sctp&from=pod|node|external&output=text|json` */
@@ -50,7 +49,7 @@ export function debugTrace(src: DebugSource, query: URLSearchParams): DebugAnswe
   if (srcText !== null && !source) return text(400, 'src: want IP or IP:PORT\n');
   const output = query.get('output') === 'json' ? 'json' : 'text';
   const req: TraceRequest = { src: source, dst: { ip: dst.ip, port: dst.port }, protocol: proto, from, output };
-  const r = tracePacket(src.models(), src.node(), src.options, req);
+  const r = tracePacket((m, n) => src.mode.dataplane(m, n), src.models(), src.node(), req);
   if ('error' in r) return text(400, `${r.error}\n`);
   const body = output === 'json' ? r.text : [...pendingNote(src), r.text].join('\n');
   return { status: 200, contentType: output === 'json' ? 'application/json' : 'text/plain; charset=utf-8', body };

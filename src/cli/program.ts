@@ -11,9 +11,9 @@ import {
   validateConfig,
 } from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
-import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from '../config/options.js';
+import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
-import type { Origin, TraceProtocol } from '../trace/types.js';
+import type { Origin, TraceProtocol, TraceRequest } from '../trace/types.js';
 
 export interface Invocation {
   config: ProxyConfig;
@@ -29,15 +29,6 @@ export interface Invocation {
   explain: boolean;
   /** The `trace` subcommand's packet, or null for the proxy itself. */
   trace: TraceRequest | null;
-}
-
-export interface TraceRequest {
-  /** Null: the node's own address (only with `from: 'node'`). */
-  src: HostPort | null;
-  dst: { ip: string; port: number };
-  protocol: TraceProtocol;
-  from: Origin;
-  output: 'text' | 'json';
 }
 
 /** `--help` was asked for: the help of the command it was given to. */
@@ -139,7 +130,7 @@ function flagLayer(cmd: Command): ConfigLayer {
   const given = (name: string) => cmd.getOptionValueSource(name) === 'cli';
   const layer: ConfigLayer = {};
   const iptables: NonNullable<ConfigLayer['iptables']> = {};
-  if (given('proxyMode')) layer.mode = o.proxyMode as ProxyMode;
+  if (given('proxyMode')) layer.mode = o.proxyMode as ProxyModeName;
   if (given('hostnameOverride')) layer.hostnameOverride = o.hostnameOverride as string;
   if (given('clusterCidr')) layer.clusterCIDRs = splitList(o.clusterCidr as string);
   if (given('nodeportAddresses')) layer.nodePortAddresses = splitList(o.nodeportAddresses as string);
@@ -147,8 +138,8 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('healthzBindAddress')) layer.healthzBindAddress = o.healthzBindAddress as string;
   if (given('metricsBindAddress')) layer.metricsBindAddress = o.metricsBindAddress as string;
   if (given('v')) layer.verbosity = o.v as number;
-  if (given('iptablesSyncPeriod')) iptables.syncPeriodMs = o.iptablesSyncPeriod as number;
-  if (given('iptablesMinSyncPeriod')) iptables.minSyncPeriodMs = o.iptablesMinSyncPeriod as number;
+  if (given('iptablesSyncPeriod')) layer.syncPeriodMs = o.iptablesSyncPeriod as number;
+  if (given('iptablesMinSyncPeriod')) layer.minSyncPeriodMs = o.iptablesMinSyncPeriod as number;
   if (given('masqueradeAll')) iptables.masqueradeAll = o.masqueradeAll as boolean;
   if (given('iptablesMasqueradeBit')) iptables.masqueradeBit = o.iptablesMasqueradeBit as number;
   if (given('iptablesLocalhostNodeports')) iptables.localhostNodePorts = o.iptablesLocalhostNodeports as boolean;

@@ -5,12 +5,13 @@
 import { writeFileSync } from 'node:fs';
 import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
-import type { Problem } from '../model/types.js';
-import { cleanupRules, runAgent } from '../agent/main.js';
+import type { Problem } from '../kube/objects.js';
+import { cleanupModes, runAgent } from '../agent/main.js';
 import { createLogger } from '../log.js';
+import { allModes, implementedModes, modeByName } from '../modes/registry.js';
 import { dryRun } from '../offline/dryrun.js';
-import { CommanderError, HelpRequested, parseInvocation } from './program.js';
 import { runTrace } from '../offline/trace.js';
+import { CommanderError, HelpRequested, parseInvocation } from './program.js';
 
 export interface CliIO {
   readFile(path: string): string;
@@ -67,12 +68,13 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     return 0;
   }
 
-  if (inv.config.mode !== 'iptables') return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use iptables`);
-  if (inv.cleanup) return cleanupRules(createLogger(inv.verbosity));
+  const mode = modeByName(inv.config.mode);
+  if (!mode) return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use ${implementedModes().join(' or ')}`);
+  if (inv.cleanup) return cleanupModes(allModes(), createLogger(inv.verbosity));
   if (!inv.dryRun && !inv.trace) {
     if (inv.fromFile !== null) return fail('--from-file goes with --dry-run; the agent reads the API server');
     if (inv.explain) return fail('--explain goes with --dry-run');
-    return runAgent(inv.config, createLogger(inv.verbosity));
+    return runAgent(inv.config, mode, createLogger(inv.verbosity));
   }
   const command = inv.trace ? 'trace' : '--dry-run';
   if (inv.fromFile === null) return fail(`${command} needs --from-file (reading a live cluster is not implemented yet)`);
@@ -90,7 +92,9 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     if (err instanceof ManifestError) return fail(err.message);
     throw err;
   }
-  const result = inv.trace ? runTrace(parsed.objects, inv.config, inv.trace) : dryRun(parsed.objects, inv.config, inv.explain);
+  const configured = mode.configure(inv.config);
+  const node = inv.config.hostnameOverride;
+  const result = inv.trace ? runTrace(parsed.objects, node, configured, inv.trace) : dryRun(parsed.objects, node, configured, inv.explain);
   for (const p of [...parsed.problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
   if (!result.build.nodeKnown) {
     io.stderr(

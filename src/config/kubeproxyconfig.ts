@@ -7,7 +7,7 @@
 import { parse, stringify } from 'yaml';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyMode } from './options.js';
+import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from './options.js';
 
 export class ConfigError extends Error {}
 
@@ -79,7 +79,7 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
       throw new ConfigError(`${field}: ${JSON.stringify(value)} is not IP:PORT`);
     }
   }
-  if (cfg.iptables.minSyncPeriodMs > cfg.iptables.syncPeriodMs) {
+  if (cfg.minSyncPeriodMs > cfg.syncPeriodMs) {
     throw new ConfigError('iptables.minSyncPeriod: longer than iptables.syncPeriod');
   }
   const bit = cfg.iptables.masqueradeBit;
@@ -127,7 +127,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
         break;
       case 'mode':
         // Upstream treats an empty mode as the platform default.
-        if (value !== '') layer.mode = expect<ProxyMode>(typeof value === 'string', value, key, 'a string');
+        if (value !== '') layer.mode = expect<ProxyModeName>(typeof value === 'string', value, key, 'a string');
         break;
       case 'hostnameOverride':
         layer.hostnameOverride = expect<string>(typeof value === 'string', value, key, 'a string');
@@ -170,8 +170,8 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           if (k === 'masqueradeAll') iptables.masqueradeAll = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
           else if (k === 'masqueradeBit') iptables.masqueradeBit = expect<number>(Number.isInteger(v), v, field, 'an integer');
           else if (k === 'localhostNodePorts') iptables.localhostNodePorts = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
-          else if (k === 'syncPeriod') iptables.syncPeriodMs = duration(v, field);
-          else if (k === 'minSyncPeriod') iptables.minSyncPeriodMs = duration(v, field);
+          else if (k === 'syncPeriod') layer.syncPeriodMs = duration(v, field);
+          else if (k === 'minSyncPeriod') layer.minSyncPeriodMs = duration(v, field);
           else if (UPSTREAM_IPTABLES_FIELDS.has(k)) warnings.push(`${source}: ${field} is not supported yet and is ignored`);
           else warnings.push(`${source}: unknown field ${field} is ignored`);
         }
@@ -205,8 +205,8 @@ export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
       masqueradeAll: cfg.iptables.masqueradeAll,
       masqueradeBit: cfg.iptables.masqueradeBit,
       localhostNodePorts: cfg.iptables.localhostNodePorts,
-      syncPeriod: formatDuration(cfg.iptables.syncPeriodMs),
-      minSyncPeriod: formatDuration(cfg.iptables.minSyncPeriodMs),
+      syncPeriod: formatDuration(cfg.syncPeriodMs),
+      minSyncPeriod: formatDuration(cfg.minSyncPeriodMs),
     },
     logging: { verbosity: cfg.verbosity },
   });

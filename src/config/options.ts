@@ -4,10 +4,10 @@
  */
 
 export const PROXY_MODES = ['iptables', 'nftables', 'ipvs', 'userspace'] as const;
-export type ProxyMode = (typeof PROXY_MODES)[number];
+export type ProxyModeName = (typeof PROXY_MODES)[number];
 
 export interface ProxyConfig {
-  mode: ProxyMode;
+  mode: ProxyModeName;
   hostnameOverride: string;
   /** Pod CIDRs, at most one per family. */
   clusterCIDRs: string[];
@@ -19,14 +19,17 @@ export interface ProxyConfig {
   metricsBindAddress: string;
   /** Log verbosity (`logging.verbosity` in the file, `-v` on the command line). */
   verbosity: number;
+  /**
+   * Longest time between syncs (ms), whatever the mode: v1alpha1 files and flags name it
+   * per mode (`iptables.syncPeriod`, `--iptables-sync-period`).
+   */
+  syncPeriodMs: number;
+  /** Shortest time between syncs (ms); changes arriving faster are coalesced. */
+  minSyncPeriodMs: number;
   iptables: {
     masqueradeAll: boolean;
     masqueradeBit: number;
     localhostNodePorts: boolean;
-    /** Longest time between syncs (ms). */
-    syncPeriodMs: number;
-    /** Shortest time between syncs (ms); changes arriving faster are coalesced. */
-    minSyncPeriodMs: number;
   };
 }
 
@@ -39,7 +42,9 @@ export const DEFAULT_CONFIG: ProxyConfig = {
   healthzBindAddress: '0.0.0.0:10256',
   metricsBindAddress: '127.0.0.1:10249',
   verbosity: 0,
-  iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true, syncPeriodMs: 30_000, minSyncPeriodMs: 1_000 },
+  syncPeriodMs: 30_000,
+  minSyncPeriodMs: 1_000,
+  iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true },
 };
 
 /** A partial configuration from one source (file or flags). */

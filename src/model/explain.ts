@@ -1,11 +1,24 @@
 /**
  * Service ports in Kubernetes terms: each endpoint's state, why an endpoint set holds
- * what it holds, and which chain serves which traffic. Shared by the trace's "why" and
- * by `--dry-run --explain`, so both tell the same story from the same model.
+ * what it holds, and which part of the rules serves which traffic. Shared by the trace's
+ * "why" and by `--dry-run --explain`, so both tell the same story from the same model.
  */
 import { policyView } from './policy.js';
 import type { Endpoint, EndpointSet, NodeContext, ServicePort } from './types.js';
-import { serviceChains } from '../modes/iptables/names.js';
+
+/** How a mode names a service port's parts (a chain, a map, a virtual server) in explanations. */
+export interface ServicePortLabels {
+  /** Balancing over the cluster endpoint set. */
+  cluster: string;
+  /** Balancing over the endpoints on this node. */
+  local: string;
+  /** Traffic to node ports, external and load-balancer IPs. */
+  external: string;
+  /** What lets loadBalancerSourceRanges in. */
+  sourceRanges: string;
+  /** What drops load-balancer traffic the source ranges do not let in. */
+  firewall: string;
+}
 
 export function endpointState(e: Endpoint): string {
   if (e.ready) return 'ready';
@@ -44,9 +57,8 @@ export function describeSet(set: EndpointSet, candidates: Endpoint[], node: Node
  * Everything a node's rules send to a service port, line by line, for `--explain`.
  * `podCIDR`: this family's cluster CIDR, which tells pods from outside clients.
  */
-export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: string | null): string[] {
+export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: string | null, labels: ServicePortLabels): string[] {
   const view = policyView(sp);
-  const names = serviceChains(sp);
   const localCandidates = sp.endpoints.filter((e) => e.isLocal);
   const here = node.nodeName;
   const lines = [`${sp.name} (${sp.protocol})`];
@@ -55,8 +67,8 @@ export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: 
     : !view.hasInternalEndpoints
       ? `DROP (internalTrafficPolicy Local, no endpoint on ${here})`
       : sp.internalTrafficPolicy === 'Local'
-        ? `${names.svl} (internalTrafficPolicy Local)`
-        : `${names.svc} (internalTrafficPolicy Cluster)`;
+        ? `${labels.local} (internalTrafficPolicy Local)`
+        : `${labels.cluster} (internalTrafficPolicy Cluster)`;
   lines.push(`  cluster IP ${sp.clusterIP}:${sp.port} -> ${internal}`);
 
   if (view.externallyAccessible) {
@@ -65,17 +77,17 @@ export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: 
       ...sp.externalIPs.map((ip) => `external IP ${ip}:${sp.port}`),
       ...sp.loadBalancerIPs.map((ip) => `load balancer IP ${ip}:${sp.port}`),
     ].join(', ');
-    const insiders = `${podCIDR ? `pods (${podCIDR}) and ` : ''}the node -> ${names.svc}`;
+    const insiders = `${podCIDR ? `pods (${podCIDR}) and ` : ''}the node -> ${labels.cluster}`;
     const external = !view.hasAnyEndpoints
       ? 'REJECT (no endpoints)'
       : !view.hasExternalEndpoints
         ? `DROP for outside clients (externalTrafficPolicy Local, no endpoint on ${here}); ${insiders}`
         : sp.externalTrafficPolicy === 'Local'
-          ? `${names.ext}: outside clients -> ${names.svl}, source IP kept; ${insiders}`
-          : `${names.ext}: masqueraded, then ${names.svc} (externalTrafficPolicy Cluster)`;
+          ? `${labels.external}: outside clients -> ${labels.local}, source IP kept; ${insiders}`
+          : `${labels.external}: masqueraded, then ${labels.cluster} (externalTrafficPolicy Cluster)`;
     lines.push(`  ${where} -> ${external}`);
     if (sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0) {
-      lines.push(`  loadBalancerSourceRanges ${sp.loadBalancerSourceRanges.join(', ')}: ${names.fw} lets them in, KUBE-PROXY-FIREWALL drops the rest`);
+      lines.push(`  loadBalancerSourceRanges ${sp.loadBalancerSourceRanges.join(', ')}: ${labels.sourceRanges} lets them in, ${labels.firewall} drops the rest`);
     }
   }
   if (sp.healthCheckNodePort !== 0) {
@@ -86,8 +98,8 @@ export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: 
 
   const usesSvc = view.clusterEndpoints.length > 0;
   const usesSvl = view.localEndpoints.length > 0;
-  if (usesSvc) lines.push(`  ${names.svc} uses the cluster set: ${describeSet(sp.cluster, sp.endpoints, node)}`);
-  if (usesSvl) lines.push(`  ${names.svl} uses the local set, endpoints on ${here}: ${describeSet(sp.local, localCandidates, node)}`);
+  if (usesSvc) lines.push(`  ${labels.cluster} uses the cluster set: ${describeSet(sp.cluster, sp.endpoints, node)}`);
+  if (usesSvl) lines.push(`  ${labels.local} uses the local set, endpoints on ${here}: ${describeSet(sp.local, localCandidates, node)}`);
   if (sp.endpoints.length === 0) return [...lines, '  no endpoints'];
 
   const inCluster = new Set(usesSvc ? sp.cluster.endpoints : []);

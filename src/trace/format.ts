@@ -14,11 +14,9 @@ function percent(p: number): string {
   return `${text.endsWith('.0') ? text.slice(0, -2) : text}%`;
 }
 
-const COMMENT = /-m comment --comment ("(?:[^"\\]|\\.)*"|\S+) ?/;
-
 function ruleLines(s: Extract<Step, { kind: 'rule' }>, indent: string): string[] {
   const mark = s.result === 'match' ? '✓' : s.result === 'no-match' ? '✗' : '?';
-  const rule = s.text.replace(COMMENT, '').trim();
+  const rule = s.body;
   const head = `${indent}${String(s.rule).padStart(3)} ${mark} `;
   const pad = indent + ' '.repeat(head.length - indent.length);
   // A rule may be nothing but its comment: a note for readers of iptables-save.
@@ -53,9 +51,10 @@ function outcomeText(o: Pick<Outcome, 'verdict' | 'dnat' | 'masquerade' | 'reaso
 
 /** What tells branches apart besides their endpoint: rules, results and how they end. */
 function shape(seg: PathSegment): string {
+  const endpointChains = new Set(seg.steps.flatMap((s) => (s.kind === 'chain' && s.role === 'endpoint' ? [s.chain] : [])));
   const steps = seg.steps.slice(1).map((s) => {
     if (s.kind === 'route') return `route ${s.to}`;
-    const chain = s.chain.startsWith('KUBE-SEP-') ? 'KUBE-SEP' : s.chain;
+    const chain = endpointChains.has(s.chain) ? 'endpoint' : s.chain;
     return s.kind === 'rule' ? `${s.table} ${chain} ${s.rule} ${s.result}` : `${s.kind} ${s.table} ${chain}`;
   });
   const o = seg.outcome;
@@ -97,7 +96,8 @@ class PathPrinter {
       const pct = percent(b.probability);
       const head = b.path.steps[0];
       if (i > 0 && head?.kind === 'rule' && b.path.outcome && shape(b.path) === shape(first.path)) {
-        const target = / -j (\S+)$/.exec(head.text)?.[1] ?? '';
+        const entered = b.path.steps[1];
+        const target = entered?.kind === 'chain' ? entered.chain : '';
         this.lines.push(`${indent}${fork} ${pct.padStart(6)}  rule ${head.rule} -> ${target} => ${outcomeText(b.path.outcome)} (otherwise as the first way)`);
         return;
       }

@@ -4,12 +4,23 @@
  * answers in the same shape as the iptables one. This is also the `--output json` shape
  * (`schema` names its version); fields are only ever added to it.
  */
-import type { IPFamily } from '../model/types.js';
+import type { ServicePortLabels } from '../model/explain.js';
+import type { IPFamily, ServicePort } from '../model/types.js';
 
 export type TraceProtocol = 'tcp' | 'udp' | 'sctp';
 
 /** Where a packet enters the node from: a pod on it, the node itself, or the network. */
 export type Origin = 'pod' | 'node' | 'external';
+
+/** A packet to trace as people give it: the source may be left to the node, ports are optional. */
+export interface TraceRequest {
+  /** Null: the node's own address (only with `from: 'node'`). */
+  src: { ip: string; port: number | null } | null;
+  dst: { ip: string; port: number };
+  protocol: TraceProtocol;
+  from: Origin;
+  output: 'text' | 'json';
+}
 
 export interface Packet {
   protocol: TraceProtocol;
@@ -20,6 +31,47 @@ export interface Packet {
   from: Origin;
 }
 
+/**
+ * What a chain is for, as the mode that wrote it knows: explanations read these roles and
+ * the model, never chain names. `other`: nothing the proxy explains (a built-in chain, say).
+ */
+export type ChainRole =
+  /** Picks the service port by destination address and port. */
+  | 'service-dispatch'
+  /** Picks the service port by node port. */
+  | 'node-port-dispatch'
+  /** Balances over the cluster endpoint set. */
+  | 'cluster-endpoints'
+  /** Balances over the endpoints on this node. */
+  | 'local-endpoints'
+  /** Applies externalTrafficPolicy to traffic for node ports, external and LB IPs. */
+  | 'external-policy'
+  /** Lets in what loadBalancerSourceRanges allow. */
+  | 'source-ranges'
+  /** Sends the packet to one endpoint. */
+  | 'endpoint'
+  /** Drops load-balancer traffic the source ranges did not let in. */
+  | 'firewall'
+  /** Marks or rewrites the source for masquerade. */
+  | 'masquerade'
+  | 'other';
+
+/** What a rule means, where an explanation needs more than its verdict. */
+export type RuleRole =
+  /** Masquerade what does not come from the cluster CIDR. */
+  | { kind: 'masquerade'; because: 'outside-cluster-cidr'; clusterCIDR: string }
+  /**
+   * Masquerade everything (--masquerade-all); an endpoint reaching itself (hairpin);
+   * outside traffic under externalTrafficPolicy Cluster; the node reaching an external address.
+   */
+  | { kind: 'masquerade'; because: 'all' | 'hairpin' | 'external' | 'node-to-external' }
+  /** Refuse: the service port has no endpoint at all. */
+  | { kind: 'no-endpoints' }
+  /** Drop: a Local traffic policy and no endpoint on this node. */
+  | { kind: 'no-local-endpoints' }
+  /** Drop: the source is outside loadBalancerSourceRanges. */
+  | { kind: 'source-ranges' };
+
 /** A rule by its place: 1-based index in its chain, as `iptables -L --line-numbers` counts. */
 export interface RuleRef {
   table: string;
@@ -29,13 +81,14 @@ export interface RuleRef {
   /** The rule as restore text, without `-A CHAIN`; the policy's name for a policy. */
   text: string;
   comment: string | null;
+  role: RuleRole | null;
 }
 
 export type RuleResult = 'match' | 'no-match' | 'not-evaluable';
 
 export type Step =
   /** The packet enters a chain: from a hook (a built-in chain), or by a jump or goto. */
-  | { kind: 'chain'; table: string; chain: string; entered: 'hook' | 'jump' | 'goto' }
+  | { kind: 'chain'; table: string; chain: string; entered: 'hook' | 'jump' | 'goto'; role: ChainRole }
   | {
       kind: 'rule';
       table: string;
@@ -43,7 +96,10 @@ export type Step =
       rule: number;
       /** The rule as restore text, without `-A CHAIN`. */
       text: string;
+      /** The rule without its comment, for people. */
+      body: string;
       comment: string | null;
+      role: RuleRole | null;
       result: RuleResult;
       /** Why it did not match, what it did, or what could not be evaluated. */
       detail: string | null;
@@ -113,6 +169,8 @@ export interface DataplaneTrace {
 export interface Dataplane {
   readonly mode: string;
   trace(packet: Packet): DataplaneTrace;
+  /** How this dataplane names a service port's parts, for explanations. */
+  labels(sp: ServicePort): ServicePortLabels;
 }
 
 /** The service port a packet is addressed to, and as what. */

@@ -3,11 +3,10 @@
  * why it ends where it does (traffic policy, endpoint selection, source ranges,
  * affinity, masquerade). The rules say what happens; the model says why.
  */
+import { describeSet, endpointState, type ServicePortLabels } from '../model/explain.js';
 import type { FamilyModel, NodeContext, ServicePort } from '../model/types.js';
 import { cidrContains, joinHostPort, parseCIDR, parseIP } from '../net/ip.js';
-import { PROTOCOL_NAMES, serviceChains } from '../modes/iptables/names.js';
-import { describeSet, endpointState } from '../model/explain.js';
-import type { DataplaneTrace, Destination, Outcome, PathSegment, ServiceTarget, Step } from './types.js';
+import type { ChainRole, DataplaneTrace, Destination, Outcome, PathSegment, RuleRole, ServiceTarget, Step } from './types.js';
 
 export interface Explanation {
   service: ServiceTarget | null;
@@ -22,7 +21,7 @@ function* stepsOf(seg: PathSegment): Generator<Step> {
 
 function findTarget(t: DataplaneTrace, model: FamilyModel, isLocal: boolean): { sp: ServicePort; role: ServiceTarget['role'] } | null {
   const p = t.packet;
-  const ports = model.servicePorts.filter((sp) => PROTOCOL_NAMES[sp.protocol] === p.protocol);
+  const ports = model.servicePorts.filter((sp) => sp.protocol.toLowerCase() === p.protocol);
   for (const sp of ports) {
     if (sp.port !== p.dstPort) continue;
     if (sp.clusterIP === p.dst) return { sp, role: 'cluster IP' };
@@ -63,7 +62,7 @@ function destinations(outcomes: Outcome[], sp: ServicePort | null): Destination[
 
 const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
 
-export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeContext): Explanation {
+export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeContext, labelsOf: (sp: ServicePort) => ServicePortLabels): Explanation {
   const p = t.packet;
   const here = node.nodeName;
   const dstIP = parseIP(p.dst)!;
@@ -77,15 +76,14 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
   }
 
   const { sp, role } = found;
-  const names = serviceChains(sp);
+  const names = labelsOf(sp);
   const steps = [...stepsOf(t.path)];
-  const entered = new Set(steps.flatMap((s) => (s.kind === 'chain' ? [`${s.table} ${s.chain}`] : [])));
-  const decided = (verdict: Outcome['verdict'], suffix: string) =>
-    t.outcomes.some((o) => o.verdict === verdict && (o.decidedBy?.comment ?? '').endsWith(suffix));
+  const entered = new Set(steps.flatMap((s): ChainRole[] => (s.kind === 'chain' ? [s.role] : [])));
+  const decided = (kind: RuleRole['kind']) => t.outcomes.some((o) => o.decidedBy?.role?.kind === kind);
   const dnats = t.outcomes.filter((o) => o.verdict === 'dnat');
   const localCandidates = sp.endpoints.filter((e) => e.isLocal);
-  const clusterSet = `the cluster set (${names.svc}): ${describeSet(sp.cluster, sp.endpoints, node)}`;
-  const localSet = `endpoints on ${here} (${names.svl}): ${describeSet(sp.local, localCandidates, node)}`;
+  const clusterSet = `the cluster set (${names.cluster}): ${describeSet(sp.cluster, sp.endpoints, node)}`;
+  const localSet = `endpoints on ${here} (${names.local}): ${describeSet(sp.local, localCandidates, node)}`;
   const why: string[] = [];
 
   why.push(
@@ -102,7 +100,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
   }
 
-  if (role === 'node port' && !entered.has('nat KUBE-NODEPORTS')) {
+  if (role === 'node port' && !entered.has('node-port-dispatch')) {
     why.push(
       `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (never for IPv6; not with --iptables-localhost-nodeports=false). The proxy leaves the packet alone.`,
     );
@@ -113,23 +111,23 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
       const src = parseIP(p.src)!;
       const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
       why.push(
-        t.outcomes.some((o) => o.decidedBy?.chain === 'KUBE-PROXY-FIREWALL')
-          ? `loadBalancerSourceRanges (${ranges}) do not include ${p.src}: ${names.fw} does not let it in, and KUBE-PROXY-FIREWALL drops it.`
-          : `loadBalancerSourceRanges (${ranges}): ${p.src} ${allowedBy ? `is in ${allowedBy}` : `is the load balancer IP itself (this node reaching its own VIP)`}, so ${names.fw} lets it in.`,
+        decided('source-ranges')
+          ? `loadBalancerSourceRanges (${ranges}) do not include ${p.src}: ${names.sourceRanges} does not let it in, and ${names.firewall} drops it.`
+          : `loadBalancerSourceRanges (${ranges}): ${p.src} ${allowedBy ? `is in ${allowedBy}` : `is the load balancer IP itself (this node reaching its own VIP)`}, so ${names.sourceRanges} lets it in.`,
       );
     } else if (role === 'node port') {
       why.push(`loadBalancerSourceRanges (${ranges}) guard the load balancer IPs only, not node ports.`);
     }
   }
 
-  const usedSvc = entered.has(`nat ${names.svc}`);
-  const usedSvl = entered.has(`nat ${names.svl}`);
-  if (decided('reject', 'has no endpoints')) {
+  const usedSvc = entered.has('cluster-endpoints');
+  const usedSvl = entered.has('local-endpoints');
+  if (decided('no-endpoints')) {
     why.push(`No endpoint can serve ${sp.name} (${describeSet(sp.cluster, sp.endpoints, node)}): connections are rejected at once, so clients fail fast.`);
   } else if (role === 'cluster IP') {
     if (sp.internalTrafficPolicy === 'Local') {
       why.push(
-        decided('drop', 'has no local endpoints')
+        decided('no-local-endpoints')
           ? `internalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here} (${plural(sp.endpoints.length, 'endpoint')} elsewhere): dropped here rather than sent to another node.`
           : `internalTrafficPolicy Local: only ${localSet}.`,
       );
@@ -142,7 +140,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     const client = p.from === 'node' ? `${here} itself` : p.from === 'pod' ? 'a pod' : 'an outside client';
     if (usedSvl) why.push(`externalTrafficPolicy Local: ${client} is served by ${localSet}; the client's source IP is kept.`);
     if (usedSvc) why.push(`externalTrafficPolicy Local applies to outside clients only: ${client} is served as if through the load balancer, by ${clusterSet}.`);
-    if (decided('drop', 'has no local endpoints')) {
+    if (decided('no-local-endpoints')) {
       const hc = sp.healthCheckNodePort !== 0 ? ` Its health check node port ${sp.healthCheckNodePort} answers 503 here, so load balancers leave ${here} out.` : '';
       why.push(`externalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here}: ${client} is dropped here rather than sent to another node.${hc}`);
     }
@@ -153,7 +151,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     );
   }
 
-  const masq: MasqueradeContext = { src: p.src, role, steps, svc: names.svc, svl: names.svl, here };
+  const masq: MasqueradeContext = { src: p.src, role, steps, here };
   const reasons = new Map<string, string[]>();
   for (const o of dnats) {
     const line = masquerade(o, masq);
@@ -175,38 +173,36 @@ interface MasqueradeContext {
   src: string;
   role: ServiceTarget['role'];
   steps: Step[];
-  svc: string;
-  svl: string;
   here: string;
 }
 
+const clusterCIDROf = (r: RuleRole | null) => (r?.kind === 'masquerade' && r.because === 'outside-cluster-cidr' ? r.clusterCIDR : null);
+
 function masquerade(o: Outcome, c: MasqueradeContext): string {
-  const m = o.markedBy;
-  if (m) {
-    if (m.chain.startsWith('KUBE-SEP-')) {
-      return `Hairpin: to ${o.dnat} the client is the endpoint itself, so it is masqueraded and the reply comes back through ${c.here}.`;
+  const why = o.markedBy?.role;
+  if (o.markedBy) {
+    if (why?.kind !== 'masquerade') return `Masqueraded: marked by ${o.markedBy.table} ${o.markedBy.chain} rule ${o.markedBy.rule}.`;
+    switch (why.because) {
+      case 'hairpin':
+        return `Hairpin: to ${o.dnat} the client is the endpoint itself, so it is masqueraded and the reply comes back through ${c.here}.`;
+      case 'outside-cluster-cidr':
+        return `Masqueraded: ${c.src} is outside the cluster CIDR ${why.clusterCIDR}, so replies must come back through ${c.here}.`;
+      case 'all':
+        return 'Masqueraded: --masquerade-all SNATs all traffic to service IPs.';
+      case 'node-to-external':
+        return `Masqueraded: traffic from ${c.here} itself to an external address is SNATed, so the reply finds its way back.`;
+      case 'external':
+        return `Masqueraded: externalTrafficPolicy Cluster SNATs traffic from outside so replies come back through ${c.here}; the endpoint does not see the client's IP.`;
     }
-    if (m.chain === c.svc || m.chain === c.svl) {
-      const cidr = /! -s (\S+)/.exec(m.text)?.[1];
-      return cidr
-        ? `Masqueraded: ${c.src} is outside the cluster CIDR ${cidr}, so replies must come back through ${c.here}.`
-        : 'Masqueraded: --masquerade-all SNATs all traffic to service IPs.';
-    }
-    if (m.chain.startsWith('KUBE-EXT-')) {
-      return (m.comment ?? '').includes('LOCAL traffic')
-        ? `Masqueraded: traffic from ${c.here} itself to an external address is SNATed, so the reply finds its way back.`
-        : `Masqueraded: externalTrafficPolicy Cluster SNATs traffic from outside so replies come back through ${c.here}; the endpoint does not see the client's IP.`;
-    }
-    return `Masqueraded: marked by ${m.table} ${m.chain} rule ${m.rule}.`;
   }
   if (o.delivery === 'local') return `Not masqueraded: the endpoint is on ${c.here} itself, where no source NAT happens.`;
   if (c.role !== 'cluster IP') {
-    return c.steps.some((s) => s.kind === 'chain' && s.chain === c.svl)
+    return c.steps.some((s) => s.kind === 'chain' && s.role === 'local-endpoints')
       ? 'Not masqueraded: the endpoint sees the client\'s own address.'
       : 'Not masqueraded: pods reach external addresses with their own source address.';
   }
   // A cluster IP packet always meets the masquerade rule, if there is one: it matches its destination.
-  const rule = c.steps.find((s): s is Extract<Step, { kind: 'rule' }> => s.kind === 'rule' && (s.chain === c.svc || s.chain === c.svl) && / -j KUBE-MARK-MASQ$/.test(s.text));
-  if (!rule) return 'Not masqueraded: without --cluster-cidr the proxy cannot tell pods from other clients, so it masquerades none of them by source.';
-  return `Not masqueraded: ${c.src} is inside the cluster CIDR ${/! -s (\S+)/.exec(rule.text)?.[1] ?? ''}, so the endpoint sees the client's own address.`;
+  const cidr = c.steps.map((s) => (s.kind === 'rule' ? clusterCIDROf(s.role) : null)).find((x) => x !== null) ?? null;
+  if (cidr === null) return 'Not masqueraded: without --cluster-cidr the proxy cannot tell pods from other clients, so it masquerades none of them by source.';
+  return `Not masqueraded: ${c.src} is inside the cluster CIDR ${cidr}, so the endpoint sees the client's own address.`;
 }

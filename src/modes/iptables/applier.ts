@@ -4,7 +4,8 @@
  * and can remove everything kube-proxy (ours or upstream's) created.
  */
 import type { IPFamily } from '../../model/types.js';
-import { CANARY_CHAIN, formatArgs, type JumpRule } from './render.js';
+import { CANARY_CHAIN, CANARY_TABLES } from './chains.js';
+import { formatArgs, type JumpRule } from './ruleset.js';
 import type { RestoreStep } from './plan.js';
 import { binaries, type IptablesBinaries, type IptablesVariant } from './variant.js';
 import type { Runner } from '../../exec/command.js';
@@ -47,7 +48,7 @@ export class IptablesApplier {
 
   /** Creates the canary chains and inserts any missing jump rule from the built-in chains. */
   async ensureJumps(jumps: JumpRule[]): Promise<void> {
-    for (const table of ['mangle', 'nat', 'filter']) {
+    for (const table of CANARY_TABLES) {
       if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) await this.iptables(table, ['-N', CANARY_CHAIN]);
     }
     // Insert in reverse so that, all being prepended, they end up in the listed order.
@@ -64,7 +65,7 @@ export class IptablesApplier {
 
   /** False once someone flushed or deleted our chains: time for a full resync. */
   async canaryPresent(): Promise<boolean> {
-    for (const table of ['mangle', 'nat', 'filter']) if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) return false;
+    for (const table of CANARY_TABLES) if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) return false;
     return true;
   }
 

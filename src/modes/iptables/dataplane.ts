@@ -5,11 +5,13 @@
  * result is every way the packet can go, each with its probability.
  */
 import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../../net/ip.js';
-import { matchRule, type MatchContext, type PacketState } from './match.js';
 import { packetFamily } from '../../trace/packet.js';
-import type { IptablesRule, IptablesTables } from './tables.js';
+import { TraceError, type Dataplane, type DataplaneTrace, type Outcome, type Packet, type PathSegment, type RuleRef, type RuleResult, type Step, type Verdict } from '../../trace/types.js';
+import { matchRule, type MatchContext, type PacketState } from './match.js';
+import { chainRole, portLabels } from './roles.js';
 import type { Target } from './rule.js';
-import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, RuleResult, Step, Verdict } from '../../trace/types.js';
+import type { IptablesRuleset, JumpRule } from './ruleset.js';
+import { parseIptablesRestore, rulesetTables, type IptablesRule, type IptablesTables } from './tables.js';
 
 type Hook = { table: string; chain: string } | 'route';
 
@@ -69,18 +71,37 @@ function effectOf(t: Target, state: PacketState): string | null {
 
 /** A rule as a step of the path: where it stands, what it says, and what it did here. */
 function ruleStep(ref: RuleRef, rule: IptablesRule, result: RuleResult, detail: string | null): Step {
-  return { kind: 'rule', table: ref.table, chain: ref.chain, rule: ref.rule, text: rule.text, comment: rule.comment, result, detail };
+  return { kind: 'rule', table: ref.table, chain: ref.chain, rule: ref.rule, text: rule.text, body: rule.body, comment: rule.comment, role: rule.role, result, detail };
+}
+
+function ruleRef(table: string, chain: string, index: number, rule: IptablesRule): RuleRef {
+  return { table, chain, rule: index + 1, text: rule.text, comment: rule.comment, role: rule.role };
 }
 
 export class IptablesDataplane implements Dataplane {
   readonly mode = 'iptables';
+  readonly labels = portLabels;
   private readonly local: ParsedIP[];
   private readonly ctx: MatchContext;
 
-  /** `nodeIPs`: the node's own addresses (any family); loopback is always local. */
+  /** A rendered ruleset, with its jump rules; service chains are read as the packet reaches them. */
+  static ofRuleset(rs: IptablesRuleset, nodeIPs: string[]): IptablesDataplane {
+    return new IptablesDataplane(rulesetTables(rs), nodeIPs, rs.family);
+  }
+
+  /**
+   * Restore text (a dry run's, or iptables-save's) and the jump rules the agent ensures
+   * outside it, which a dry run only shows as comments.
+   */
+  static ofRestoreText(text: string, jumps: readonly JumpRule[], nodeIPs: string[]): IptablesDataplane {
+    return new IptablesDataplane(parseIptablesRestore(text, jumps), nodeIPs, null);
+  }
+
+  /** `nodeIPs`: the node's own addresses (any family); loopback is always local. `family`: of the rules, when known. */
   constructor(
     private readonly tables: IptablesTables,
     nodeIPs: string[],
+    private readonly family: IPFamily | null = null,
   ) {
     this.local = nodeIPs.map((t) => parseIP(t)).filter((ip): ip is ParsedIP => ip !== null);
     const loopback = (ip: ParsedIP) => cidrContains(parseCIDR(LOOPBACK[ip.family])!, ip);
@@ -89,6 +110,7 @@ export class IptablesDataplane implements Dataplane {
 
   trace(packet: Packet): DataplaneTrace {
     const family = packetFamily(packet);
+    if (this.family !== null && this.family !== family) throw new TraceError(`the packet is ${family}, the ruleset ${this.family}`);
     const state: PacketState = {
       protocol: packet.protocol,
       src: parseIP(packet.src)!,
@@ -195,7 +217,7 @@ export class IptablesDataplane implements Dataplane {
         }
         flow.table = hook.table;
         flow.stack.push({ chain: hook.chain, next: 0 });
-        record({ kind: 'chain', table: hook.table, chain: hook.chain, entered: 'hook' });
+        record({ kind: 'chain', table: hook.table, chain: hook.chain, entered: 'hook', role: chainRole(hook.table, hook.chain) });
         continue;
       }
       if (!applying) {
@@ -205,13 +227,13 @@ export class IptablesDataplane implements Dataplane {
           flow.stack.pop();
           if (flow.stack.length === 0 && !endHook(frame!.chain)) {
             const policy = this.tables.get(flow.table)!.policies.get(frame!.chain)!;
-            return finish('drop', { table: flow.table, chain: frame!.chain, rule: 0, text: `policy ${policy}`, comment: null });
+            return finish('drop', { table: flow.table, chain: frame!.chain, rule: 0, text: `policy ${policy}`, comment: null, role: null });
           }
           continue;
         }
         const index = frame!.next++;
         const rule = rules[index]!;
-        const ref: RuleRef = { table: flow.table, chain: frame!.chain, rule: index + 1, text: rule.text, comment: rule.comment };
+        const ref = ruleRef(flow.table, frame!.chain, index, rule);
         const m = matchRule(rule.matches, flow.state, this.ctx);
         if (m.result === 'no-match' && m.hidden) {
           flow.hidden++;
@@ -256,7 +278,7 @@ export class IptablesDataplane implements Dataplane {
           if (flow.stack.length >= MAX_DEPTH) return finish('not-evaluable', ref, `more than ${MAX_DEPTH} nested chains: a jump loop?`);
           if (target.goto) flow.stack.pop();
           flow.stack.push({ chain: target.chain, next: 0 });
-          record({ kind: 'chain', table: flow.table, chain: target.chain, entered: target.goto ? 'goto' : 'jump' });
+          record({ kind: 'chain', table: flow.table, chain: target.chain, entered: target.goto ? 'goto' : 'jump', role: chainRole(flow.table, target.chain) });
           continue;
         case 'ACCEPT':
           if (flow.table === 'filter') flow.acceptedBy = ref;
@@ -286,7 +308,7 @@ export class IptablesDataplane implements Dataplane {
           const caller = flow.stack.at(-2);
           if (flow.state.mark & ~before && !flow.markedBy && caller) {
             const callerRule = this.rules(flow.table, caller.chain)![caller.next - 1]!;
-            flow.markedBy = { table: flow.table, chain: caller.chain, rule: caller.next, text: callerRule.text, comment: callerRule.comment };
+            flow.markedBy = ruleRef(flow.table, caller.chain, caller.next - 1, callerRule);
           }
           continue;
         }

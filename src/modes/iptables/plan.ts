@@ -17,7 +17,8 @@
  * A partial sync touches only the service ports that changed: their own chains, plus
  * `-D`/`-I` of the few shared rules that differ. An endpoint change is one small restore.
  */
-import type { IptablesRuleset, ServicePortRules, SharedRule, Table } from './render.js';
+import { isServiceChain, MARK_MASQ, SERVICES } from './chains.js';
+import { restoreLine, writeRestore, type IptablesRuleset, type Rule, type ServicePortRules } from './ruleset.js';
 
 export interface RestoreStep {
   /** For logs: what this restore does. */
@@ -32,7 +33,7 @@ export interface RestoreStep {
  * keep. Its rule bytes are not kept: holding them would pin the whole first render.
  */
 export interface AppliedServicePort {
-  shared: SharedRule[];
+  shared: Rule[];
   chains: string[];
 }
 
@@ -42,12 +43,6 @@ export interface RenderedServicePort extends AppliedServicePort {
 }
 
 export type AppliedServices = Map<string, AppliedServicePort>;
-
-export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'] as const;
-
-export function isServiceChain(name: string): boolean {
-  return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p));
-}
 
 export function renderedServices(rs: IptablesRuleset): Map<string, RenderedServicePort> {
   const out = new Map<string, RenderedServicePort>();
@@ -66,6 +61,8 @@ export function appliedServices(rs: IptablesRuleset): AppliedServices {
   return out;
 }
 
+const ruleKey = (r: Rule) => `${r.table} ${r.chain} ${r.rule}`;
+
 /** The fixed part of a ruleset; when it changes between syncs, only a full sync will do. */
 export function fixedSignature(rs: IptablesRuleset): string {
   return JSON.stringify([rs.fixed, rs.nodePortsTail, rs.jumps]);
@@ -81,10 +78,10 @@ class StepWriter {
     this.lines++;
   }
 
-  bytes(b: Buffer, lines: number): void {
+  bytes(b: Buffer): void {
     this.flushText();
     this.chunks.push(b);
-    this.lines += lines;
+    this.lines += countLines(b);
   }
 
   private flushText(): void {
@@ -104,31 +101,6 @@ function countLines(b: Buffer): number {
   return n;
 }
 
-function writeFixedAndShared(w: StepWriter, rs: IptablesRuleset, stale: string[], serviceChains: ((w: StepWriter) => void) | null): void {
-  const sharedOf = (table: Table, chain: string) => {
-    for (const s of rs.services) for (const r of s.shared) if (r.table === table && r.chain === chain) w.line(r.line);
-  };
-  for (const table of ['filter', 'nat'] as const) {
-    w.line(`*${table}`);
-    for (const c of rs.fixed) if (c.table === table) w.line(`:${c.name} - [0:0]`);
-    if (table === 'nat') {
-      if (serviceChains) for (const s of rs.services) for (const c of s.chains) w.line(`:${c} - [0:0]`);
-      for (const c of stale) w.line(`:${c} - [0:0]`);
-    }
-    for (const c of rs.fixed) if (c.table === table) for (const r of c.rules) w.line(r);
-    for (const sh of rs.shared) {
-      if (sh.table !== table) continue;
-      sharedOf(table, sh.name);
-      if (table === 'nat' && sh.name === 'KUBE-SERVICES') for (const r of rs.nodePortsTail) w.line(r);
-    }
-    if (table === 'nat') {
-      serviceChains?.(w);
-      for (const c of stale) w.line(`-X ${c}`);
-    }
-    w.line('COMMIT');
-  }
-}
-
 /**
  * A full sync as restores of at most about `maxLines` lines each (one restore when the
  * ruleset fits). `existingChains` are the service chains now in the kernel's nat table;
@@ -142,17 +114,17 @@ export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<stri
 
   if (chainLines + wanted.size <= maxLines) {
     const w = new StepWriter();
-    writeFixedAndShared(w, rs, stale, (sw) => sw.bytes(rs.chainRules, chainLines));
+    writeRestore(rs, w, { serviceChains: true, stale });
     return [w.step(`full sync: ${rs.services.length} service ports in one restore`)];
   }
 
   const steps: RestoreStep[] = [];
-  const markMasq = rs.fixed.find((c) => c.table === 'nat' && c.name === 'KUBE-MARK-MASQ');
+  const markMasq = rs.fixed.find((c) => c.table === 'nat' && c.name === MARK_MASQ);
   if (markMasq) {
     const w = new StepWriter();
     w.line('*nat');
     w.line(`:${markMasq.name} - [0:0]`);
-    for (const r of markMasq.rules) w.line(r);
+    for (const rule of markMasq.rules) w.line(restoreLine({ table: 'nat', chain: markMasq.name, rule }));
     w.line('COMMIT');
     steps.push(w.step('full sync: KUBE-MARK-MASQ'));
   }
@@ -170,13 +142,12 @@ export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<stri
       i++;
     }
     const end = rs.services[i - 1]!.rules.end;
-    const slice = rs.chainRules.subarray(start, end);
-    w.bytes(slice, countLines(slice));
+    w.bytes(rs.chainRules.subarray(start, end));
     w.line('COMMIT');
     steps.push(w.step(`full sync: service chains ${first + 1}-${i} of ${rs.services.length}`));
   }
   const w = new StepWriter();
-  writeFixedAndShared(w, rs, stale, null);
+  writeRestore(rs, w, { serviceChains: false, stale });
   steps.push(w.step(`full sync: fixed and shared chains, ${stale.length} stale chains removed`));
   return steps;
 }
@@ -190,8 +161,8 @@ export function partialSyncStep(
   next: Map<string, RenderedServicePort>,
   changed: Iterable<string>,
 ): RestoreStep | null {
-  const deleted: SharedRule[] = [];
-  const added: SharedRule[] = [];
+  const deleted: Rule[] = [];
+  const added: Rule[] = [];
   const declared: string[] = [];
   const stale: string[] = [];
   const bodies: Buffer[] = [];
@@ -201,10 +172,10 @@ export function partialSyncStep(
     const after = next.get(key);
     if (!before && !after) continue;
     count++;
-    const beforeLines = new Set(before?.shared.map((r) => r.line));
-    const afterLines = new Set(after?.shared.map((r) => r.line));
-    for (const r of before?.shared ?? []) if (!afterLines.has(r.line)) deleted.push(r);
-    for (const r of after?.shared ?? []) if (!beforeLines.has(r.line)) added.push(r);
+    const beforeRules = new Set(before?.shared.map(ruleKey));
+    const afterRules = new Set(after?.shared.map(ruleKey));
+    for (const r of before?.shared ?? []) if (!afterRules.has(ruleKey(r))) deleted.push(r);
+    for (const r of after?.shared ?? []) if (!beforeRules.has(ruleKey(r))) added.push(r);
     const keep = new Set(after?.chains);
     declared.push(...(after?.chains ?? []));
     for (const c of before?.chains ?? []) if (!keep.has(c)) stale.push(c);
@@ -213,10 +184,9 @@ export function partialSyncStep(
   if (count === 0) return null;
 
   const w = new StepWriter();
-  const del = (r: SharedRule) => w.line(`-D${r.line.slice(2)}`);
+  const del = (r: Rule) => w.line(`-D ${r.chain} ${r.rule}`);
   // nat KUBE-SERVICES ends with the node-ports rule, which must stay last: insert at the top.
-  const add = (r: SharedRule) =>
-    w.line(r.table === 'nat' && r.chain === 'KUBE-SERVICES' ? `-I KUBE-SERVICES 1${r.line.slice(2 + 1 + r.chain.length)}` : r.line);
+  const add = (r: Rule) => w.line(r.table === 'nat' && r.chain === SERVICES ? `-I ${SERVICES} 1 ${r.rule}` : restoreLine(r));
 
   const filterDeleted = deleted.filter((r) => r.table === 'filter');
   const filterAdded = added.filter((r) => r.table === 'filter');
@@ -230,7 +200,7 @@ export function partialSyncStep(
   for (const c of [...declared, ...stale]) w.line(`:${c} - [0:0]`);
   deleted.filter((r) => r.table === 'nat').forEach(del);
   added.filter((r) => r.table === 'nat').forEach(add);
-  for (const b of bodies) w.bytes(b, countLines(b));
+  for (const b of bodies) w.bytes(b);
   for (const c of stale) w.line(`-X ${c}`);
   w.line('COMMIT');
   return w.step(`partial sync: ${count} service ports`);

@@ -4,15 +4,25 @@
  * deterministic: same input, same bytes.
  *
  * The result keeps each service port's rules apart from the fixed chains so that an
- * applier can write only what changed; `restoreText` joins everything into one input.
+ * applier can write only what changed; `restoreText` (ruleset.ts) joins everything.
  */
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
 import { policyView } from '../../model/policy.js';
 import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
 import { LineWriter } from '../line-writer.js';
+import {
+  EXTERNAL_SERVICES,
+  FIREWALL,
+  FORWARD,
+  MARK_MASQ,
+  NODEPORTS,
+  POSTROUTING,
+  PROXY_FIREWALL,
+  SERVICES,
+  type Table,
+} from './chains.js';
 import { endpointChain, PROTOCOL_NAMES, serviceChains } from './names.js';
-
-export type Table = 'filter' | 'nat';
+import type { Chain, IptablesRuleset, JumpRule, Rule, ServicePortRules } from './ruleset.js';
 
 export interface IptablesOptions {
   /** Bit of the packet mark that flags traffic for SNAT (upstream default 14). */
@@ -46,60 +56,6 @@ export const DEFAULT_IPTABLES_OPTIONS: IptablesOptions = {
 /** Above this many endpoints, per-endpoint comments are left out to keep restores small. */
 export const LARGE_CLUSTER_ENDPOINTS = 1000;
 
-export interface Chain {
-  table: Table;
-  name: string;
-  /** Complete restore lines (`-A NAME ...`). */
-  rules: string[];
-}
-
-/** A rule a service port adds to a chain it shares with others (KUBE-SERVICES, ...). */
-export interface SharedRule {
-  table: Table;
-  chain: string;
-  line: string;
-}
-
-export interface ServicePortRules {
-  /** `NS/NAME:PORT` plus protocol: unique within a family. */
-  key: string;
-  shared: SharedRule[];
-  /** The nat chains this service port owns (SVC, SVL, EXT, FW, SEP), in output order. */
-  chains: string[];
-  /** Where this service port's chain rules lie in the ruleset's `chainRules`. */
-  rules: { start: number; end: number };
-}
-
-/** A rule in a built-in chain that sends packets into ours; ensured, not restored. */
-export interface JumpRule {
-  table: Table;
-  chain: string;
-  args: string[];
-}
-
-export interface IptablesRuleset {
-  family: IPFamily;
-  jumps: JumpRule[];
-  /** Chains with fixed content (masquerade, forward, firewall), plus the shared chains' heads. */
-  fixed: Chain[];
-  /** Chains whose rules come from every service port, in output order. */
-  shared: { table: Table; name: string }[];
-  services: ServicePortRules[];
-  /** The `-A` lines of every service port's own nat chains, service port by service port. */
-  chainRules: Buffer;
-  /** The nat KUBE-SERVICES rules that must stay last: into KUBE-NODEPORTS. */
-  nodePortsTail: string[];
-}
-
-export const CANARY_CHAIN = 'KUBE-PROXY-CANARY';
-const SERVICES = 'KUBE-SERVICES';
-const EXTERNAL_SERVICES = 'KUBE-EXTERNAL-SERVICES';
-const NODEPORTS = 'KUBE-NODEPORTS';
-const POSTROUTING = 'KUBE-POSTROUTING';
-const MARK_MASQ = 'KUBE-MARK-MASQ';
-const FORWARD = 'KUBE-FORWARD';
-const PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL';
-const FIREWALL = 'KUBE-FIREWALL';
 const NODEPORTS_TAIL_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain';
 
 // What may appear in a comment: the name grammars plus the fixed words we add. Anything
@@ -109,11 +65,6 @@ const SAFE_COMMENT = /^[A-Za-z0-9 _.:/;\-[\]>]+$/;
 function comment(text: string): string {
   if (!SAFE_COMMENT.test(text) || text.length > 255) throw new Error(`unsafe iptables comment: ${JSON.stringify(text)}`);
   return text.includes(' ') ? `-m comment --comment "${text}"` : `-m comment --comment ${text}`;
-}
-
-/** Rule arguments for restore text: quoted when they hold spaces, as iptables-save prints. */
-export function formatArgs(args: string[]): string {
-  return args.map((a) => (a.includes(' ') ? `"${a}"` : a)).join(' ');
 }
 
 /**
@@ -183,7 +134,7 @@ function fixedChains(blocksLocalnet: boolean, opts: IptablesOptions, mark: strin
           table: 'filter',
           name: FIREWALL,
           rules: [
-            `-A ${FIREWALL} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
+            `${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
           ],
         },
       ]
@@ -197,22 +148,22 @@ function fixedChains(blocksLocalnet: boolean, opts: IptablesOptions, mark: strin
       table: 'filter',
       name: FORWARD,
       rules: [
-        `-A ${FORWARD} -m conntrack --ctstate INVALID -j DROP`,
-        `-A ${FORWARD} ${comment('kubernetes forwarding rules')} -m mark --mark ${mark}/${mark} -j ACCEPT`,
-        `-A ${FORWARD} ${comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+        '-m conntrack --ctstate INVALID -j DROP',
+        `${comment('kubernetes forwarding rules')} -m mark --mark ${mark}/${mark} -j ACCEPT`,
+        `${comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
       ],
     },
     { table: 'filter', name: PROXY_FIREWALL, rules: [] },
     { table: 'nat', name: NODEPORTS, rules: [] },
     { table: 'nat', name: SERVICES, rules: [] },
-    { table: 'nat', name: MARK_MASQ, rules: [`-A ${MARK_MASQ} -j MARK --or-mark ${mark}`] },
+    { table: 'nat', name: MARK_MASQ, rules: [`-j MARK --or-mark ${mark}`] },
     {
       table: 'nat',
       name: POSTROUTING,
       rules: [
-        `-A ${POSTROUTING} -m mark ! --mark ${mark}/${mark} -j RETURN`,
-        `-A ${POSTROUTING} -j MARK --xor-mark ${mark}`,
-        `-A ${POSTROUTING} ${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE${opts.randomFully ? ' --random-fully' : ''}`,
+        `-m mark ! --mark ${mark}/${mark} -j RETURN`,
+        `-j MARK --xor-mark ${mark}`,
+        `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE${opts.randomFully ? ' --random-fully' : ''}`,
       ],
     },
   ];
@@ -239,8 +190,8 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
   const protoMatch = `-m ${proto} -p ${proto}`;
   const match = (dst: string, port: number) => `${protoMatch} -d ${dst} --dport ${port}`;
   const quoted = (suffix: string) => `-m comment --comment "${sp.name} ${suffix}"`;
-  const shared: SharedRule[] = [];
-  const add = (table: Table, chain: string, rest: string) => shared.push({ table, chain, line: `-A ${chain} ${rest}` });
+  const shared: Rule[] = [];
+  const add = (table: Table, chain: string, rule: string) => shared.push({ table, chain, rule });
 
   const hasEndpoints = view.hasAnyEndpoints;
   const internalLocal = sp.internalTrafficPolicy === 'Local';
@@ -363,8 +314,8 @@ function familyNodeIPs(node: NodeContext, family: IPFamily): ParsedIP[] {
  * The last rules of nat KUBE-SERVICES. `--nodeport-addresses` narrows node ports to the
  * matching node addresses; a family it says nothing about, or a zero CIDR, matches all.
  */
-function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOptions): string[] {
-  const head = `-A ${SERVICES} ${comment(NODEPORTS_TAIL_COMMENT)}`;
+function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOptions): Rule[] {
+  const tail = (rule: string): Rule => ({ table: 'nat', chain: SERVICES, rule: `${comment(NODEPORTS_TAIL_COMMENT)} ${rule}` });
   const cidrs = opts.nodePortAddresses
     .filter((a) => a !== 'primary')
     .map((a) => parseCIDR(a)!)
@@ -372,13 +323,13 @@ function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOption
   const primary = opts.nodePortAddresses.includes('primary');
   if ((cidrs.length === 0 && !primary) || cidrs.some((c) => c.prefix === 0)) {
     const loopback = family === 'IPv6' ? ' ! -d ::1/128' : opts.localhostNodePorts ? '' : ' ! -d 127.0.0.0/8';
-    return [`${head} -m addrtype --dst-type LOCAL${loopback} -j ${NODEPORTS}`];
+    return [tail(`-m addrtype --dst-type LOCAL${loopback} -j ${NODEPORTS}`)];
   }
   const nodeIPs = familyNodeIPs(node, family);
   return nodeIPs
     .filter((ip, i) => (primary && i === 0) || cidrs.some((c) => cidrContains(c, ip)))
     .filter((ip) => (family === 'IPv6' ? ip.text !== '::1' : opts.localhostNodePorts || !ip.text.startsWith('127.')))
-    .map((ip) => `${head} -d ${ip.text} -j ${NODEPORTS}`);
+    .map((ip) => tail(`-d ${ip.text} -j ${NODEPORTS}`));
 }
 
 export function isLargeCluster(model: FamilyModel): boolean {
@@ -421,44 +372,4 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
     chainRules: ctx.out.bytes(),
     nodePortsTail: nodePortsTail(model.family, node, opts),
   };
-}
-
-/**
- * The whole ruleset as one iptables-restore input (filter, then nat), in pieces to write
- * one after the other: the service chains' rules are passed on as they are, not copied.
- */
-export function restoreChunks(rs: IptablesRuleset): Buffer[] {
-  const head = new LineWriter(1024 * 1024);
-  head.line('*filter');
-  for (const c of rs.fixed) if (c.table === 'filter') head.line(`:${c.name} - [0:0]`);
-  for (const c of rs.fixed) if (c.table === 'filter') for (const r of c.rules) head.line(r);
-  const sharedRules = (table: Table, chain: string) => {
-    for (const s of rs.services) for (const r of s.shared) if (r.table === table && r.chain === chain) head.line(r.line);
-  };
-  for (const sh of rs.shared) if (sh.table === 'filter') sharedRules('filter', sh.name);
-  head.line('COMMIT');
-
-  head.line('*nat');
-  for (const c of rs.fixed) if (c.table === 'nat') head.line(`:${c.name} - [0:0]`);
-  for (const s of rs.services) for (const c of s.chains) head.line(`:${c} - [0:0]`);
-  for (const c of rs.fixed) if (c.table === 'nat') for (const r of c.rules) head.line(r);
-  for (const sh of rs.shared) {
-    if (sh.table !== 'nat') continue;
-    sharedRules('nat', sh.name);
-    if (sh.name === SERVICES) for (const r of rs.nodePortsTail) head.line(r);
-  }
-  return [head.bytes(), rs.chainRules, Buffer.from('COMMIT\n')];
-}
-
-export function restoreText(rs: IptablesRuleset): string {
-  return Buffer.concat(restoreChunks(rs)).toString('latin1');
-}
-
-/** The jump rules as the commands that would ensure them, for people reading a dry run. */
-export function jumpCommands(rs: IptablesRuleset): string[] {
-  const bin = rs.family === 'IPv4' ? 'iptables' : 'ip6tables';
-  return [
-    ...(['mangle', 'nat', 'filter'] as const).map((t) => `${bin} -t ${t} -N ${CANARY_CHAIN}`),
-    ...rs.jumps.map((j) => `${bin} -t ${j.table} -I ${j.chain} ${formatArgs(j.args)}`),
-  ];
 }

@@ -5,22 +5,21 @@
  * changed).
  */
 import type { Logger } from 'pino';
-import { IptablesApplier } from './applier.js';
-import type { IptablesVariant } from './variant.js';
 import type { FamilyModel, IPFamily } from '../../model/types.js';
-import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions, type IptablesRuleset } from './render.js';
+import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
+import type { IptablesApplier } from './applier.js';
 import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from './plan.js';
-import type { ClusterState } from '../../agent/state.js';
-import { staleUdpFlows, type ConntrackDeletion } from '../../conntrack/stale.js';
-import type { Metrics } from '../../agent/metrics.js';
+import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from './render.js';
+import type { IptablesRuleset } from './ruleset.js';
+import type { IptablesVariant } from './variant.js';
 
-export interface ProxierOptions {
-  /** Deletes conntrack entries that the new rules made stale (UDP); returns failures. */
-  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<string[]>;
+export interface SyncerOptions {
   render: Omit<IptablesOptions, 'largeClusterMode'>;
-  /** Largest restore on the nf_tables backend (lines); see sync/plan.ts. */
+  /** Largest restore on the nf_tables variant (lines); see plan.ts. */
   maxRestoreLines: number;
   fullSyncIntervalMs: number;
+  /** Injected for tests: the periodic full sync is due by this clock. */
+  now?: () => number;
 }
 
 interface FamilyState {
@@ -41,83 +40,73 @@ function portKeysByService(model: FamilyModel, rs: IptablesRuleset): Map<string,
   return out;
 }
 
-export class IptablesProxier {
+export class IptablesSyncer implements Syncer {
   private readonly applied = new Map<IPFamily, FamilyState>();
   private needFullSync = true;
   private lastFullSync = 0;
   private variant: IptablesVariant | null = null;
+  private readonly now: () => number;
 
   constructor(
-    private readonly state: ClusterState,
     private readonly appliers: Map<IPFamily, IptablesApplier>,
-    private readonly opts: ProxierOptions,
+    private readonly opts: SyncerOptions,
     private readonly log: Logger,
-    private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
 
-  /** Forces the next sync to be a full one (e.g. the canary chain disappeared). */
+  get families(): IPFamily[] {
+    return [...this.appliers.keys()];
+  }
+
   requireFullSync(reason: string): void {
     if (!this.needFullSync) this.log.warn({ reason }, 'full resync required');
     this.needFullSync = true;
   }
 
-  /** One sync; false when it failed (the next one will be full). */
-  async sync(): Promise<boolean> {
-    const started = performance.now();
-    const pendingSince = this.state.pendingSince;
-    const changes = this.state.take();
+  async damage(): Promise<string | null> {
+    for (const applier of this.appliers.values()) {
+      if (!(await applier.canaryPresent())) return `${applier.family} canary chain is gone`;
+    }
+    return null;
+  }
+
+  async sync(req: SyncRequest): Promise<SyncResult> {
     const reason = this.needFullSync
       ? 'required'
-      : changes.all
+      : req.all
         ? 'node changed'
-        : Date.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
+        : this.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
           ? 'periodic'
           : null;
     const full = reason !== null;
     try {
       for (const [family, applier] of this.appliers) {
-        if (full) await this.fullSync(family, applier);
-        else await this.partialSync(family, applier, changes.services);
+        if (full) await this.fullSync(req.model, family, applier);
+        else await this.partialSync(req.model, family, applier, req.services);
       }
     } catch (err) {
-      this.metrics.restoreFailures.inc();
-      if (!full) this.metrics.partialRestoreFailures.inc();
       this.needFullSync = true;
-      this.log.error({ err: (err as Error).message, full }, 'sync failed; the next sync is a full one');
-      return false;
+      return { ok: false, full, error: (err as Error).message };
     }
     if (full) {
       this.needFullSync = false;
-      this.lastFullSync = Date.now();
+      this.lastFullSync = this.now();
     }
-    // Only once the new rules are in place: a flow deleted earlier would be recreated stale.
-    // Both sides restricted to the programmed families: a family this node does not program
-    // would otherwise look like every one of its service ports had been removed.
-    const programmed = (sp: { family: IPFamily }) => this.appliers.has(sp.family);
-    const now = [...this.appliers.keys()].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
-    const failures = await this.opts.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
-    for (const f of failures) this.log.warn({ err: f }, 'could not delete a stale conntrack entry');
-    this.state.synced();
-    const seconds = (performance.now() - started) / 1000;
-    this.metrics.syncDuration.observe(seconds);
-    (full ? this.metrics.fullSyncDuration : this.metrics.partialSyncDuration).observe(seconds);
-    this.metrics.lastSync.setToCurrentTime();
-    if (pendingSince !== null) this.metrics.networkProgramming.observe((Date.now() - pendingSince) / 1000);
-    this.log.info({ full, reason: reason ?? undefined, services: full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
-    return true;
+    return { ok: true, full, reason };
   }
 
-  private renderOptions(family: IPFamily): IptablesOptions {
-    return { ...this.opts.render, largeClusterMode: this.state.endpointCount(family) > LARGE_CLUSTER_ENDPOINTS };
+  private renderOptions(model: ModelSource, family: IPFamily): IptablesOptions {
+    return { ...this.opts.render, largeClusterMode: model.endpointCount(family) > LARGE_CLUSTER_ENDPOINTS };
   }
 
-  private async fullSync(family: IPFamily, applier: IptablesApplier): Promise<void> {
+  private async fullSync(source: ModelSource, family: IPFamily, applier: IptablesApplier): Promise<void> {
     this.variant ??= await applier.variant();
-    const model = this.state.familyModel(family);
-    const opts = this.renderOptions(family);
-    const rs = renderIptables(model, this.state.nodeContext, opts);
+    const model = source.familyModel(family);
+    const opts = this.renderOptions(source, family);
+    const rs = renderIptables(model, source.nodeContext, opts);
     const existing = await applier.chains('nat');
-    // Only the nf_tables backend pays more than linearly for big --noflush restores.
+    // Only the nf_tables variant pays more than linearly for big --noflush restores.
     const maxLines = this.variant === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
     const steps = fullSyncSteps(rs, existing, maxLines);
     for (const step of steps) await applier.restore(step);
@@ -131,13 +120,13 @@ export class IptablesProxier {
     this.log.debug({ family, restores: steps.length, servicePorts: rs.services.length }, 'full sync applied');
   }
 
-  private async partialSync(family: IPFamily, applier: IptablesApplier, services: Set<string>): Promise<void> {
+  private async partialSync(source: ModelSource, family: IPFamily, applier: IptablesApplier, services: Set<string>): Promise<void> {
     const prev = this.applied.get(family);
-    const opts = this.renderOptions(family);
-    if (!prev || prev.largeCluster !== opts.largeClusterMode) return this.fullSync(family, applier);
-    const model = this.state.familyModel(family, services);
-    const rs = renderIptables(model, this.state.nodeContext, opts);
-    if (fixedSignature(rs) !== prev.fixed) return this.fullSync(family, applier);
+    const opts = this.renderOptions(source, family);
+    if (!prev || prev.largeCluster !== opts.largeClusterMode) return this.fullSync(source, family, applier);
+    const model = source.familyModel(family, services);
+    const rs = renderIptables(model, source.nodeContext, opts);
+    if (fixedSignature(rs) !== prev.fixed) return this.fullSync(source, family, applier);
 
     const rendered = renderedServices(rs);
     const next: AppliedServices = new Map(prev.services);

@@ -1,16 +1,22 @@
 /**
  * iptables-restore text (as the renderer writes it, or as iptables-save prints it) into
  * tables, chains and parsed rules. The jump rules kube-proxy-ts ensures in the built-in
- * chains are not part of a restore; they come from the dry run's comment lines
- * (`#   iptables -t nat -I PREROUTING ...`) or, for a rendered ruleset, its `jumps`.
+ * chains are not part of a restore: they come as data, the ruleset's `jumps`.
  */
-import { formatArgs, type IptablesRuleset } from './render.js';
+import type { RuleRole } from '../../trace/types.js';
+import { ruleRole } from './roles.js';
+import { formatArgs, tableLayout, type IptablesRuleset, type JumpRule } from './ruleset.js';
 import { parseRule, RuleSyntaxError, tokenize, type ParsedRule } from './rule.js';
 
 export interface IptablesRule extends ParsedRule {
   /** The rule as restore text, without `-A CHAIN`. */
   text: string;
+  /** The same without its comment, for people. */
+  body: string;
+  role: RuleRole | null;
 }
+
+const COMMENT = /-m comment --comment ("(?:[^"\\]|\\.)*"|\S+) ?/;
 
 interface RawRule {
   text: string;
@@ -19,9 +25,10 @@ interface RawRule {
   args?: string[];
 }
 
-function parseRaw(r: RawRule): IptablesRule {
+function parseRaw(r: RawRule, table: string, chain: string): IptablesRule {
   try {
-    return { text: r.text, ...parseRule(r.args ?? tokenize(r.text)) };
+    const parsed = parseRule(r.args ?? tokenize(r.text));
+    return { text: r.text, body: r.text.replace(COMMENT, '').trim(), role: ruleRole(table, chain, parsed), ...parsed };
   } catch (err) {
     if (err instanceof RuleSyntaxError && r.line !== null) throw new RuleSyntaxError(`line ${r.line}: ${err.message}: ${r.text}`);
     throw err;
@@ -38,7 +45,10 @@ export class IptablesTable {
    * `source`: where a chain missing here is read from on first use: the `-A` lines of
    * the chains stored with it (a service port's), all declared at once.
    */
-  constructor(private readonly source: ((chain: string) => { chains: string[]; lines: string[] } | null) | null = null) {}
+  constructor(
+    readonly name: string,
+    private readonly source: ((chain: string) => { chains: string[]; lines: string[] } | null) | null = null,
+  ) {}
 
   /** The chain's unparsed rules, for the parser to append to; declares the chain. */
   rawRules(chain: string): RawRule[] {
@@ -67,7 +77,7 @@ export class IptablesTable {
     }
     let rules = this.parsed.get(chain);
     if (!rules) {
-      rules = this.raw.get(chain)?.map(parseRaw);
+      rules = this.raw.get(chain)?.map((r) => parseRaw(r, this.name, chain));
       if (rules) this.parsed.set(chain, rules);
     }
     return rules;
@@ -76,25 +86,23 @@ export class IptablesTable {
 
 export type IptablesTables = Map<string, IptablesTable>;
 
-const JUMP_COMMENT = /^#\s+ip6?tables -t (\S+) -I (\S+) (.*)$/;
+const jumpRule = (j: JumpRule): RawRule => ({ text: formatArgs(j.args), line: null, args: j.args });
 
-function table(tables: IptablesTables, name: string, source: ConstructorParameters<typeof IptablesTable>[0] = null): IptablesTable {
+function table(tables: IptablesTables, name: string, source: ConstructorParameters<typeof IptablesTable>[1] = null): IptablesTable {
   let t = tables.get(name);
   if (!t) {
-    t = new IptablesTable(source);
+    t = new IptablesTable(name, source);
     tables.set(name, t);
   }
   return t;
 }
 
 /**
- * Reads restore text; rules are parsed when a trace reaches their chain. Jump rules from
- * dry-run comments go first in their built-in chain, in the order listed: the order the
- * applier leaves them in.
+ * Reads restore text; rules are parsed when a trace reaches their chain. `jumps` go first
+ * in their built-in chains, in the order given: the order the applier leaves them in.
  */
-export function parseIptablesRestore(text: string): IptablesTables {
+export function parseIptablesRestore(text: string, jumps: readonly JumpRule[] = []): IptablesTables {
   const tables: IptablesTables = new Map();
-  const jumps = new Map<string, { table: string; chain: string; rules: RawRule[] }>();
   let current: IptablesTable | null = null;
   // Consecutive rules are nearly always of one chain: no map lookup for each.
   let appendTo: { chain: string; rules: RawRule[] } | null = null;
@@ -112,13 +120,7 @@ export function parseIptablesRestore(text: string): IptablesTables {
       appendTo.rules.push({ text: end < 0 ? '' : line.slice(end + 1), line: n + 1 });
       return;
     }
-    const jump = line.startsWith('#') ? JUMP_COMMENT.exec(line) : null;
-    if (jump) {
-      const [, t, chain, rest] = jump as unknown as [string, string, string, string];
-      const key = `${t} ${chain}`;
-      if (!jumps.has(key)) jumps.set(key, { table: t, chain, rules: [] });
-      jumps.get(key)!.rules.push({ text: rest, line: n + 1 });
-    } else if (line === '' || line.startsWith('#')) return;
+    if (line === '' || line.startsWith('#')) return;
     else if (line.startsWith('*')) {
       current = table(tables, line.slice(1));
       appendTo = null;
@@ -130,7 +132,7 @@ export function parseIptablesRestore(text: string): IptablesTables {
       if (policy && policy !== '-') current.policies.set(name, policy);
     } else fail('not a declaration or an -A rule');
   });
-  for (const j of jumps.values()) table(tables, j.table).prepend(j.chain, j.rules);
+  for (const j of [...jumps].reverse()) table(tables, j.table).prepend(j.chain, [jumpRule(j)]);
   return tables;
 }
 
@@ -148,17 +150,11 @@ export function rulesetTables(rs: IptablesRuleset): IptablesTables {
     return { chains: s.chains, lines: rs.chainRules.toString('latin1', s.rules.start, s.rules.end).split('\n').filter((l) => l !== '') };
   };
   table(tables, 'nat', serviceChains);
-  const chain = (t: string, name: string) => table(tables, t).rawRules(name);
-  const add = (rules: RawRule[], name: string, line: string) => rules.push({ text: line.slice(name.length + 4), line: null });
-  for (const j of rs.jumps) chain(j.table, j.chain).push({ text: formatArgs(j.args), line: null, args: j.args });
-  for (const c of rs.fixed) {
-    const rules = chain(c.table, c.name);
-    for (const line of c.rules) add(rules, c.name, line);
-  }
-  for (const sh of rs.shared) {
-    const rules = chain(sh.table, sh.name);
-    for (const s of rs.services) for (const r of s.shared) if (r.table === sh.table && r.chain === sh.name) add(rules, sh.name, r.line);
-    if (sh.table === 'nat' && sh.name === 'KUBE-SERVICES') for (const line of rs.nodePortsTail) add(rules, sh.name, line);
+  for (const j of rs.jumps) table(tables, j.table).rawRules(j.chain).push(jumpRule(j));
+  for (const t of tableLayout(rs)) {
+    const declared = table(tables, t.table);
+    for (const c of t.chains) declared.rawRules(c);
+    for (const r of t.rules) declared.rawRules(r.chain).push({ text: r.rule, line: null });
   }
   return tables;
 }

@@ -1,0 +1,61 @@
+/**
+ * One sync as the agent runs it, whatever the mode: take what changed from the cluster
+ * state, let the mode's syncer program it, delete the conntrack entries the change made
+ * stale, and record it for health and metrics.
+ */
+import type { Logger } from 'pino';
+import { staleUdpFlows, type ConntrackDeletion } from '../conntrack/stale.js';
+import type { IPFamily } from '../model/types.js';
+import type { Syncer } from '../modes/mode.js';
+import type { Metrics } from './metrics.js';
+import type { ClusterState } from './state.js';
+
+export interface ProxySyncDeps {
+  /** Deletes conntrack entries that the new rules made stale; returns failures. */
+  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<string[]>;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export class ProxySync {
+  /** Last successful sync (ms since epoch), or null before the first. */
+  lastUpdated: number | null = null;
+
+  constructor(
+    private readonly state: ClusterState,
+    private readonly syncer: Syncer,
+    private readonly deps: ProxySyncDeps,
+  ) {}
+
+  /** One sync; false when it failed (the syncer makes the next one full). */
+  async sync(): Promise<boolean> {
+    const { log, metrics } = this.deps;
+    const started = performance.now();
+    const pendingSince = this.state.pendingSince;
+    const changes = this.state.take();
+    const r = await this.syncer.sync({ model: this.state, services: changes.services, all: changes.all });
+    if (!r.ok) {
+      metrics.restoreFailures.inc();
+      if (!r.full) metrics.partialRestoreFailures.inc();
+      log.error({ err: r.error, full: r.full }, 'sync failed; the next sync is a full one');
+      return false;
+    }
+    // Only once the new rules are in place: a flow deleted earlier would be recreated stale.
+    // Both sides restricted to the programmed families: a family this node does not program
+    // would otherwise look like every one of its service ports had been removed.
+    const families = new Set<IPFamily>(this.syncer.families);
+    const programmed = (sp: { family: IPFamily }) => families.has(sp.family);
+    const now = [...families].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
+    const failures = await this.deps.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
+    for (const f of failures) log.warn({ err: f }, 'could not delete a stale conntrack entry');
+    this.state.synced();
+    this.lastUpdated = Date.now();
+    const seconds = (performance.now() - started) / 1000;
+    metrics.syncDuration.observe(seconds);
+    (r.full ? metrics.fullSyncDuration : metrics.partialSyncDuration).observe(seconds);
+    metrics.lastSync.setToCurrentTime();
+    if (pendingSince !== null) metrics.networkProgramming.observe((Date.now() - pendingSince) / 1000);
+    log.info({ full: r.full, reason: r.reason ?? undefined, services: r.full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
+    return true;
+  }
+}
