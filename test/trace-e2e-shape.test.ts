@@ -1,5 +1,5 @@
 /**
- * The cluster shapes test/e2e/iptables-agent.test.ts proves with real packets, traced on
+ * The cluster shapes test/e2e/agent.test.ts proves with real packets, traced on
  * paper: the same nodes, pods, Services and slices, the same agent flags. Each test names
  * the e2e test that observes the behaviour; the two must tell the same story.
  */
