@@ -4,7 +4,8 @@
  * and can remove everything kube-proxy (ours or upstream's) created.
  */
 import type { IPFamily } from '../../model/types.js';
-import { CANARY_CHAIN, CANARY_TABLES } from './chains.js';
+import { CANARY_CHAIN, CANARY_TABLES, type CleanupTable } from './chains.js';
+import { cleanupRestore } from './cleanup.js';
 import { formatArgs, type JumpRule } from './ruleset.js';
 import type { RestoreStep } from './plan.js';
 import { binaries, type IptablesBinaries, type IptablesVariant } from './variant.js';
@@ -19,8 +20,7 @@ export class RestoreError extends Error {
   }
 }
 
-/** Chains kube-proxy creates in each table, by prefix: what --cleanup removes. */
-const OWNED_CHAIN = /^KUBE-/;
+const CLEANUP_TABLES: readonly CleanupTable[] = ['nat', 'filter', 'mangle'];
 
 export class IptablesApplier {
   /** `bin`: the tools of the host's backend (see detectVariant); by default whatever PATH has. */
@@ -79,30 +79,16 @@ export class IptablesApplier {
   }
 
   /**
-   * Removes every KUBE-* chain in nat, filter and mangle and the rules that jump to them,
-   * whoever made them (upstream kube-proxy included), leaving other software's rules.
+   * Removes the chains kube-proxy owns (ours or upstream's) in nat, filter and mangle and
+   * every rule that jumps to them, leaving everything else; nothing to do on a clean node.
    */
   async cleanup(): Promise<void> {
-    for (const table of ['nat', 'filter', 'mangle'] as const) {
+    for (const table of CLEANUP_TABLES) {
       const r = await this.run(this.bin.save, ['-t', table]);
+      // A table the kernel does not have holds nothing of ours.
       if (r.status !== 0) continue;
-      const owned = new Set<string>();
-      for (const line of r.stdout.split('\n')) {
-        if (!line.startsWith(':')) continue;
-        const name = line.slice(1, line.indexOf(' '));
-        if (OWNED_CHAIN.test(name)) owned.add(name);
-      }
-      if (owned.size === 0) continue;
-      const lines = [`*${table}`];
-      // Rules in chains we do not own that jump into ours go first, then our chains.
-      for (const line of r.stdout.split('\n')) {
-        const m = /^-A (\S+) (.*) -j (\S+)/.exec(line);
-        if (m && !OWNED_CHAIN.test(m[1]!) && owned.has(m[3]!)) lines.push(`-D ${line.slice(3)}`);
-      }
-      for (const c of owned) lines.push(`:${c} - [0:0]`);
-      for (const c of owned) lines.push(`-X ${c}`);
-      lines.push('COMMIT', '');
-      await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(lines.join('\n'))], lines: lines.length });
+      const input = cleanupRestore(table, r.stdout);
+      if (input !== null) await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(input)], lines: input.split('\n').length });
     }
   }
 }

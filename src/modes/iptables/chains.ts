@@ -27,3 +27,24 @@ export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'K
 export function isServiceChain(name: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p));
 }
+
+/**
+ * The fixed chains kube-proxy creates in each table, whether ours or upstream's: with the
+ * service chains, exactly what --cleanup removes. kubelet's chains (KUBE-KUBELET-CANARY,
+ * KUBE-IPTABLES-HINT, KUBE-MARK-DROP) are not ours and stay.
+ */
+export const OWNED_CHAINS = {
+  nat: [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, CANARY_CHAIN],
+  filter: [SERVICES, EXTERNAL_SERVICES, FORWARD, NODEPORTS, PROXY_FIREWALL, FIREWALL, CANARY_CHAIN],
+  mangle: [CANARY_CHAIN],
+} as const;
+
+export type CleanupTable = keyof typeof OWNED_CHAINS;
+
+/** Service chains upstream wrote before KUBE-EXT- replaced them; left behind by an old kube-proxy. */
+const LEGACY_SERVICE_CHAIN_PREFIXES = ['KUBE-XLB-'];
+
+export function isOwnedChain(table: CleanupTable, name: string): boolean {
+  if ((OWNED_CHAINS[table] as readonly string[]).includes(name)) return true;
+  return table === 'nat' && (isServiceChain(name) || LEGACY_SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p)));
+}
