@@ -270,6 +270,24 @@ const cases: Case[] = [
     want: { dist: { 'no-match': 1 }, why: [/--nodeport-addresses leaves it out/] },
   },
   {
+    golden: 'nodeport-addresses-cidr',
+    what: 'node port on 127.0.0.1: outside --nodeport-addresses, so localhost node ports are off',
+    packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
+    want: { dist: { 'no-match': 1 } },
+  },
+  {
+    golden: 'nodeport-addresses-localhost',
+    what: 'node port on 127.0.0.1, which --nodeport-addresses includes: served, masqueraded',
+    packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
+    want: { dist: { '10.244.2.210:8080': 1 }, masq: true },
+  },
+  {
+    golden: 'nodeport-addresses-localhost',
+    what: 'node port on a node address outside --nodeport-addresses: left alone',
+    packet: { src: OUTSIDE, dst: '10.0.5.10', dstPort: 30210, from: 'external' },
+    want: { dist: { 'no-match': 1 }, why: [/--nodeport-addresses leaves it out/] },
+  },
+  {
     golden: 'nodeport-addresses-primary',
     what: 'primary: the ExternalIP listed first is not the primary address',
     packet: { src: OUTSIDE, dst: '203.0.113.50', dstPort: 30210, from: 'external' },

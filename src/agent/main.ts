@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { ProxyConfig } from '../config/options.js';
 import { deleteFlows } from '../conntrack/tool.js';
 import { runCommand } from '../exec/command.js';
+import { procSysctls } from '../exec/sysctl.js';
 import type { ProxyMode } from '../modes/mode.js';
 import { HealthCheckServers, healthCheckTargets } from './healthcheck.js';
 import { createMetrics } from './metrics.js';
@@ -19,7 +20,7 @@ import { loadKubeConfig, startWatches } from './watch.js';
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */
 export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Promise<number> {
   let clean = true;
-  for (const m of modes) if (!(await m.cleanup({ run: runCommand, log }))) clean = false;
+  for (const m of modes) if (!(await m.cleanup({ run: runCommand, sysctl: procSysctls, log }))) clean = false;
   return clean ? 0 : 1;
 }
 
@@ -29,7 +30,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
-  const syncer = await configured.syncer({ run: runCommand, log });
+  const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
   const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => deleteFlows(runCommand, d), log, metrics });
   const healthChecks = new HealthCheckServers('0.0.0.0', log);
   const runner = new BoundedFrequencyRunner(

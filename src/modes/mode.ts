@@ -8,12 +8,14 @@
 import type { Logger } from 'pino';
 import type { ProxyConfig, ProxyModeName } from '../config/options.js';
 import type { Runner } from '../exec/command.js';
+import type { Sysctls } from '../exec/sysctl.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
 import type { Dataplane } from '../trace/types.js';
 
-/** What a mode may do to the node: run its tools, and say what it did. */
+/** What a mode may do to the node: run its tools, set kernel settings, and say what it did. */
 export interface Host {
   run: Runner;
+  sysctl: Sysctls;
   log: Logger;
 }
 

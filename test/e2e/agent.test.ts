@@ -208,6 +208,16 @@ for (const mode of E2E_MODES) {
       }
     });
 
+    it('serves a NodePort on 127.0.0.1 from the node itself (localhost node ports)', async () => {
+      const nodeB = cluster.node('node-b');
+      expect((await cluster.exec(nodeB, 'cat', ['/proc/sys/net/ipv4/conf/all/route_localnet'])).stdout.trim()).toBe('1');
+      const r = await eventually('node-b -> 127.0.0.1:30080', async () => {
+        const p = await cluster.tcp(nodeB, '127.0.0.1', 30080, { timeoutMs: 500 });
+        return p.ok ? p : undefined;
+      });
+      expect(r.ok && r.pod).toBe('web-a1');
+    });
+
     it('externalTrafficPolicy Local keeps the client IP, and its health check port says 200/503', async () => {
       api.apply(
         service(NS, 'local', '10.96.0.40', [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30090 }], {

@@ -3,6 +3,7 @@
  * iptables variant (legacy or nf_tables) the node already uses.
  */
 import type { ProxyConfig } from '../../config/options.js';
+import { localhostNodePortsOn } from '../../model/nodeports.js';
 import type { IPFamily } from '../../model/types.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { IptablesApplier } from './applier.js';
@@ -46,6 +47,20 @@ async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
   return new Map((await families(host, choice)).map((f) => [f, new IptablesApplier(f, host.run, choice.bin[f])] as const));
 }
 
+const ROUTE_LOCALNET = 'net/ipv4/conf/all/route_localnet';
+
+/** Packets to 127.0.0.1 DNATed to a pod must be routed off the node: the kernel refuses that unless route_localnet is set. */
+async function allowLocalhostNodePorts(host: Host): Promise<void> {
+  try {
+    await host.sysctl.ensure(ROUTE_LOCALNET, 1);
+  } catch (err) {
+    throw new Error(
+      `cannot set ${ROUTE_LOCALNET.replaceAll('/', '.')}=1 for node ports on localhost (${(err as Error).message}); set --iptables-localhost-nodeports=false, or --nodeport-addresses without 127.0.0.0/8`,
+    );
+  }
+  host.log.info('set route_localnet=1 to accept node ports on localhost; --iptables-localhost-nodeports=false or --nodeport-addresses without loopback turn this off');
+}
+
 export const iptablesMode: ProxyMode = {
   name: 'iptables',
 
@@ -55,8 +70,10 @@ export const iptablesMode: ProxyMode = {
       name: 'iptables',
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: (model, node) => IptablesDataplane.ofRuleset(renderIptables(model, node, opts), node.nodeIPs),
-      syncer: async (host) =>
-        new IptablesSyncer(await appliers(host), { render: opts, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log),
+      syncer: async (host) => {
+        if (localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts)) await allowLocalhostNodePorts(host);
+        return new IptablesSyncer(await appliers(host), { render: opts, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+      },
     };
   },
 

@@ -7,6 +7,7 @@
  * applier can write only what changed; `restoreText` (ruleset.ts) joins everything.
  */
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
+import { localhostNodePortsOn, nodePortIPs } from '../../model/nodeports.js';
 import { policyView } from '../../model/policy.js';
 import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
 import { LineWriter } from '../line-writer.js';
@@ -97,7 +98,7 @@ function formatReciprocal(n: number): string {
  * 127.0.0.0/8; KUBE-FIREWALL closes that again. Only then is the chain ours to write.
  */
 function blocksLocalnetTraffic(family: IPFamily, opts: IptablesOptions): boolean {
-  return family === 'IPv4' && opts.localhostNodePorts;
+  return family === 'IPv4' && localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts);
 }
 
 function jumpRules(blocksLocalnet: boolean): JumpRule[] {
@@ -311,25 +312,17 @@ function familyNodeIPs(node: NodeContext, family: IPFamily): ParsedIP[] {
 }
 
 /**
- * The last rules of nat KUBE-SERVICES. `--nodeport-addresses` narrows node ports to the
- * matching node addresses; a family it says nothing about, or a zero CIDR, matches all.
+ * The last rules of nat KUBE-SERVICES: into KUBE-NODEPORTS for the addresses that accept
+ * node ports (model/nodeports.ts), or for every local one.
  */
 function nodePortsTail(family: IPFamily, node: NodeContext, opts: IptablesOptions): Rule[] {
   const tail = (rule: string): Rule => ({ table: 'nat', chain: SERVICES, rule: `${comment(NODEPORTS_TAIL_COMMENT)} ${rule}` });
-  const cidrs = opts.nodePortAddresses
-    .filter((a) => a !== 'primary')
-    .map((a) => parseCIDR(a)!)
-    .filter((c) => c.family === family);
-  const primary = opts.nodePortAddresses.includes('primary');
-  if ((cidrs.length === 0 && !primary) || cidrs.some((c) => c.prefix === 0)) {
+  const ips = nodePortIPs(family, node, opts.nodePortAddresses, opts.localhostNodePorts);
+  if (ips === null) {
     const loopback = family === 'IPv6' ? ' ! -d ::1/128' : opts.localhostNodePorts ? '' : ' ! -d 127.0.0.0/8';
     return [tail(`-m addrtype --dst-type LOCAL${loopback} -j ${NODEPORTS}`)];
   }
-  const nodeIPs = familyNodeIPs(node, family);
-  return nodeIPs
-    .filter((ip, i) => (primary && i === 0) || cidrs.some((c) => cidrContains(c, ip)))
-    .filter((ip) => (family === 'IPv6' ? ip.text !== '::1' : opts.localhostNodePorts || !ip.text.startsWith('127.')))
-    .map((ip) => tail(`-d ${ip.text} -j ${NODEPORTS}`));
+  return ips.map((ip) => tail(`-d ${ip} -j ${NODEPORTS}`));
 }
 
 export function isLargeCluster(model: FamilyModel): boolean {
