@@ -112,13 +112,13 @@ describe('parseIptablesRestore', () => {
     'COMMIT',
   ].join('\n');
 
-  it('reads tables, chains, policies and rules; the jump rules given go first, in the order given', () => {
+  it('reads tables, chains, policies and rules; the jump rules given go first, each prepended in turn', () => {
     const jump = (c: string): JumpRule => ({ table: 'nat', chain: 'PREROUTING', args: ['-m', 'comment', '--comment', c, '-j', 'KUBE-SERVICES'] });
     const t = parseIptablesRestore(text, [jump('first'), jump('second')]);
     expect([...t.keys()]).toEqual(['filter', 'nat']);
     expect(t.get('filter')!.policies.get('INPUT')).toBe('DROP');
     expect(t.get('filter')!.policies.has('KUBE-FORWARD')).toBe(false);
-    expect(t.get('nat')!.rules('PREROUTING')!.map((r) => r.comment ?? r.text)).toEqual(['first', 'second', '-j OTHER-SOFTWARE']);
+    expect(t.get('nat')!.rules('PREROUTING')!.map((r) => r.comment ?? r.text)).toEqual(['second', 'first', '-j OTHER-SOFTWARE']);
     const svc = t.get('nat')!.rules('KUBE-SERVICES')![0]!;
     expect(svc.text).toBe('-m comment --comment "ns/svc:p cluster IP" -m tcp -p tcp -d 10.96.0.1 --dport 443 -j KUBE-SVC-X');
     expect(svc.comment).toBe('ns/svc:p cluster IP');
@@ -139,8 +139,9 @@ describe('parseIptablesRestore', () => {
     const rs = renderIptables({ family: 'IPv4', servicePorts: [] }, node, {});
     const tables = rulesetTables(rs);
     const forward = tables.get('filter')!.rules('FORWARD')!.map((r) => (/-j (\S+)$/.exec(r.text) ?? [])[1]);
-    expect(forward).toEqual(rs.jumps.filter((j) => j.table === 'filter' && j.chain === 'FORWARD').map((j) => j.args.at(-1)));
-    expect(forward).toEqual(['KUBE-EXTERNAL-SERVICES', 'KUBE-SERVICES', 'KUBE-FORWARD', 'KUBE-PROXY-FIREWALL']);
+    // Each prepended in turn: the last ensured comes first, as on an upstream node.
+    expect(forward).toEqual(rs.jumps.filter((j) => j.table === 'filter' && j.chain === 'FORWARD').map((j) => j.args.at(-1)).reverse());
+    expect(forward).toEqual(['KUBE-PROXY-FIREWALL', 'KUBE-FORWARD', 'KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES']);
   });
 });
 

@@ -51,8 +51,8 @@ export class IptablesApplier {
     for (const table of CANARY_TABLES) {
       if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) await this.iptables(table, ['-N', CANARY_CHAIN]);
     }
-    // Insert in reverse so that, all being prepended, they end up in the listed order.
-    for (const j of [...jumps].reverse()) {
+    // Each prepended in turn, as upstream does: `iptables -S` then shows upstream's order.
+    for (const j of jumps) {
       const target = j.args[j.args.length - 1]!;
       if (!(await this.iptables(j.table, ['-S', target]))) await this.iptables(j.table, ['-N', target]);
       if (!(await this.iptables(j.table, ['-C', j.chain, ...j.args]))) {

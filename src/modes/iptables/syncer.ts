@@ -79,21 +79,24 @@ export class IptablesSyncer implements Syncer {
         : this.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
           ? 'periodic'
           : null;
-    const full = reason !== null;
+    let full = reason !== null;
+    // A family whose partial sync had to become a full one says why.
+    let escalated: string | null = null;
     try {
       for (const [family, applier] of this.appliers) {
         if (full) await this.fullSync(req.model, family, applier);
-        else await this.partialSync(req.model, family, applier, req.services);
+        else escalated = (await this.partialSync(req.model, family, applier, req.services)) ?? escalated;
       }
     } catch (err) {
       this.needFullSync = true;
-      return { ok: false, full, error: (err as Error).message };
+      return { ok: false, full: full || escalated !== null, error: (err as Error).message };
     }
     if (full) {
       this.needFullSync = false;
       this.lastFullSync = this.now();
     }
-    return { ok: true, full, reason };
+    full ||= escalated !== null;
+    return { ok: true, full, reason: reason ?? escalated };
   }
 
   private renderOptions(model: ModelSource, family: IPFamily): IptablesOptions {
@@ -120,13 +123,16 @@ export class IptablesSyncer implements Syncer {
     this.log.debug({ family, restores: steps.length, servicePorts: rs.services.length }, 'full sync applied');
   }
 
-  private async partialSync(source: ModelSource, family: IPFamily, applier: IptablesApplier, services: Set<string>): Promise<void> {
+  /** Null when partial; else why it had to write the whole family. */
+  private async partialSync(source: ModelSource, family: IPFamily, applier: IptablesApplier, services: Set<string>): Promise<string | null> {
     const prev = this.applied.get(family);
     const opts = this.renderOptions(source, family);
-    if (!prev || prev.largeCluster !== opts.largeClusterMode) return this.fullSync(source, family, applier);
+    const escalate = async (why: string) => (await this.fullSync(source, family, applier), why);
+    if (!prev) return escalate(`${family} never synced`);
+    if (prev.largeCluster !== opts.largeClusterMode) return escalate('large-cluster mode changed');
     const model = source.familyModel(family, services);
     const rs = renderIptables(model, source.nodeContext, opts);
-    if (fixedSignature(rs) !== prev.fixed) return this.fullSync(source, family, applier);
+    if (fixedSignature(rs) !== prev.fixed) return escalate('fixed chains changed');
 
     const rendered = renderedServices(rs);
     const next: AppliedServices = new Map(prev.services);
@@ -150,5 +156,6 @@ export class IptablesSyncer implements Syncer {
       else byService.delete(svc);
     }
     this.applied.set(family, { ...prev, services: next, byService });
+    return null;
   }
 }

@@ -99,7 +99,7 @@ function table(tables: IptablesTables, name: string, source: ConstructorParamete
 
 /**
  * Reads restore text; rules are parsed when a trace reaches their chain. `jumps` go first
- * in their built-in chains, in the order given: the order the applier leaves them in.
+ * in their built-in chains, each prepended in turn as the applier inserts them.
  */
 export function parseIptablesRestore(text: string, jumps: readonly JumpRule[] = []): IptablesTables {
   const tables: IptablesTables = new Map();
@@ -132,13 +132,13 @@ export function parseIptablesRestore(text: string, jumps: readonly JumpRule[] = 
       if (policy && policy !== '-') current.policies.set(name, policy);
     } else fail('not a declaration or an -A rule');
   });
-  for (const j of [...jumps].reverse()) table(tables, j.table).prepend(j.chain, [jumpRule(j)]);
+  for (const j of jumps) table(tables, j.table).prepend(j.chain, [jumpRule(j)]);
   return tables;
 }
 
 /**
  * A rendered ruleset as tables, in the order its restore text has them, with its jump
- * rules first in the built-in chains. Each service port's own chains stay unread bytes
+ * rules first in the built-in chains, as the applier leaves them. Each service port's own chains stay unread bytes
  * until the trace reaches one of them.
  */
 export function rulesetTables(rs: IptablesRuleset): IptablesTables {
@@ -150,7 +150,7 @@ export function rulesetTables(rs: IptablesRuleset): IptablesTables {
     return { chains: s.chains, lines: rs.chainRules.toString('latin1', s.rules.start, s.rules.end).split('\n').filter((l) => l !== '') };
   };
   table(tables, 'nat', serviceChains);
-  for (const j of rs.jumps) table(tables, j.table).rawRules(j.chain).push(jumpRule(j));
+  for (const j of rs.jumps) table(tables, j.table).prepend(j.chain, [jumpRule(j)]);
   for (const t of tableLayout(rs)) {
     const declared = table(tables, t.table);
     for (const c of t.chains) declared.rawRules(c);
