@@ -334,7 +334,7 @@ describe('the applier against the fake', () => {
     expect(fake.rules('IPv4', 'nat', 'PREROUTING')).toEqual(['-m comment --comment "kubernetes service portals" -j KUBE-SERVICES']);
     expect(fake.rules('IPv4', 'filter', 'FORWARD')).toEqual(['-m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD']);
     expect(await applier.canaryPresent()).toBe(true);
-    expect(await applier.variant()).toBe('nf_tables');
+    expect(await applier.version()).toEqual({ variant: 'nf_tables', version: [1, 8, 9] });
   });
 
   it('cleanup removes the KUBE- chains and the jumps to them, and nothing else', async () => {

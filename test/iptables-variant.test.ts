@@ -5,7 +5,12 @@
  * variant or the other, and the applier writing where the detector pointed.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { binaries, chooseVariant, detectVariant, summarise, type VariantRules } from '../src/modes/iptables/variant.js';
+import { binaries, chooseVariant, detectVariant, parseVersion, summarise, supportsRandomFully, type VariantRules } from '../src/modes/iptables/variant.js';
+import pino from 'pino';
+import { FakeIptables } from '../src/modes/iptables/fake.js';
+import { iptablesMode } from '../src/modes/iptables/mode.js';
+import { mergeConfig } from '../src/config/options.js';
+import { ClusterState } from '../src/agent/state.js';
 import { runCommand, type CommandResult, type Runner } from '../src/exec/command.js';
 import { IptablesApplier } from '../src/modes/iptables/applier.js';
 import { Netns } from './support/netns.js';
@@ -71,6 +76,37 @@ COMMIT
   it("finds kubelet's chains only where they are declared", () => {
     expect(summarise('*filter\n-A INPUT -m comment --comment ":KUBE-KUBELET-CANARY " -j ACCEPT\n', '').kubeletChains).toBe(false);
     expect(summarise('', '*mangle\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n').kubeletChains).toBe(true);
+  });
+});
+
+describe('--random-fully, as the iptables binary supports it', () => {
+  it('reads the version and variant', () => {
+    expect(parseVersion('iptables v1.8.9 (nf_tables)\n')).toEqual({ variant: 'nf_tables', version: [1, 8, 9] });
+    expect(parseVersion('iptables v1.6.1\n')).toEqual({ variant: 'legacy', version: [1, 6, 1] });
+    expect(parseVersion('garbage').version).toBeNull();
+  });
+
+  it.each([
+    ['iptables v1.6.1', false],
+    ['iptables v1.6.2', true],
+    ['iptables v1.8.9 (legacy)', true],
+    ['iptables v2.0.0 (nf_tables)', true],
+    ['no version', false],
+  ])('%s: %s', (text, want) => expect(supportsRandomFully(parseVersion(text))).toBe(want));
+
+  async function masquerade(version: string): Promise<string[] | undefined> {
+    const fake = new FakeIptables({ variant: 'legacy', version });
+    const cfg = mergeConfig({ hostnameOverride: 'node-a' });
+    const syncer = await iptablesMode.configure(cfg).syncer({ run: fake.run, sysctl: { ensure: async () => {} }, log: pino({ level: 'silent' }) });
+    const state = new ClusterState('node-a', { problem: () => {} });
+    const c = state.take();
+    expect(await syncer.sync({ model: state, services: c.services, all: c.all })).toMatchObject({ ok: true });
+    return fake.rules('IPv4', 'nat', 'KUBE-POSTROUTING');
+  }
+
+  it('the agent masquerades with --random-fully where iptables has it, and without where it does not', async () => {
+    expect((await masquerade('v1.8.9'))!.at(-1)).toMatch(/-j MASQUERADE --random-fully$/);
+    expect((await masquerade('v1.6.1'))!.at(-1)).toMatch(/-j MASQUERADE$/);
   });
 });
 

@@ -1,17 +1,26 @@
 /**
  * Health check node ports: for every Service with externalTrafficPolicy Local and a
- * healthCheckNodePort, an HTTP server that tells the load balancer whether this node has a
- * ready local endpoint (200, with the count) or not (503). Terminating endpoints do not
- * count: a node whose pods are all going away should be drained.
+ * healthCheckNodePort, an HTTP server that tells the load balancer whether this node can
+ * serve it: 200 with the count of ready local endpoints, 503 with none, and 503 whatever
+ * the count while the proxy itself is not healthy (its rules may be stale). Terminating
+ * endpoints do not count: a node whose pods are all going away should be drained. As
+ * upstream, the servers listen on the addresses that accept node ports.
  */
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
-import type { ServicePort } from '../model/types.js';
+import { nodePortIPs } from '../model/nodeports.js';
+import type { NodeContext, ServicePort } from '../model/types.js';
 
 export interface HealthCheckTarget {
   namespace: string;
   name: string;
   localEndpoints: number;
+}
+
+/** Where a health check server listens: `::` without ipv6Only is every address of both families. */
+export interface BindAddress {
+  host: string;
+  ipv6Only: boolean;
 }
 
 /** Health check node port -> its service and ready local endpoint count, over both families. Pure. */
@@ -27,37 +36,74 @@ export function healthCheckTargets(servicePorts: Iterable<ServicePort>): Map<num
   return new Map([...out].map(([port, { ips: _ips, ...t }]) => [port, t]));
 }
 
-export class HealthCheckServers {
-  private readonly servers = new Map<number, { server: Server; target: HealthCheckTarget }>();
+/**
+ * The node addresses `--nodeport-addresses` selects, as listen addresses (127.0.0.1 when
+ * a CIDR holds it, as upstream, whether or not localhost node ports are on). Pure.
+ */
+export function healthCheckAddresses(node: NodeContext, nodePortAddresses: readonly string[]): BindAddress[] {
+  const v4 = nodePortIPs('IPv4', node, nodePortAddresses, true);
+  const v6 = nodePortIPs('IPv6', node, nodePortAddresses, true);
+  if (v4 === null && v6 === null) return [{ host: '::', ipv6Only: false }];
+  const one = (host: string): BindAddress => ({ host, ipv6Only: false });
+  return [...(v4 === null ? [one('0.0.0.0')] : v4.map(one)), ...(v6 === null ? [{ host: '::', ipv6Only: true }] : v6.map(one))];
+}
 
+/** Upstream's body, tab-indented as its template prints it. */
+function body(t: HealthCheckTarget, proxyHealthy: boolean): string {
+  return JSON.stringify({ service: { namespace: t.namespace, name: t.name }, localEndpoints: t.localEndpoints, serviceProxyHealthy: proxyHealthy }, null, '\t');
+}
+
+interface Entry {
+  server: Server;
+  target: HealthCheckTarget;
+}
+
+export class HealthCheckServers {
+  private readonly servers = new Map<string, Entry>();
+
+  /** `proxyHealthy`: whether the proxy's own rules are current (its /healthz). */
   constructor(
-    private readonly host: string,
     private readonly log: Logger,
+    private readonly proxyHealthy: () => boolean,
   ) {}
 
-  /** Opens, updates and closes servers to match `targets`. */
-  update(targets: Map<number, HealthCheckTarget>): void {
-    for (const [port, entry] of this.servers) {
-      if (!targets.has(port)) {
-        entry.server.close();
-        this.servers.delete(port);
-      }
+  /**
+   * Opens, updates and closes servers to match `targets` on `addresses`. A server that
+   * could not listen (its port in use, its address gone) is dropped and tried again at the
+   * next update.
+   */
+  update(targets: Map<number, HealthCheckTarget>, addresses: BindAddress[]): void {
+    const wanted = new Map<string, { port: number; address: BindAddress; target: HealthCheckTarget }>();
+    for (const [port, target] of targets) for (const address of addresses) wanted.set(`${address.host} ${address.ipv6Only} ${port}`, { port, address, target });
+    for (const [key, entry] of this.servers) {
+      if (wanted.has(key)) continue;
+      entry.server.close();
+      this.servers.delete(key);
     }
-    for (const [port, target] of targets) {
-      const existing = this.servers.get(port);
+    for (const [key, { port, address, target }] of wanted) {
+      const existing = this.servers.get(key);
       if (existing) {
         existing.target = target;
         continue;
       }
-      const entry = { server: createServer(), target };
+      const entry: Entry = { server: createServer(), target };
       entry.server.on('request', (_req, res) => {
         const t = entry.target;
-        res.writeHead(t.localEndpoints > 0 ? 200 : 503, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
-        res.end(JSON.stringify({ service: { namespace: t.namespace, name: t.name }, localEndpoints: t.localEndpoints, serviceProxyHealthy: true }));
+        const healthy = this.proxyHealthy();
+        res.writeHead(t.localEndpoints > 0 && healthy ? 200 : 503, {
+          'Content-Type': 'application/json',
+          'X-Content-Type-Options': 'nosniff',
+          'X-Load-Balancing-Endpoint-Weight': String(t.localEndpoints),
+        });
+        res.end(body(t, healthy));
       });
-      entry.server.on('error', (err) => this.log.error({ port, err: err.message }, 'health check node port server failed'));
-      entry.server.listen(port, this.host);
-      this.servers.set(port, entry);
+      entry.server.once('error', (err) => {
+        this.log.error({ host: address.host, port, err: err.message }, 'health check node port server cannot listen; trying again at the next sync');
+        entry.server.close();
+        if (this.servers.get(key) === entry) this.servers.delete(key);
+      });
+      entry.server.listen({ port, host: address.host, ipv6Only: address.ipv6Only });
+      this.servers.set(key, entry);
     }
   }
 

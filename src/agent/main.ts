@@ -9,10 +9,10 @@ import { deleteFlows } from '../conntrack/tool.js';
 import { runCommand } from '../exec/command.js';
 import { procSysctls } from '../exec/sysctl.js';
 import type { ProxyMode } from '../modes/mode.js';
-import { HealthCheckServers, healthCheckTargets } from './healthcheck.js';
+import { healthCheckAddresses, HealthCheckServers, healthCheckTargets } from './healthcheck.js';
 import { createMetrics } from './metrics.js';
 import { BoundedFrequencyRunner } from './runner.js';
-import { parseBindAddress, startServers } from './servers.js';
+import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
 import { loadKubeConfig, startWatches } from './watch.js';
@@ -32,14 +32,15 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   const configured = mode.configure(cfg);
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
   const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => deleteFlows(runCommand, d), log, metrics });
-  const healthChecks = new HealthCheckServers('0.0.0.0', log);
+  const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => state.pendingSince };
+  const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
   const runner = new BoundedFrequencyRunner(
     async () => {
       const ok = await proxy.sync().catch((err: Error) => {
         log.error({ err: err.message }, 'sync failed unexpectedly; retrying');
         return false;
       });
-      healthChecks.update(healthCheckTargets(state.allServicePorts()));
+      healthChecks.update(healthCheckTargets(state.allServicePorts()), healthCheckAddresses(state.nodeContext, cfg.nodePortAddresses));
       return ok;
     },
     { minIntervalMs: cfg.minSyncPeriodMs, maxIntervalMs: cfg.syncPeriodMs, retryMs: 1000 },
@@ -49,7 +50,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     metrics: parseBindAddress('--metrics-bind-address', cfg.metricsBindAddress),
     mode: cfg.mode,
     syncPeriodMs: cfg.syncPeriodMs,
-    health: { lastUpdated: () => proxy.lastUpdated, pendingSince: () => state.pendingSince },
+    health,
     metricsRegistry: metrics.registry,
     debug: {
       families: syncer.families,

@@ -8,7 +8,7 @@ import { CANARY_CHAIN, CANARY_TABLES, type CleanupTable } from './chains.js';
 import { cleanupRestore } from './cleanup.js';
 import { formatArgs, type JumpRule } from './ruleset.js';
 import type { RestoreStep } from './plan.js';
-import { binaries, type IptablesBinaries, type IptablesVariant } from './variant.js';
+import { binaries, parseVersion, type IptablesBinaries, type IptablesVersion } from './variant.js';
 import type { Runner } from '../../exec/command.js';
 
 export class RestoreError extends Error {
@@ -30,10 +30,10 @@ export class IptablesApplier {
     private readonly bin: IptablesBinaries = binaries(family, null),
   ) {}
 
-  /** Which backend the iptables it runs drives (the `(nf_tables)` or `(legacy)` in its version). */
-  async variant(): Promise<IptablesVariant> {
+  /** Which variant the iptables it runs drives (the `(nf_tables)` or `(legacy)` in its version), and its version. */
+  async version(): Promise<IptablesVersion> {
     const r = await this.run(this.bin.iptables, ['--version']);
-    return /nf_tables/.test(r.stdout) ? 'nf_tables' : 'legacy';
+    return parseVersion(r.stdout);
   }
 
   async restore(step: RestoreStep): Promise<void> {

@@ -34,7 +34,6 @@ import type { CommandResult, Runner } from '../../exec/command.js';
 import type { IPFamily } from '../../model/types.js';
 import type { IptablesVariant } from './variant.js';
 
-const VERSION = 'v1.8.9';
 
 const TABLES = ['raw', 'mangle', 'filter', 'nat'] as const;
 type TableName = (typeof TABLES)[number];
@@ -308,6 +307,8 @@ class Dataplane {
 /** The program a command runs as: what its messages are signed with, and the dataplane it drives. */
 interface Tool {
   prog: string;
+  /** As `--version` prints it: `v1.8.9`. */
+  version: string;
   variant: IptablesVariant;
   plane: Dataplane;
 }
@@ -315,7 +316,7 @@ interface Tool {
 const ok = (stdout = ''): CommandResult => ({ status: 0, stdout, stderr: '' });
 
 function say(t: Tool, f: Failure): string {
-  return f.versioned ? `${t.prog} ${VERSION} (${t.variant}): ${f.text}` : `${t.prog}: ${f.text}`;
+  return f.versioned ? `${t.prog} ${t.version} (${t.variant}): ${f.text}` : `${t.prog}: ${f.text}`;
 }
 
 /** How many arguments a lock-wait option at `i` takes up (0: it is not one); there is no lock to wait for. */
@@ -355,7 +356,7 @@ function edit(t: Table, op: string, args: string[]): void {
 
 /** `iptables [-w [N]] [-W N] [-t TABLE] COMMAND ...`: returns what it prints. */
 function iptables(tool: Tool, args: string[]): string {
-  if (args.includes('--version') || args.includes('-V')) return `${tool.prog} ${VERSION} (${tool.variant})\n`;
+  if (args.includes('--version') || args.includes('-V')) return `${tool.prog} ${tool.version} (${tool.variant})\n`;
   let table = 'filter';
   let i = 0;
   for (;;) {
@@ -454,7 +455,7 @@ function save(tool: Tool, args: string[]): string {
     else if (args[i] !== '-c' && args[i] !== '--counters') throw new Failure(`unknown option "${args[i]}"`, 2, true);
   }
   const tables = table === undefined ? tool.plane.existing() : [tool.plane.table(table)];
-  return tables.map((t) => t.save(`${tool.prog} ${VERSION} (${tool.variant})`)).join('');
+  return tables.map((t) => t.save(`${tool.prog} ${tool.version} (${tool.variant})`)).join('');
 }
 
 /** What spawn reports for a binary that is not there, so callers take the path they take on a host without it. */
@@ -469,9 +470,15 @@ export class FakeIptables {
   private readonly planes: Record<IPFamily, Dataplane> = { IPv4: new Dataplane(), IPv6: new Dataplane() };
   private readonly failures: { match: FailureMatch; result: CommandResult }[] = [];
 
-  /** `variant`: what `--version` reports and which suffixed tools exist (default nf_tables). */
-  constructor(opts: { variant?: IptablesVariant } = {}) {
+  readonly version: string;
+
+  /**
+   * `variant`: what `--version` reports and which suffixed tools exist (default
+   * nf_tables); `version`: the version it reports (default v1.8.9).
+   */
+  constructor(opts: { variant?: IptablesVariant; version?: string } = {}) {
     this.variant = opts.variant ?? 'nf_tables';
+    this.version = opts.version ?? 'v1.8.9';
   }
 
   readonly run: Runner = async (cmd, args, input) => {
@@ -487,6 +494,7 @@ export class FakeIptables {
     }
     const tool: Tool = {
       prog: kind === undefined ? base! : `${base}-${kind}`,
+      version: this.version,
       variant: this.variant,
       plane: this.planes[base === 'ip6tables' ? 'IPv6' : 'IPv4'],
     };
@@ -520,7 +528,7 @@ export class FakeIptables {
   /** What `iptables-save` (`ip6tables-save`) prints for the family. */
   save(family: IPFamily): string {
     const prog = family === 'IPv6' ? 'ip6tables-save' : 'iptables-save';
-    return save({ prog, variant: this.variant, plane: this.planes[family] }, []);
+    return save({ prog, version: this.version, variant: this.variant, plane: this.planes[family] }, []);
   }
 
   private takeFailure(cmd: string, args: string[], input: string): CommandResult | undefined {

@@ -11,7 +11,7 @@ import { IptablesDataplane } from './dataplane.js';
 import { familyRulesText } from './dryrun.js';
 import { renderIptables, type IptablesOptions } from './render.js';
 import { IptablesSyncer } from './syncer.js';
-import { detectVariant, type VariantChoice } from './variant.js';
+import { detectVariant, supportsRandomFully, type VariantChoice } from './variant.js';
 
 /** About 100 services of 10 endpoints: restores this size load in ~0.1 s on nf_tables. */
 export const DEFAULT_MAX_RESTORE_LINES = 5_000;
@@ -47,6 +47,14 @@ async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
   return new Map((await families(host, choice)).map((f) => [f, new IptablesApplier(f, host.run, choice.bin[f])] as const));
 }
 
+/** Whether the host's iptables takes MASQUERADE --random-fully; older ones refuse every restore that has it. */
+async function randomFully(host: Host, applier: IptablesApplier): Promise<boolean> {
+  const v = await applier.version();
+  const ok = supportsRandomFully(v);
+  if (!ok) host.log.warn({ version: v.version?.join('.') ?? 'unknown' }, 'this iptables has no MASQUERADE --random-fully (1.6.2 or later); masquerading without it');
+  return ok;
+}
+
 const ROUTE_LOCALNET = 'net/ipv4/conf/all/route_localnet';
 
 /** Packets to 127.0.0.1 DNATed to a pod must be routed off the node: the kernel refuses that unless route_localnet is set. */
@@ -72,7 +80,9 @@ export const iptablesMode: ProxyMode = {
       dataplane: (model, node) => IptablesDataplane.ofRuleset(renderIptables(model, node, opts), node.nodeIPs),
       syncer: async (host) => {
         if (localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts)) await allowLocalhostNodePorts(host);
-        return new IptablesSyncer(await appliers(host), { render: opts, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+        const byFamily = await appliers(host);
+        const render = { ...opts, randomFully: await randomFully(host, byFamily.get('IPv4')!) };
+        return new IptablesSyncer(byFamily, { render, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
       },
     };
   },

@@ -104,7 +104,7 @@ export class IptablesSyncer implements Syncer {
   }
 
   private async fullSync(source: ModelSource, family: IPFamily, applier: IptablesApplier): Promise<void> {
-    this.variant ??= await applier.variant();
+    this.variant ??= (await applier.version()).variant;
     const model = source.familyModel(family);
     const opts = this.renderOptions(source, family);
     const rs = renderIptables(model, source.nodeContext, opts);

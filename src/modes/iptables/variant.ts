@@ -11,6 +11,25 @@ import type { Runner } from '../../exec/command.js';
 /** Which kernel subsystem an iptables binary drives: `iptables --version` says `(nf_tables)` or `(legacy)`. */
 export type IptablesVariant = 'nf_tables' | 'legacy';
 
+/** What `iptables --version` says of its binary: `iptables v1.8.9 (nf_tables)`. */
+export interface IptablesVersion {
+  variant: IptablesVariant;
+  /** [major, minor, patch], or null when the text names none. */
+  version: [number, number, number] | null;
+}
+
+export function parseVersion(text: string): IptablesVersion {
+  const m = /v(\d+)\.(\d+)\.(\d+)/.exec(text);
+  return { variant: /nf_tables/.test(text) ? 'nf_tables' : 'legacy', version: m ? [Number(m[1]), Number(m[2]), Number(m[3])] : null };
+}
+
+/** MASQUERADE --random-fully came with iptables 1.6.2, the version upstream checks for. */
+export function supportsRandomFully(v: IptablesVersion): boolean {
+  if (v.version === null) return false;
+  const [major, minor, patch] = v.version;
+  return major > 1 || (major === 1 && (minor > 6 || (minor === 6 && patch >= 2)));
+}
+
 export interface IptablesBinaries {
   iptables: string;
   restore: string;
