@@ -33,6 +33,21 @@ export interface Changes {
   previous: ServicePort[];
 }
 
+const portKey = (sp: ServicePort) => `${sp.family}|${sp.name}|${sp.protocol}`;
+
+/**
+ * Changes not yet programmed (`older`, from a failed sync) with those taken since. A
+ * service port's `previous` stays the oldest: it is what the kernel still holds.
+ */
+export function mergeChanges(older: Changes, newer: Changes): Changes {
+  const seen = new Set(older.previous.map(portKey));
+  return {
+    all: older.all || newer.all,
+    services: new Set([...older.services, ...newer.services]),
+    previous: [...older.previous, ...newer.previous.filter((sp) => !seen.has(portKey(sp)))],
+  };
+}
+
 export class ClusterState {
   private readonly services = new Map<string, ServiceInfo>();
   /**

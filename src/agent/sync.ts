@@ -8,7 +8,7 @@ import { staleUdpFlows, type ConntrackDeletion } from '../conntrack/stale.js';
 import type { IPFamily } from '../model/types.js';
 import type { Syncer } from '../modes/mode.js';
 import type { Metrics } from './metrics.js';
-import type { ClusterState } from './state.js';
+import { mergeChanges, type Changes, type ClusterState } from './state.js';
 
 export interface ProxySyncDeps {
   /** Deletes conntrack entries that the new rules made stale; returns failures. */
@@ -20,6 +20,8 @@ export interface ProxySyncDeps {
 export class ProxySync {
   /** Last successful sync (ms since epoch), or null before the first. */
   lastUpdated: number | null = null;
+  /** What a failed sync did not program: its stale flows are still to delete once one succeeds. */
+  private unprogrammed: Changes | null = null;
 
   constructor(
     private readonly state: ClusterState,
@@ -32,9 +34,11 @@ export class ProxySync {
     const { log, metrics } = this.deps;
     const started = performance.now();
     const pendingSince = this.state.pendingSince;
-    const changes = this.state.take();
+    const taken = this.state.take();
+    const changes = this.unprogrammed ? mergeChanges(this.unprogrammed, taken) : taken;
     const r = await this.syncer.sync({ model: this.state, services: changes.services, all: changes.all });
     if (!r.ok) {
+      this.unprogrammed = changes;
       metrics.restoreFailures.inc();
       if (!r.full) metrics.partialRestoreFailures.inc();
       log.error({ err: r.error, full: r.full }, 'sync failed; the next sync is a full one');
@@ -48,6 +52,7 @@ export class ProxySync {
     const now = [...families].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
     const failures = await this.deps.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
     for (const f of failures) log.warn({ err: f }, 'could not delete a stale conntrack entry');
+    this.unprogrammed = null;
     this.state.synced();
     this.lastUpdated = Date.now();
     const seconds = (performance.now() - started) / 1000;
