@@ -440,6 +440,28 @@ describe('IptablesSyncer against the fake iptables tools', () => {
     expect(restores(h.lastCalls, 'iptables-nft-restore')[0]!.input).toContain(':KUBE-SERVICES - [0:0]');
   });
 
+  it('reads the kernel\'s chains back only when it cannot trust what it wrote', async () => {
+    let t = 0;
+    const h = new Harness({ fullSyncIntervalMs: 1000, now: () => t }).apply(...CLUSTER);
+    const saves = () => h.lastCalls.filter((c) => c.cmd.endsWith('-save'));
+    expect(await h.sync()).toMatchObject({ full: true, reason: 'required' });
+    expect(saves().length).toBeGreaterThan(0);
+    // Hourly: the chains it wrote are the kernel's; a deleted service's chains still go.
+    const gone = ownedChains(h.fake, 'IPv4', 'ns/a:http');
+    expect(gone.size).toBe(3);
+    h.remove(svcA, sliceA);
+    t = 1001;
+    expect(await h.sync()).toMatchObject({ full: true, reason: 'periodic' });
+    expect(saves()).toEqual([]);
+    for (const c of gone) expect(h.fake.chains('IPv4', 'nat')).not.toContain(c);
+    // After a failure, what it wrote may not be what the kernel has.
+    h.fake.failNext((cmd) => cmd.endsWith('-restore'));
+    h.syncer.requireFullSync('test');
+    expect(await h.sync()).toMatchObject({ ok: false });
+    expect(await h.sync()).toMatchObject({ ok: true, full: true });
+    expect(saves().length).toBeGreaterThan(0);
+  });
+
   it('cuts a large full sync into bounded restores on nf_tables, ending as one restore would', async () => {
     const objs = syntheticCluster({ services: 20, endpointsPerService: 3 });
     const cluster = [...objs.nodes, ...objs.services, ...objs.endpointSlices];
