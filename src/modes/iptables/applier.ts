@@ -23,7 +23,7 @@ export class RestoreError extends Error {
 const CLEANUP_TABLES: readonly CleanupTable[] = ['nat', 'filter', 'mangle'];
 
 export class IptablesApplier {
-  /** `bin`: the tools of the host's backend (see detectVariant); by default whatever PATH has. */
+  /** `bin`: the tools of the host's iptables variant (see detectVariant); by default whatever PATH has. */
   constructor(
     readonly family: IPFamily,
     private readonly run: Runner,

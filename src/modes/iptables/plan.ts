@@ -2,7 +2,7 @@
  * What to hand iptables-restore, and in how many pieces. Pure: rulesets in, restore
  * inputs out; the applier only runs them.
  *
- * On the nf_tables backend the cost of one `--noflush` restore grows much faster than its
+ * On the nf_tables variant the cost of one `--noflush` restore grows much faster than its
  * size (a 10k-service ruleset in one restore takes over 15 minutes, 100 services take
  * 0.1 s), so a full sync is cut into restores of a bounded number of lines, ordered so that
  * no restore ever jumps to a chain that does not exist yet:

@@ -92,7 +92,7 @@ export function summarise(v4: string, v6: string): VariantRules {
 }
 
 /**
- * Reads both backends' rules (all tables: naming one would make iptables-legacy-save
+ * Reads both variants' rules (all tables: naming one would make iptables-legacy-save
  * create it) and chooses. Read-only: nothing is changed on the host.
  */
 export async function detectVariant(run: Runner): Promise<VariantChoice> {
