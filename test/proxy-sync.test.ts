@@ -7,18 +7,19 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createMetrics } from '../src/agent/metrics.js';
+import { healthReport } from '../src/agent/servers.js';
 import { ClusterState } from '../src/agent/state.js';
 import { ProxySync } from '../src/agent/sync.js';
 import type { ConntrackDeletion } from '../src/conntrack/stale.js';
 import type { SyncResult, Syncer } from '../src/modes/mode.js';
 import { endpointSlice, node, service } from './support/objects.js';
 
-/** A mode's syncer that answers each sync with the next scripted result. */
+/** A mode's syncer whose syncs answer as `answer` says. */
 class ScriptedSyncer implements Syncer {
   readonly families = ['IPv4' as const];
-  constructor(private readonly results: SyncResult[]) {}
-  async sync(): Promise<SyncResult> {
-    return this.results.shift() ?? { ok: true, full: false, reason: null };
+  constructor(private readonly answer: () => Promise<SyncResult>) {}
+  sync(): Promise<SyncResult> {
+    return this.answer();
   }
   requireFullSync(): void {}
   async damage(): Promise<string | null> {
@@ -32,7 +33,7 @@ const dns = (ips: string[]) =>
 function setup(results: SyncResult[]) {
   const state = new ClusterState('node-a', { problem: () => {} });
   const deleted: ConntrackDeletion[][] = [];
-  const sync = new ProxySync(state, new ScriptedSyncer(results), {
+  const sync = new ProxySync(state, new ScriptedSyncer(async () => results.shift() ?? { ok: true, full: false, reason: null }), {
     deleteFlows: async (d) => (deleted.push(d), []),
     log: pino({ level: 'silent' }),
     metrics: createMetrics(),
@@ -77,4 +78,53 @@ describe('ProxySync', () => {
     expect(await sync.sync()).toBe(true);
     expect(toGone(deleted.at(-1)!)).toEqual([]);
   });
+
+  it('stays healthy under sustained churn while every sync succeeds, and times each change on its own', async () => {
+    // 50 endpoint changes a second on 200 services; each sync takes 57 ms, during which more arrive.
+    let t = 0;
+    const state = new ClusterState('node-a', { problem: () => {} }, () => t);
+    const metrics = createMetrics();
+    let n = 0;
+    const churn = (until: number) => {
+      for (; n * 20 < until; n++) state.upsertSlice(endpointSlice('ns', `svc-${n % 200}`, `s-${n % 200}`, [{ port: 8080 }], [{ ip: `10.244.${n % 200}.${1 + (n % 250)}`, nodeName: 'node-b' }]));
+    };
+    const timed = new ScriptedSyncer(async () => ((t += 57), churn(t), { ok: true, full: false, reason: null }));
+    const sync = new ProxySync(state, timed, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics, now: () => t });
+    const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
+    for (const service of Array.from({ length: 200 }, (_, i) => `svc-${i}`)) state.upsertService(service_(service));
+    while (t < 120_000) {
+      churn(t);
+      expect(await sync.sync()).toBe(true);
+      expect(healthReport(health, t, 30_000, true).healthy, `at ${t} ms`).toBe(true);
+      t += 1000 - 57; // the runner's minimum interval
+    }
+    const { values } = await metrics.networkProgramming.get();
+    const count = values.find((v) => v.metricName?.endsWith('_count'))!.value;
+    const sum = values.find((v) => v.metricName?.endsWith('_sum'))!.value;
+    expect(count).toBeGreaterThan(100);
+    // Each change waits at most one interval plus a sync, never since the churn began.
+    expect(sum / count).toBeLessThan(1.1);
+  });
+
+  it('turns unhealthy when a sync hangs: taken changes still count as waiting', async () => {
+    let t = 0;
+    const state = new ClusterState('node-a', { problem: () => {} }, () => t);
+    let hang = false;
+    const hanging = new ScriptedSyncer(() => (hang ? new Promise<SyncResult>(() => {}) : Promise.resolve({ ok: true, full: true, reason: 'required' })));
+    const sync = new ProxySync(state, hanging, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
+    const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
+    await sync.sync();
+    t = 1000;
+    state.upsertService(service_('svc-0'));
+    hang = true;
+    void sync.sync();
+    t = 60_000;
+    expect(healthReport(health, t, 30_000, false).healthy).toBe(true);
+    t = 61_001;
+    expect(healthReport(health, t, 30_000, false).healthy).toBe(false);
+  });
 });
+
+function service_(name: string) {
+  return service('ns', name, `10.96.${Number(name.slice(4)) >> 8}.${Number(name.slice(4)) & 255}`, [{ port: 80, targetPort: 8080 }]);
+}

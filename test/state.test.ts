@@ -69,20 +69,20 @@ describe('ClusterState', () => {
     expect(state.nodeContext.zone).toBe('zone-b');
   });
 
-  it('tracks how long a change has waited, until it is synced', () => {
+  it('tracks when each change not yet taken arrived; take() hands those times over', () => {
     let now = 1000;
     const { state } = fresh(() => now);
     expect(state.pendingSince).toBe(1000);
-    state.take();
-    state.synced();
+    expect(state.take().seenAt).toEqual(new Map([['*', 1000]]));
     expect(state.pendingSince).toBeNull();
     now = 2000;
     state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));
     now = 3000;
     state.upsertService(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
+    state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 81 }]));
     expect(state.pendingSince).toBe(2000);
-    state.take();
-    state.synced();
+    // A service changed twice waits since its first change.
+    expect(state.take().seenAt).toEqual(new Map([['ns/a', 2000], ['ns/b', 3000]]));
     expect(state.pendingSince).toBeNull();
   });
 });

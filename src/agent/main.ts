@@ -32,7 +32,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   const configured = mode.configure(cfg);
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
   const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => deleteFlows(runCommand, d), log, metrics });
-  const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => state.pendingSince };
+  const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };
   const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
   const runner = new BoundedFrequencyRunner(
     async () => {
@@ -57,7 +57,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
       models: () => ({ IPv4: state.familyModel('IPv4'), IPv6: state.familyModel('IPv6') }),
       node: () => state.nodeContext,
       mode: configured,
-      pendingSince: () => state.pendingSince,
+      pendingSince: () => proxy.pendingSince,
     },
   });
 
@@ -78,6 +78,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
       changed: () => {
         metrics.lastQueued.setToCurrentTime();
         runner.request();
+      },
+      rejected: (kind, why, count) => {
+        metrics.rejectedFromApi.inc({ kind }, count);
+        log.warn({ kind, why, count }, 'skipped what the API server sent');
       },
     },
     log,

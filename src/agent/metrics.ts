@@ -60,6 +60,12 @@ export function createMetrics() {
       help: 'Cumulative proxy rules EndpointSlice changes',
       registers: [registry],
     }),
+    rejectedFromApi: new Counter({
+      name: 'kubeproxy_ts_api_objects_rejected_total',
+      help: 'Objects and watch events from the API server that were not valid and were skipped',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
     serviceChanges: new Counter({
       name: 'kubeproxy_sync_proxy_rules_service_changes_total',
       help: 'Cumulative proxy rules Service changes',

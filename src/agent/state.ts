@@ -31,6 +31,22 @@ export interface Changes {
   services: Set<string>;
   /** The service ports the changed services had before, to find what stopped being served. */
   previous: ServicePort[];
+  /**
+   * When each change was first seen (ms since epoch): per service, and for everything
+   * (start-up, a Node change) under `all`. Health and network programming latency follow
+   * each change from here to the sync that programs it.
+   */
+  seenAt: Map<string, number>;
+}
+
+/** Key of `Changes.seenAt` for a change to everything. */
+export const ALL = '*';
+
+/** The oldest time in `seenAt`, or null. */
+export function oldestChange(seenAt: Map<string, number>): number | null {
+  let oldest: number | null = null;
+  for (const t of seenAt.values()) if (oldest === null || t < oldest) oldest = t;
+  return oldest;
 }
 
 const portKey = (sp: ServicePort) => `${sp.family}|${sp.name}|${sp.protocol}`;
@@ -41,10 +57,13 @@ const portKey = (sp: ServicePort) => `${sp.family}|${sp.name}|${sp.protocol}`;
  */
 export function mergeChanges(older: Changes, newer: Changes): Changes {
   const seen = new Set(older.previous.map(portKey));
+  const seenAt = new Map(newer.seenAt);
+  for (const [k, t] of older.seenAt) seenAt.set(k, Math.min(t, seenAt.get(k) ?? t));
   return {
     all: older.all || newer.all,
     services: new Set([...older.services, ...newer.services]),
     previous: [...older.previous, ...newer.previous.filter((sp) => !seen.has(portKey(sp)))],
+    seenAt,
   };
 }
 
@@ -59,10 +78,10 @@ export class ClusterState {
   private readonly slicesByService = new Map<string, Set<string>>();
   private node: NodeContext;
   private readonly ports = new Map<string, ServicePort[]>();
-  private dirty = new Set<string>();
-  private allDirty = true;
-  /** When the oldest change not yet synced arrived (ms since epoch), or null. */
-  pendingSince: number | null = null;
+  /** Services changed since the last take(), with when each first changed. */
+  private dirty = new Map<string, number>();
+  /** When everything became dirty (start-up, a Node change), or null. */
+  private allDirtySince: number | null;
 
   constructor(
     readonly nodeName: string,
@@ -71,12 +90,17 @@ export class ClusterState {
   ) {
     this.node = nodeContext(nodeName, []);
     // Everything is pending until the first sync: a proxy that never gets there is unhealthy.
-    this.pendingSince = now();
+    this.allDirtySince = now();
+  }
+
+  /** When the oldest change not yet taken arrived (ms since epoch), or null. */
+  get pendingSince(): number | null {
+    const oldest = oldestChange(this.dirty);
+    return this.allDirtySince === null ? oldest : Math.min(this.allDirtySince, oldest ?? Infinity);
   }
 
   private touch(serviceKey: string): void {
-    this.dirty.add(serviceKey);
-    this.pendingSince ??= this.now();
+    if (!this.dirty.has(serviceKey)) this.dirty.set(serviceKey, this.now());
   }
 
   upsertService(obj: unknown): void {
@@ -149,8 +173,7 @@ export class ClusterState {
     const next = nodeContext(this.nodeName, [r.value as NodeInfo]);
     if (JSON.stringify(next) === JSON.stringify(this.node)) return;
     this.node = next;
-    this.allDirty = true;
-    this.pendingSince ??= this.now();
+    this.allDirtySince ??= this.now();
   }
 
   get nodeContext(): NodeContext {
@@ -162,8 +185,10 @@ export class ClusterState {
    * objects of unchanged services are kept as they are (renderers memoize on them).
    */
   take(): Changes {
-    const all = this.allDirty;
-    const changed = all ? new Set([...this.ports.keys(), ...this.services.keys()]) : this.dirty;
+    const all = this.allDirtySince !== null;
+    const seenAt = new Map(this.dirty);
+    if (this.allDirtySince !== null) seenAt.set(ALL, this.allDirtySince);
+    const changed = all ? new Set([...this.ports.keys(), ...this.services.keys()]) : new Set(this.dirty.keys());
     const previous: ServicePort[] = [];
     for (const k of changed) {
       previous.push(...(this.ports.get(k) ?? []));
@@ -180,14 +205,9 @@ export class ClusterState {
       }
       this.ports.set(k, buildServicePorts(svc, slices, this.node));
     }
-    this.dirty = new Set();
-    this.allDirty = false;
-    return { all, services: changed, previous };
-  }
-
-  /** Marks the current state as programmed. */
-  synced(): void {
-    if (!this.allDirty && this.dirty.size === 0) this.pendingSince = null;
+    this.dirty = new Map();
+    this.allDirtySince = null;
+    return { all, services: changed, previous, seenAt };
   }
 
   /** Every service port, both families, in no particular order: for whole-model scans. */

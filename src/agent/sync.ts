@@ -8,19 +8,24 @@ import { staleUdpFlows, type ConntrackDeletion } from '../conntrack/stale.js';
 import type { IPFamily } from '../model/types.js';
 import type { Syncer } from '../modes/mode.js';
 import type { Metrics } from './metrics.js';
-import { mergeChanges, type Changes, type ClusterState } from './state.js';
+import { mergeChanges, oldestChange, type Changes, type ClusterState } from './state.js';
 
 export interface ProxySyncDeps {
   /** Deletes conntrack entries that the new rules made stale; returns failures. */
   deleteFlows: (deletions: ConntrackDeletion[]) => Promise<string[]>;
   log: Logger;
   metrics: Metrics;
+  /** Injected for tests. */
+  now?: () => number;
 }
 
 export class ProxySync {
   /** Last successful sync (ms since epoch), or null before the first. */
   lastUpdated: number | null = null;
-  /** What a failed sync did not program: its stale flows are still to delete once one succeeds. */
+  /**
+   * Changes taken from the state and not programmed yet: those of a sync in progress, or
+   * of a failed one (whose stale flows are still to delete once a sync succeeds).
+   */
   private unprogrammed: Changes | null = null;
 
   constructor(
@@ -29,16 +34,23 @@ export class ProxySync {
     private readonly deps: ProxySyncDeps,
   ) {}
 
+  /** When the oldest change not yet in the kernel was seen, or null: what health is judged by. */
+  get pendingSince(): number | null {
+    const taken = this.unprogrammed ? oldestChange(this.unprogrammed.seenAt) : null;
+    const waiting = this.state.pendingSince;
+    return taken === null ? waiting : Math.min(taken, waiting ?? Infinity);
+  }
+
   /** One sync; false when it failed (the syncer makes the next one full). */
   async sync(): Promise<boolean> {
     const { log, metrics } = this.deps;
+    const clock = this.deps.now ?? Date.now;
     const started = performance.now();
-    const pendingSince = this.state.pendingSince;
     const taken = this.state.take();
     const changes = this.unprogrammed ? mergeChanges(this.unprogrammed, taken) : taken;
+    this.unprogrammed = changes;
     const r = await this.syncer.sync({ model: this.state, services: changes.services, all: changes.all });
     if (!r.ok) {
-      this.unprogrammed = changes;
       metrics.restoreFailures.inc();
       if (!r.full) metrics.partialRestoreFailures.inc();
       log.error({ err: r.error, full: r.full }, 'sync failed; the next sync is a full one');
@@ -53,13 +65,12 @@ export class ProxySync {
     const failures = await this.deps.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
     for (const f of failures) log.warn({ err: f }, 'could not delete a stale conntrack entry');
     this.unprogrammed = null;
-    this.state.synced();
-    this.lastUpdated = Date.now();
+    this.lastUpdated = clock();
     const seconds = (performance.now() - started) / 1000;
     metrics.syncDuration.observe(seconds);
     (r.full ? metrics.fullSyncDuration : metrics.partialSyncDuration).observe(seconds);
     metrics.lastSync.setToCurrentTime();
-    if (pendingSince !== null) metrics.networkProgramming.observe((Date.now() - pendingSince) / 1000);
+    for (const seen of changes.seenAt.values()) metrics.networkProgramming.observe((this.lastUpdated - seen) / 1000);
     log.info({ full: r.full, reason: r.reason ?? undefined, services: r.full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
     return true;
   }

@@ -1,12 +1,19 @@
 /**
- * Watches Services, EndpointSlices and this node's Node through client-node informers.
- * Informers relist by themselves after a 410; on any other error client-node 1.4 stops
- * them, so they are restarted here, resuming from the last resourceVersion they saw (a
- * watch that expired meanwhile gets a 410 and a relist, whose diff reports deletions).
+ * Watches Services, EndpointSlices and this node's Node through client-node informers,
+ * guarded against what the API path can send. client-node's watch handler is async and
+ * dereferences every event, so a line that is JSON but no object (`{"type":"ADDED"}`,
+ * `[1,2,3]`) would end the process with an unhandled rejection: every event is checked
+ * here first, and one that is not a valid object is logged, counted and ends that watch
+ * with a relist, since a stream that sent it cannot be trusted. A list body that is not a
+ * list is refused the same way. Relists and re-watches after a failure back off as
+ * client-go's reflector does (backoff.ts), so a storm of 410s or 500s never becomes a storm
+ * of full lists, and each retry is logged with its reason. Informers relist by themselves
+ * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
  */
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import fetch from 'node-fetch';
 import type { Logger } from 'pino';
+import { Backoff } from './backoff.js';
 
 export interface ObjectHandlers {
   upsert(obj: unknown): void;
@@ -19,6 +26,8 @@ export interface WatchHandlers {
   node: ObjectHandlers;
   /** Called after every delivered event. */
   changed(): void;
+  /** Objects or events from the API that were not valid, skipped (`count` of them). */
+  rejected(kind: string, why: string, count: number): void;
 }
 
 export interface Watches {
@@ -32,23 +41,176 @@ export function loadKubeConfig(path: string | null): KubeConfig {
   return kc;
 }
 
-const RESTART_DELAY_MS = 1000;
+/** A watch that ends sooner than this did not really work: the next one waits its turn. */
+const SHORT_WATCH_MS = 1000;
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+const WATCH_TYPES = new Set(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
+
+/** Why a watch event cannot be given to the informer, or null when it can. */
+export function malformedEvent(data: unknown): string | null {
+  if (!isRecord(data)) return `not an object: ${JSON.stringify(data)?.slice(0, 80)}`;
+  const { type, object } = data;
+  if (typeof type !== 'string' || !WATCH_TYPES.has(type)) return `unknown event type ${JSON.stringify(type)}`;
+  if (!isRecord(object)) return `${type} event without an object`;
+  if (type === 'ERROR') return null;
+  const meta = object.metadata;
+  if (!isRecord(meta) || typeof meta.resourceVersion !== 'string') return `${type} event whose object has no metadata.resourceVersion`;
+  if (type !== 'BOOKMARK' && typeof meta.name !== 'string') return `${type} event whose object has no metadata.name`;
+  return null;
+}
+
+/** Why a list answer cannot be used, or null when it can. Items are checked one by one later. */
+export function malformedList(body: unknown): string | null {
+  if (!isRecord(body)) return 'the list is not an object';
+  if (!Array.isArray(body.items)) return 'the list has no items';
+  if (!isRecord(body.metadata) || typeof body.metadata.resourceVersion !== 'string') return 'the list has no metadata.resourceVersion';
+  return null;
+}
+
+const named = (o: unknown): o is KubernetesObject => isRecord(o) && isRecord(o.metadata) && typeof o.metadata.name === 'string';
+
+/** An error that makes client-node relist: the same status a watch too old for the server gets. */
+function relist(why: string): Error {
+  return Object.assign(new Error(why), { statusCode: 410 });
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
- * A list as plain JSON. client-node's typed list calls turn every object into class
- * instances, which at 10,000 Services and EndpointSlices costs ~60 MB more at each
- * (re)list; the proxy validates raw objects anyway. Same connection settings as the watch.
+ * One informer's pacing: all lists but the first wait a backoff step, and so does a watch
+ * that follows one that failed or ended at once; a watch right after its list goes ahead.
  */
-function rawList(kc: KubeConfig, path: string): () => Promise<KubernetesListObject<KubernetesObject>> {
-  return async () => {
-    const server = kc.getCurrentCluster()?.server;
-    if (!server) throw new Error('the kubeconfig has no current cluster');
-    const init = await kc.applyToFetchOptions({});
-    const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
-    const body = await res.text();
-    if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${body.slice(0, 200)}`), { statusCode: res.status });
-    return JSON.parse(body) as KubernetesListObject<KubernetesObject>;
+class Pacer {
+  private lists = 0;
+  private watchEnd: { at: number; failed: boolean; lasted: number } | null = null;
+  private listedSinceWatch = false;
+  private readonly backoff = new Backoff();
+
+  /** Why the last list or watch failed, for the retry's log line. */
+  reason = 'start';
+
+  constructor(
+    private readonly kind: string,
+    private readonly log: Logger,
+    readonly stopping: AbortSignal,
+  ) {}
+
+  private async wait(what: string): Promise<void> {
+    const ms = this.backoff.next();
+    this.log.warn({ kind: this.kind, reason: this.reason, retryInMs: ms }, `${what} again after a backoff`);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.stopping.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    });
+  }
+
+  async beforeList(): Promise<void> {
+    if (this.lists++ > 0) await this.wait('listing');
+    this.listedSinceWatch = true;
+  }
+
+  async beforeWatch(): Promise<void> {
+    const end = this.watchEnd;
+    if (!this.listedSinceWatch && end && (end.failed || end.lasted < SHORT_WATCH_MS)) await this.wait('watching');
+    this.listedSinceWatch = false;
+  }
+
+  watchEnded(startedAt: number, err: unknown): void {
+    const now = Date.now();
+    this.watchEnd = { at: now, failed: err !== null && err !== undefined, lasted: now - startedAt };
+    if (err) this.reason = errorText(err);
+  }
+}
+
+/**
+ * The list an informer starts from, as plain JSON: client-node's typed list calls turn
+ * every object into class instances, which at 10,000 Services and EndpointSlices costs
+ * ~60 MB more at each (re)list; the proxy validates raw objects anyway. Objects without a
+ * name are dropped here (client-node would fail on them), and reported.
+ */
+function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
+  return async (): Promise<KubernetesListObject<KubernetesObject>> => {
+    await pacer.beforeList();
+    if (pacer.stopping.aborted) throw new Error('stopped');
+    try {
+      const server = kc.getCurrentCluster()?.server;
+      if (!server) throw new Error('the kubeconfig has no current cluster');
+      const init = await kc.applyToFetchOptions({});
+      const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
+      const text = await res.text();
+      if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${text.slice(0, 200)}`), { statusCode: res.status });
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new Error(`GET ${path}: the answer is not JSON`);
+      }
+      const bad = malformedList(body);
+      if (bad) {
+        rejected(kind, bad, 1);
+        throw new Error(`GET ${path}: ${bad}`);
+      }
+      const list = body as { items: unknown[]; metadata: { resourceVersion: string } };
+      const items = list.items.filter(named);
+      if (items.length < list.items.length) rejected(kind, 'listed objects without metadata.name', list.items.length - items.length);
+      return { ...(list as KubernetesListObject<KubernetesObject>), items: items as KubernetesObject[] };
+    } catch (err) {
+      pacer.reason = errorText(err);
+      throw err;
+    }
   };
+}
+
+type WatchCallback = (phase: string, apiObj: unknown, watchObj?: unknown) => unknown;
+
+/**
+ * client-node's Watch, as ListWatch calls it, with every event checked before the
+ * informer sees it, `done` called once, and a re-watch paced after a failed one.
+ */
+function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rejected: WatchHandlers['rejected']): Watch {
+  const guarded = Object.create(watch) as Watch;
+  guarded.watch = async (path, queryParams, callback, done) => {
+    await pacer.beforeWatch();
+    const startedAt = Date.now();
+    let finished = false;
+    let controller: AbortController | undefined;
+    // ListWatch watches after a list even once stopped: end such a watch before it starts.
+    if (pacer.stopping.aborted) {
+      done(null);
+      return new AbortController();
+    }
+    const finish = (err: unknown) => {
+      if (finished) return;
+      finished = true;
+      controller?.abort();
+      pacer.watchEnded(startedAt, err);
+      done(err);
+    };
+    const onEvent: WatchCallback = (phase, apiObj, watchObj) => {
+      if (finished) return;
+      const bad = malformedEvent(watchObj);
+      if (bad) {
+        rejected(kind, bad, 1);
+        finish(relist(`malformed watch event: ${bad}`));
+        return;
+      }
+      // The informer's handler is async: a failure in it must not become an unhandled rejection.
+      Promise.resolve((callback as WatchCallback)(phase, apiObj, watchObj)).catch((err: unknown) => {
+        log.error({ kind, err: errorText(err) }, 'watch event handler failed; relisting');
+        finish(relist(`event handler failed: ${errorText(err)}`));
+      });
+    };
+    try {
+      controller = await watch.watch(path, queryParams, onEvent as Parameters<Watch['watch']>[2], finish);
+    } catch (err) {
+      finish(err);
+    }
+    if (finished) controller?.abort();
+    return controller ?? new AbortController();
+  };
+  return guarded;
 }
 
 /** Starts the three informers; resolves once each has listed (no sync happens before). */
@@ -59,52 +221,47 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   // fresh (a restart then resumes without a relist), and a server-side timeout ends a watch
   // that silently stalled, as client-go does with its 5-10 minute watches.
   const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
-  const informers: { kind: string; lw: ListWatch<KubernetesObject>; h: ObjectHandlers }[] = [
-    {
-      kind: 'services',
-      lw: new ListWatch(watchPath('/api/v1/services'), watch, rawList(kc, '/api/v1/services'), false),
-      h: handlers.services,
-    },
-    {
-      kind: 'endpointslices',
-      lw: new ListWatch(watchPath('/apis/discovery.k8s.io/v1/endpointslices'), watch, rawList(kc, '/apis/discovery.k8s.io/v1/endpointslices'), false),
-      h: handlers.endpointSlices,
-    },
-    {
-      kind: 'node',
-      lw: new ListWatch(watchPath('/api/v1/nodes'), watch, rawList(kc, `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`), false, undefined, nodeSelector),
-      h: handlers.node,
-    },
+  const stopping = new AbortController();
+  const informer = (kind: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
+    const pacer = new Pacer(kind, log, stopping.signal);
+    const lw = new ListWatch(
+      watchPath(path),
+      guardedWatch(watch, kind, pacer, log, handlers.rejected),
+      rawList(kc, listPath, kind, pacer, handlers.rejected),
+      false,
+      undefined,
+      fieldSelector,
+    );
+    return { kind, lw, h, pacer };
+  };
+  const informers = [
+    informer('services', '/api/v1/services', '/api/v1/services', handlers.services),
+    informer('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
+    informer('node', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
 
-  let stopped = false;
-  const timers = new Set<NodeJS.Timeout>();
+  const start = (kind: string, lw: ListWatch<KubernetesObject>) =>
+    lw.start().catch((err: unknown) => log.error({ kind, err: errorText(err) }, 'informer failed to start; retrying'));
   for (const { kind, lw, h } of informers) {
     lw.on('add', (o) => (h.upsert(o), handlers.changed()));
     lw.on('update', (o) => (h.upsert(o), handlers.changed()));
     lw.on('delete', (o) => (h.remove(o), handlers.changed()));
-    lw.on('error', (err) => {
-      if (stopped) return;
-      log.warn({ kind, err: (err as Error)?.message ?? String(err) }, 'watch failed; restarting');
-      const t = setTimeout(() => {
-        timers.delete(t);
-        if (!stopped) void lw.start();
-      }, RESTART_DELAY_MS);
-      timers.add(t);
+    // The pacer makes the restarted informer's list or watch wait its backoff.
+    lw.on('error', () => {
+      if (!stopping.signal.aborted) void start(kind, lw);
     });
   }
 
   // start() returns after the first list, or after reporting its failure (then the error
   // handler restarts it): wait until every informer has a resourceVersion.
-  await Promise.all(informers.map(({ lw }) => lw.start()));
-  while (!stopped && informers.some(({ lw }) => lw.latestResourceVersion() === '')) {
+  await Promise.all(informers.map(({ kind, lw }) => start(kind, lw)));
+  while (!stopping.signal.aborted && informers.some(({ lw }) => lw.latestResourceVersion() === '')) {
     await new Promise((r) => setTimeout(r, 100));
   }
   log.info('informers synced');
   return {
     stop: async () => {
-      stopped = true;
-      for (const t of timers) clearTimeout(t);
+      stopping.abort();
       await Promise.all(informers.map(({ lw }) => lw.stop()));
     },
   };

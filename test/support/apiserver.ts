@@ -56,6 +56,16 @@ export interface StartOptions {
 
 export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'delete' | 'discovery' | 'unknown';
 
+/**
+ * What a broken or hostile API path answers instead of the real thing, for one list or
+ * watch request: an error status (a Kubernetes Status body), a raw body for a list, or
+ * raw lines for a watch stream (then closed, or left open like a stalled stream).
+ */
+export type Fault = { status: number } | { listBody: string } | { watchLines: string[]; then: 'close' | 'hang' };
+
+/** Decides, per request, whether it meets a fault; undefined lets it through. */
+export type FaultHook = (r: RequestRecord) => Fault | undefined;
+
 export interface RequestRecord {
   method: string;
   path: string;
@@ -398,6 +408,26 @@ export class TestApiServer {
     record.status = res.statusCode;
   }
 
+  /** Faults to inject into lists and watches (see Fault); null: none. */
+  faults: FaultHook | null = null;
+
+  /** Answers `record`'s request with a fault, if the hook has one for it; true when it did. */
+  private fault(res: http.ServerResponse, record: RequestRecord): boolean {
+    const f = this.faults?.(record);
+    if (!f) return false;
+    if ('status' in f) {
+      sendJson(res, f.status, status(f.status, f.status === 410 ? 'Expired' : 'InternalError', `injected fault ${f.status}`));
+    } else if ('listBody' in f) {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(f.listBody);
+    } else {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      for (const line of f.watchLines) res.write(`${line}\n`);
+      if (f.then === 'close') res.end();
+    }
+    record.status = res.statusCode;
+    return true;
+  }
+
   private async route(req: http.IncomingMessage, res: http.ServerResponse, url: URL, record: RequestRecord): Promise<void> {
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = record.method;
@@ -420,9 +450,11 @@ export class TestApiServer {
       const watch = q.get('watch');
       if (watch === 'true' || watch === '1') {
         record.verb = 'watch';
+        if (this.fault(res, record)) return;
         return this.watch(r, namespace, q, res, record);
       }
       record.verb = 'list';
+      if (this.fault(res, record)) return;
       const matches = matcher(namespace, q);
       // As in kube-apiserver's JSON, list items carry no apiVersion/kind of their own.
       const items = [...this.store.get(r.kind)!.values()]

@@ -1,0 +1,118 @@
+/**
+ * The agent's informers (agent/watch.ts) against the test API server with faults: what
+ * the API sends that is not a valid object is skipped, counted and followed by a relist,
+ * never a crash; a storm of 410s or 500s is met with backed-off relists, not a loop.
+ * Vitest fails a run on any unhandled rejection, so "no crash" is checked for free.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadKubeConfig, malformedEvent, malformedList, startWatches, type Watches } from '../src/agent/watch.js';
+import { TestApiServer } from './support/apiserver.js';
+import { eventually, node, service } from './support/objects.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('malformedEvent and malformedList', () => {
+  it.each([
+    [{ type: 'ADDED' }, /ADDED event without an object/],
+    [{ type: 'ADDED', object: null }, /ADDED event without an object/],
+    [{ type: 'DELETED', object: {} }, /no metadata.resourceVersion/],
+    [{ type: 'MODIFIED', object: { metadata: { resourceVersion: '5' } } }, /no metadata.name/],
+    [{ type: 'SURPRISE', object: {} }, /unknown event type/],
+    [[1, 2, 3], /not an object/],
+    ['x', /not an object/],
+    [12345, /not an object/],
+    [null, /not an object/],
+  ])('%j: %s', (event, why) => expect(malformedEvent(event)).toMatch(why));
+
+  it('lets valid events through', () => {
+    expect(malformedEvent({ type: 'ADDED', object: { metadata: { name: 'a', resourceVersion: '1' } } })).toBeNull();
+    expect(malformedEvent({ type: 'BOOKMARK', object: { metadata: { resourceVersion: '9' } } })).toBeNull();
+    expect(malformedEvent({ type: 'ERROR', object: { code: 410 } })).toBeNull();
+  });
+
+  it('refuses a list that is not one', () => {
+    expect(malformedList({})).toMatch(/no items/);
+    expect(malformedList([])).toMatch(/not an object/);
+    expect(malformedList({ items: [], metadata: {} })).toMatch(/resourceVersion/);
+    expect(malformedList({ items: [], metadata: { resourceVersion: '1' } })).toBeNull();
+  });
+});
+
+describe('informers against a faulty API server', () => {
+  let api: TestApiServer;
+  let watches: Watches | undefined;
+  let dir: string;
+  afterEach(async () => {
+    await watches?.stop();
+    watches = undefined;
+    await api?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function start() {
+    dir = mkdtempSync(join(tmpdir(), 'kpt-watch-'));
+    api = await TestApiServer.start({ bookmarkIntervalMs: 200 });
+    api.apply(node('node-a', '192.168.0.10'));
+    api.apply(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));
+    const seen = new Map<string, unknown>();
+    const rejected: { kind: string; why: string; count: number }[] = [];
+    const handlers = {
+      upsert: (o: unknown) => seen.set((o as { metadata: { name: string } }).metadata.name, o),
+      remove: (o: unknown) => seen.delete((o as { metadata: { name: string } }).metadata.name),
+    };
+    watches = await startWatches(
+      loadKubeConfig(api.writeKubeconfig(join(dir, 'kubeconfig'))),
+      'node-a',
+      { services: handlers, endpointSlices: handlers, node: { upsert: () => {}, remove: () => {} }, changed: () => {}, rejected: (kind, why, count) => rejected.push({ kind, why, count }) },
+      pino({ level: 'silent' }),
+    );
+    return { seen, rejected };
+  }
+
+  const MALFORMED = ['{"type":"ADDED"}', '{"type":"ADDED","object":null}', '{"type":"DELETED","object":{}}', '[1,2,3]', '"x"', '12345'];
+
+  it.each(MALFORMED)('a watch line %s is counted and skipped, and the informer relists and converges', async (line) => {
+    const { seen, rejected } = await start();
+    expect([...seen.keys()]).toEqual(['a']);
+    // The next services watch sends the bad line; every other request is served.
+    let sent = false;
+    api.faults = (r) => (r.verb === 'watch' && r.kind === 'Service' && !sent ? ((sent = true), { watchLines: [line], then: 'hang' }) : undefined);
+    const lists = api.count('list', 'Service');
+    // End the current watches so the informer opens the faulty one.
+    await api.restart(0);
+    await eventually('the bad line was reported', async () => (rejected.some((r) => r.kind === 'services') ? true : undefined));
+    api.apply(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
+    await eventually('converged after the relist', async () => (seen.has('b') ? true : undefined));
+    expect(api.count('list', 'Service')).toBeGreaterThan(lists);
+  });
+
+  it('a list answered with {} is reported and retried, and the informer recovers', async () => {
+    const { seen, rejected } = await start();
+    let bad = 2;
+    api.faults = (r) => (r.verb === 'list' && r.kind === 'Service' && bad-- > 0 ? { listBody: '{}' } : r.verb === 'watch' && r.kind === 'Service' && bad > 0 ? { status: 410 } : undefined);
+    await api.restart(0);
+    api.apply(service('ns', 'c', '10.96.0.3', [{ name: 'http', port: 80 }]));
+    await eventually('converged', async () => (seen.has('c') ? true : undefined), 20_000);
+    expect(rejected.filter((r) => r.why === 'the list has no items').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it.each([
+    ['every watch answered 410', (r: { verb: string }) => (r.verb === 'watch' ? { status: 410 } : undefined)],
+    ['every list answered 500', (r: { verb: string }) => (r.verb === 'list' ? { status: 500 } : r.verb === 'watch' ? { status: 410 } : undefined)],
+  ] as const)('%s for 8 s: the informers back off instead of relisting in a loop', async (_what, fault) => {
+    await start();
+    const before = api.count('list');
+    api.faults = fault;
+    await api.restart(0);
+    await sleep(8000);
+    // Three informers; without backoff this is hundreds of lists a second.
+    const lists = api.count('list') - before;
+    expect(lists).toBeGreaterThan(2);
+    expect(lists).toBeLessThanOrEqual(3 * 6);
+    api.faults = null;
+  });
+});
