@@ -281,6 +281,10 @@ describe('flags', () => {
     [['--nodeport-addresses', 'everywhere'], 'nodePortAddresses'],
     [['--proxy-mode', 'bogus'], 'proxy-mode'],
     [['--no-such-flag'], 'no-such-flag'],
+    // Node timers overflow above 2^31-1 ms and would fire at once, every time.
+    [['--iptables-sync-period', '999h'], 'iptables.syncPeriod: 999h0m0s is longer than 596h31m23.647s'],
+    [['--iptables-min-sync-period', '600h', '--iptables-sync-period', '596h'], 'iptables.minSyncPeriod: 600h0m0s is longer'],
+    [['--iptables-sync-period', '0s'], 'iptables.syncPeriod: must be greater than 0'],
   ])('%j: exit 2 with one line naming %s', (flags, name) => {
     const line = expectOneLineFailure(cli([...base, ...flags]));
     expect(line).toContain(name);

@@ -6,10 +6,14 @@
  * endpoints do not count: a node whose pods are all going away should be drained. As
  * upstream, the servers listen on the addresses that accept node ports.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { nodePortIPs } from '../model/nodeports.js';
 import type { NodeContext, ServicePort } from '../model/types.js';
+import { createAgentServer } from './http.js';
+
+/** A load balancer's probers keep a few connections each. */
+const HEALTH_CHECK_MAX_CONNECTIONS = 64;
 
 export interface HealthCheckTarget {
   namespace: string;
@@ -86,7 +90,7 @@ export class HealthCheckServers {
         existing.target = target;
         continue;
       }
-      const entry: Entry = { server: createServer(), target };
+      const entry: Entry = { server: createAgentServer(`health check node port ${port}`, HEALTH_CHECK_MAX_CONNECTIONS, this.log), target };
       entry.server.on('request', (_req, res) => {
         const t = entry.target;
         const healthy = this.proxyHealthy();
@@ -97,11 +101,14 @@ export class HealthCheckServers {
         });
         res.end(body(t, healthy));
       });
-      entry.server.once('error', (err) => {
+      // Until it listens, an error means it cannot: drop it, and the next update tries again.
+      const cannotListen = (err: Error) => {
         this.log.error({ host: address.host, port, err: err.message }, 'health check node port server cannot listen; trying again at the next sync');
         entry.server.close();
         if (this.servers.get(key) === entry) this.servers.delete(key);
-      });
+      };
+      entry.server.once('error', cannotListen);
+      entry.server.once('listening', () => entry.server.off('error', cannotListen));
       entry.server.listen({ port, host: address.host, ipv6Only: address.ipv6Only });
       this.servers.set(key, entry);
     }

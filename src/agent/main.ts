@@ -52,6 +52,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     syncPeriodMs: cfg.syncPeriodMs,
     health,
     metricsRegistry: metrics.registry,
+    log,
     debug: {
       families: syncer.families,
       models: () => ({ IPv4: state.familyModel('IPv4'), IPv6: state.familyModel('IPv6') }),

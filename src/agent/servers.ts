@@ -3,9 +3,11 @@
  * --healthz-bind-address (/healthz, /livez), metrics on --metrics-bind-address (/metrics,
  * /proxyMode, /healthz).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
 import type { Metrics } from './metrics.js';
 import { debugRules, debugTrace, type DebugAnswer, type DebugSource } from './debug.js';
+import { createAgentServer, DutyCycleGate } from './http.js';
 
 export interface HealthSource {
   /** Last successful sync (ms since epoch), or null before the first. */
@@ -51,10 +53,10 @@ function listen(server: Server, addr: { host: string; port: number }): Promise<v
   });
 }
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+type AsyncHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
-function route(routes: Record<string, Handler>): Server {
-  return createServer((req, res) => {
+function route(name: string, maxConnections: number, log: Logger, routes: Record<string, AsyncHandler>): Server {
+  return createAgentServer(name, maxConnections, log, (req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
     const handler = routes[path];
     if (!handler) {
@@ -63,11 +65,15 @@ function route(routes: Record<string, Handler>): Server {
       return;
     }
     Promise.resolve(handler(req, res)).catch((err: Error) => {
-      res.writeHead(500, { 'Content-Type': 'text/plain' });
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
       res.end(`${err.message}\n`);
     });
   });
 }
+
+/** Kubelet, load balancers and Prometheus each keep a few connections; more is a flood. */
+const HEALTHZ_MAX_CONNECTIONS = 256;
+const METRICS_MAX_CONNECTIONS = 64;
 
 export interface AgentServers {
   close(): Promise<void>;
@@ -81,23 +87,30 @@ export async function startServers(opts: {
   health: HealthSource;
   metricsRegistry: Metrics['registry'];
   debug: DebugSource;
+  log: Logger;
 }): Promise<AgentServers> {
+  const gate = new DutyCycleGate();
   const answer =
-    (fn: (req: IncomingMessage) => DebugAnswer): Handler =>
+    (fn: (req: IncomingMessage) => DebugAnswer): AsyncHandler =>
     (req, res) => {
-      const a = fn(req);
-      res.writeHead(a.status, { 'Content-Type': a.contentType });
-      res.end(a.body);
+      const r = gate.run(() => fn(req));
+      if (!r.ok) {
+        res.writeHead(429, { 'Content-Type': 'text/plain', 'Retry-After': String(Math.max(1, Math.ceil(r.retryAfterMs / 1000))) });
+        res.end('busy: debug answers take turns with the sync loop; try again\n');
+        return;
+      }
+      res.writeHead(r.value.status, { 'Content-Type': r.value.contentType });
+      res.end(r.value.body);
     };
   const health =
-    (needSynced: boolean): Handler =>
+    (needSynced: boolean): AsyncHandler =>
     (_req, res) => {
       const r = healthReport(opts.health, Date.now(), opts.syncPeriodMs, needSynced);
       res.writeHead(r.healthy ? 200 : 503, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' });
       res.end(JSON.stringify(r.body));
     };
-  const healthz = route({ '/healthz': health(true), '/livez': health(false) });
-  const metrics = route({
+  const healthz = route('healthz', HEALTHZ_MAX_CONNECTIONS, opts.log, { '/healthz': health(true), '/livez': health(false) });
+  const metrics = route('metrics', METRICS_MAX_CONNECTIONS, opts.log, {
     '/metrics': async (_req, res) => {
       const text = await opts.metricsRegistry.metrics();
       res.writeHead(200, { 'Content-Type': opts.metricsRegistry.contentType });

@@ -13,7 +13,7 @@
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import fetch from 'node-fetch';
 import type { Logger } from 'pino';
-import { Backoff } from './backoff.js';
+import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
 
 export interface ObjectHandlers {
   upsert(obj: unknown): void;
@@ -86,7 +86,7 @@ class Pacer {
   private lists = 0;
   private watchEnd: { at: number; failed: boolean; lasted: number } | null = null;
   private listedSinceWatch = false;
-  private readonly backoff = new Backoff();
+  private readonly backoff: Backoff;
 
   /** Why the last list or watch failed, for the retry's log line. */
   reason = 'start';
@@ -95,7 +95,10 @@ class Pacer {
     private readonly kind: string,
     private readonly log: Logger,
     readonly stopping: AbortSignal,
-  ) {}
+    backoff: BackoffOptions,
+  ) {
+    this.backoff = new Backoff(backoff);
+  }
 
   private async wait(what: string): Promise<void> {
     const ms = this.backoff.next();
@@ -214,7 +217,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
 }
 
 /** Starts the three informers; resolves once each has listed (no sync happens before). */
-export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger): Promise<Watches> {
+export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
   const watch = new Watch(kc);
   const nodeSelector = `metadata.name=${nodeName}`;
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
@@ -223,7 +226,7 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
   const stopping = new AbortController();
   const informer = (kind: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
-    const pacer = new Pacer(kind, log, stopping.signal);
+    const pacer = new Pacer(kind, log, stopping.signal, backoff);
     const lw = new ListWatch(
       watchPath(path),
       guardedWatch(watch, kind, pacer, log, handlers.rejected),

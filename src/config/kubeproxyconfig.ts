@@ -11,6 +11,8 @@ import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } f
 
 export class ConfigError extends Error {}
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 export const CONFIG_KIND = 'KubeProxyConfiguration';
 
@@ -79,6 +81,14 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
       throw new ConfigError(`${field}: ${JSON.stringify(value)} is not IP:PORT`);
     }
   }
+  // Node's timers hold at most 2^31-1 ms (24.8 days); a longer one fires at once, every time.
+  for (const [field, ms] of [
+    ['iptables.syncPeriod', cfg.syncPeriodMs],
+    ['iptables.minSyncPeriod', cfg.minSyncPeriodMs],
+  ] as const) {
+    if (ms > MAX_TIMER_MS) throw new ConfigError(`${field}: ${formatDuration(ms)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest a timer can wait`);
+  }
+  if (cfg.syncPeriodMs <= 0) throw new ConfigError('iptables.syncPeriod: must be greater than 0');
   if (cfg.minSyncPeriodMs > cfg.syncPeriodMs) {
     throw new ConfigError('iptables.minSyncPeriod: longer than iptables.syncPeriod');
   }
