@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { buildNodeModel } from '../src/model/build.js';
 import { renderIptables } from '../src/modes/iptables/render.js';
 import { restoreText, type IptablesRuleset } from '../src/modes/iptables/ruleset.js';
-import { appliedServices, fullSyncSteps, partialSyncStep, renderedServices } from '../src/modes/iptables/plan.js';
+import { appliedServices, fullSyncSteps, partialSyncSteps, renderedServices } from '../src/modes/iptables/plan.js';
 import { syntheticCluster } from '../bench/synthetic.js';
 import { applyRestore, normalized, type Tables } from './support/restore-sim.js';
 
@@ -88,8 +88,7 @@ describe('partial sync plan', () => {
           });
           const keys = [...touched].map((i) => `ns-${i % 50}/svc-${i}:http/tcp`);
           const tables = loaded(before);
-          const step = partialSyncStep(appliedServices(before), renderedServices(after), keys);
-          if (step) applyRestore(tables, text(step.chunks));
+          for (const step of partialSyncSteps(appliedServices(before), renderedServices(after), keys, Infinity)) applyRestore(tables, text(step.chunks));
           expect(normalized(tables, SHARED)).toEqual(normalized(loaded(after), SHARED));
         },
       ),
@@ -102,10 +101,43 @@ describe('partial sync plan', () => {
     const after = ruleset(50, 3, (objs) => {
       (objs.endpointSlices[7] as { endpoints: unknown[] }).endpoints.pop();
     });
-    const step = partialSyncStep(appliedServices(before), renderedServices(after), ['ns-7/svc-7:http/tcp'])!;
+    const steps = partialSyncSteps(appliedServices(before), renderedServices(after), ['ns-7/svc-7:http/tcp'], Infinity);
+    expect(steps).toHaveLength(1);
+    const step = steps[0]!;
     const t = text(step.chunks);
     expect(t).not.toContain('KUBE-SERVICES');
     expect(t).not.toContain('*filter');
     expect(step.lines).toBeLessThan(20);
+  });
+});
+
+describe('a service port larger than a restore', () => {
+  const big = (endpoints: number, mutate?: Parameters<typeof ruleset>[2]) => ruleset(3, endpoints, mutate);
+
+  it('full sync: its endpoint chains go first in bounded restores, then the chains that jump to them', () => {
+    const rs = big(400);
+    const steps = fullSyncSteps(rs, [], 300);
+    const tables: Tables = new Map();
+    for (const s of steps) {
+      // A service port's own chain that balances over all its endpoints cannot be cut.
+      if (s.what.includes('endpoint chains')) expect(s.lines).toBeLessThanOrEqual(300 + 2);
+      applyRestore(tables, text(s.chunks));
+    }
+    expect(normalized(tables, SHARED)).toEqual(normalized(loaded(rs), SHARED));
+    // 3 services of 400 endpoints: 1,200 endpoint chains in restores of 100.
+    expect(steps.filter((s) => s.what.includes('endpoint chains'))).toHaveLength(12);
+  });
+
+  it('partial sync: the changed large service port is cut the same way, and ends as a full restore would', () => {
+    const before = big(400);
+    const after = big(400, (objs) => {
+      (objs.endpointSlices[1] as { endpoints: unknown[] }).endpoints.splice(0, 50);
+    });
+    const tables = loaded(before);
+    const steps = partialSyncSteps(appliedServices(before), renderedServices(after), ['ns-1/svc-1:http/tcp'], 300);
+    // 350 endpoint chains in restores of 100, then the rest.
+    expect(steps.map((s) => s.what.replace(/ \d+-\d+ of \d+/, ''))).toEqual([...Array(4).fill('partial sync: ns-1/svc-1:http/tcp: endpoint chains'), 'partial sync: 1 service ports']);
+    for (const s of steps) applyRestore(tables, text(s.chunks));
+    expect(normalized(tables, SHARED)).toEqual(normalized(loaded(after), SHARED));
   });
 });

@@ -21,6 +21,9 @@ export const FIREWALL = 'KUBE-FIREWALL';
 export const CANARY_CHAIN = 'KUBE-PROXY-CANARY';
 export const CANARY_TABLES = ['mangle', 'nat', 'filter'] as const;
 
+/** An endpoint's chain: DNAT to it, and masquerade when it reaches itself. */
+export const ENDPOINT_CHAIN_PREFIX = 'KUBE-SEP-';
+
 /** Each service port's own chains start with one of these, then a hash of its name. */
 export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'] as const;
 

@@ -296,6 +296,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     out.line(`-A ${fw} -m comment --comment "other traffic to ${sp.name} will be dropped by KUBE-PROXY-FIREWALL"`);
   }
 
+  const endpoints = out.offset;
   const sepComment = ctx.endpointComments ? `-m comment --comment ${sp.name} ` : '';
   const affinity = sp.sessionAffinity !== null;
   for (const e of view.reachable) {
@@ -304,7 +305,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     out.line(`-A ${sep} ${sepComment}-s ${e.ip} -j ${MARK_MASQ}`);
     out.line(`-A ${sep} ${sepComment}${affinity ? `-m recent --name ${sep} --set ` : ''}${protoMatch} -j DNAT --to-destination ${e.address}`);
   }
-  return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, end: out.offset } };
+  return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, endpoints, end: out.offset } };
 }
 
 function familyNodeIPs(node: NodeContext, family: IPFamily): ParsedIP[] {

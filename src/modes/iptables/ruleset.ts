@@ -32,8 +32,11 @@ export interface ServicePortRules {
   shared: Rule[];
   /** The nat chains this service port owns (SVC, SVL, EXT, FW, SEP), in output order. */
   chains: string[];
-  /** Where this service port's chain rules lie in the ruleset's `chainRules`. */
-  rules: { start: number; end: number };
+  /**
+   * Where this service port's chain rules lie in the ruleset's `chainRules`: its endpoint
+   * (KUBE-SEP-) chains, two rules each, last, from `endpoints` on.
+   */
+  rules: { start: number; endpoints: number; end: number };
 }
 
 /** A rule in a built-in chain that sends packets into ours; ensured, not restored. */

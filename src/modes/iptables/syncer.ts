@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { FamilyModel, IPFamily } from '../../model/types.js';
 import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import type { IptablesApplier } from './applier.js';
-import { appliedServices, fixedSignature, fullSyncSteps, partialSyncStep, renderedServices, type AppliedServices } from './plan.js';
+import { appliedServices, fixedSignature, fullSyncSteps, partialSyncSteps, renderedServices, type AppliedServices } from './plan.js';
 import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from './render.js';
 import type { IptablesRuleset } from './ruleset.js';
 import type { IptablesVariant } from './variant.js';
@@ -108,6 +108,11 @@ export class IptablesSyncer implements Syncer {
     return { ok: true, full, reason: reason ?? escalated };
   }
 
+  /** Only the nf_tables variant pays more than linearly for big --noflush restores. */
+  private maxLines(): number {
+    return this.variant === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
+  }
+
   private renderOptions(model: ModelSource, family: IPFamily): IptablesOptions {
     return { ...this.opts.render, largeClusterMode: model.endpointCount(family) > LARGE_CLUSTER_ENDPOINTS };
   }
@@ -119,9 +124,7 @@ export class IptablesSyncer implements Syncer {
     const rs = renderIptables(model, source.nodeContext, opts);
     const prev = this.applied.get(family);
     const existing = this.appliedIsKernel && prev ? [...prev.services.values()].flatMap((s) => s.chains) : await applier.chains('nat');
-    // Only the nf_tables variant pays more than linearly for big --noflush restores.
-    const maxLines = this.variant === 'nf_tables' ? this.opts.maxRestoreLines : Infinity;
-    const steps = fullSyncSteps(rs, existing, maxLines);
+    const steps = fullSyncSteps(rs, existing, this.maxLines());
     for (const step of steps) await applier.restore(step);
     await applier.ensureJumps(rs.jumps);
     this.applied.set(family, {
@@ -157,8 +160,7 @@ export class IptablesSyncer implements Syncer {
       if (r) next.set(key, { shared: r.shared, chains: r.chains });
       else next.delete(key);
     }
-    const step = partialSyncStep(prev.services, rendered, changedKeys);
-    if (step) await applier.restore(step);
+    for (const step of partialSyncSteps(prev.services, rendered, changedKeys, this.maxLines())) await applier.restore(step);
     const byService = new Map(prev.byService);
     for (const svc of services) {
       const keys = nextByService.get(svc);
