@@ -396,6 +396,16 @@ describe('IptablesSyncer against the fake iptables tools', () => {
     expect(h.fake.chains('IPv4', 'nat')).toContain('KUBE-PROXY-CANARY');
   });
 
+  it('damage() names a deleted jump rule, the canary still there, until a full sync puts it back', async () => {
+    const h = await synced();
+    const portals = ['-t', 'nat', '-D', 'PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES'];
+    expect((await h.fake.run('iptables-nft', portals)).status).toBe(0);
+    expect(await h.syncer.damage()).toBe('IPv4 jump rule from nat PREROUTING to KUBE-SERVICES is gone');
+    h.syncer.requireFullSync('test');
+    expect(await h.sync()).toMatchObject({ ok: true, full: true });
+    expect(await h.syncer.damage()).toBeNull();
+  });
+
   it('after someone flushes the whole nat table, damage() says so and a full sync rebuilds it', async () => {
     const h = await synced();
     // iptables-restore without --noflush replaces the table: every rule and user chain goes.

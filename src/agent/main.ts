@@ -89,7 +89,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   );
   runner.start();
 
-  // Someone flushing our rules (a firewall reload, an admin) is repaired by a full sync.
+  // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
+  // repaired by a full sync within one sync period.
   const damageCheck = setInterval(() => {
     if (proxy.lastUpdated === null) return;
     void syncer.damage().then(
@@ -100,7 +101,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
       },
       (err: Error) => log.warn({ err: err.message }, 'could not check the dataplane for damage'),
     );
-  }, Math.min(cfg.syncPeriodMs, 5_000));
+  }, cfg.syncPeriodMs);
 
   const signal = await new Promise<string>((resolve) => {
     signals.once('SIGTERM', () => resolve('SIGTERM'));

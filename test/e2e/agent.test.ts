@@ -13,34 +13,8 @@ import { parse } from 'yaml';
 import { TestApiServer } from '../support/apiserver.js';
 import { endpointSlice, eventually, node, service } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
-import { TestCluster, type NodeInfo, type NsProcess, type ProbeResult } from '../support/topology.js';
-
-interface E2EMode {
-  name: string;
-  /** The tools the agent and this suite run on a node, besides ip and curl. */
-  tools: string[];
-  /** Deletes the mode's rules, as an admin or a firewall reload would. */
-  wreck(cluster: TestCluster, node: NodeInfo): Promise<void>;
-  /** Whether the mode's rules are there. */
-  present(cluster: TestCluster, node: NodeInfo): Promise<boolean>;
-  /** What /debug/rules shows for the cluster IP 10.96.0.10:80 of e2e/web:http. */
-  clusterIPRule: RegExp;
-}
-
-const E2E_MODES: E2EMode[] = [
-  {
-    name: 'iptables',
-    tools: ['iptables', 'iptables-restore'],
-    async wreck(cluster, node) {
-      for (const table of ['nat', 'filter', 'mangle']) {
-        expect((await cluster.exec(node, 'iptables', ['-w', '-t', table, '-F'])).status).toBe(0);
-        expect((await cluster.exec(node, 'iptables', ['-w', '-t', table, '-X'])).status).toBe(0);
-      }
-    },
-    present: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-S', 'KUBE-SERVICES'])).status === 0,
-    clusterIPRule: /^-A KUBE-SERVICES -m comment --comment "e2e\/web:http cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-/m,
-  },
-];
+import { TestCluster, type NsProcess, type ProbeResult } from '../support/topology.js';
+import { E2E_MODES } from './modes.js';
 
 const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'src', 'main.js');
 const NS = 'e2e';
@@ -318,6 +292,16 @@ for (const mode of E2E_MODES) {
       const nodeA = cluster.node('node-a');
       await mode.wreck(cluster, nodeA);
       await eventually('rules come back', async () => ((await mode.present(cluster, nodeA)) ? true : undefined));
+      await eventually('service answers again', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.10', 80, { timeoutMs: 500 })).ok ? true : undefined));
+    });
+
+    it('puts back a deleted jump rule within one sync period (10 s here)', async () => {
+      const nodeA = cluster.node('node-a');
+      await mode.unhook(cluster, nodeA);
+      expect(await mode.hooked(cluster, nodeA)).toBe(false);
+      const started = Date.now();
+      await eventually('jump rule back', async () => ((await mode.hooked(cluster, nodeA)) ? true : undefined), 15_000);
+      expect(Date.now() - started).toBeLessThan(12_000);
       await eventually('service answers again', async () => ((await cluster.tcp(cluster.pod('client-a'), '10.96.0.10', 80, { timeoutMs: 500 })).ok ? true : undefined));
     });
 

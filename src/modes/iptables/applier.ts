@@ -63,6 +63,12 @@ export class IptablesApplier {
     }
   }
 
+  /** The first of `jumps` that is not in its built-in chain, or null when all are. */
+  async missingJump(jumps: JumpRule[]): Promise<JumpRule | null> {
+    for (const j of jumps) if (!(await this.iptables(j.table, ['-C', j.chain, ...j.args]))) return j;
+    return null;
+  }
+
   /** False once someone flushed or deleted our chains: time for a full resync. */
   async canaryPresent(): Promise<boolean> {
     for (const table of CANARY_TABLES) if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) return false;

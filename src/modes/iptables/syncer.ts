@@ -10,7 +10,7 @@ import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import type { IptablesApplier } from './applier.js';
 import { appliedServices, fixedSignature, fullSyncSteps, partialSyncSteps, renderedServices, type AppliedServices } from './plan.js';
 import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesOptions } from './render.js';
-import type { IptablesRuleset } from './ruleset.js';
+import type { IptablesRuleset, JumpRule } from './ruleset.js';
 import type { IptablesVariant } from './variant.js';
 
 export interface SyncerOptions {
@@ -24,6 +24,7 @@ export interface SyncerOptions {
 
 interface FamilyState {
   services: AppliedServices;
+  jumps: JumpRule[];
   /** Rendered service port keys per Service (ns/name). */
   byService: Map<string, string[]>;
   fixed: string;
@@ -72,8 +73,11 @@ export class IptablesSyncer implements Syncer {
   }
 
   async damage(): Promise<string | null> {
-    for (const applier of this.appliers.values()) {
-      if (!(await applier.canaryPresent())) return `${applier.family} canary chain is gone`;
+    for (const [family, applier] of this.appliers) {
+      if (!(await applier.canaryPresent())) return `${family} canary chain is gone`;
+      // Someone deleting a jump rule leaves the canary, and every service, unreachable.
+      const gone = await applier.missingJump(this.applied.get(family)?.jumps ?? []);
+      if (gone) return `${family} jump rule from ${gone.table} ${gone.chain} to ${gone.args.at(-1)} is gone`;
     }
     return null;
   }
@@ -129,6 +133,7 @@ export class IptablesSyncer implements Syncer {
     await applier.ensureJumps(rs.jumps);
     this.applied.set(family, {
       services: appliedServices(rs),
+      jumps: rs.jumps,
       byService: portKeysByService(model, rs),
       fixed: fixedSignature(rs),
       largeCluster: opts.largeClusterMode ?? isLargeCluster(model),
