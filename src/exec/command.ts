@@ -1,6 +1,7 @@
 /**
  * Running the kernel's tools: argument arrays only, never a shell string. The one place
- * in the agent that starts processes.
+ * in the agent that starts processes. A tool that cannot be started (missing, or no
+ * descriptors left: EMFILE) is a rejected promise, never an uncaught error.
  */
 import { spawn } from 'node:child_process';
 
@@ -15,11 +16,13 @@ export type Runner = (cmd: string, args: string[], input?: Buffer[]) => Promise<
 export const runCommand: Runner = (cmd, args, input) =>
   new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // First: when spawning fails, the error comes as an event, and the pipes may be missing.
+    child.on('error', reject);
+    if (!child.stdin || !child.stdout || !child.stderr) return;
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
     child.on('close', (code, signal) =>
       resolve({
         status: code ?? (signal ? 128 : 1),
