@@ -8,24 +8,19 @@
  *     the filter table rewritten with the changed service's chains);
  *   - the agent's memory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { buildNodeModel } from '../src/model/build.js';
 import { renderIptables } from '../src/modes/iptables/render.js';
 import { restoreText } from '../src/modes/iptables/ruleset.js';
-import { TestApiServer, type Manifest } from '../test/support/apiserver.js';
+import type { Manifest } from '../test/support/apiserver.js';
 import { Netns, run } from '../test/support/netns.js';
 import { IptablesApplier } from '../src/modes/iptables/applier.js';
 import { runCommand } from '../src/exec/command.js';
+import { startBenchAgent, type BenchAgent } from './harness.js';
 import { syntheticCluster } from './synthetic.js';
 
 const SERVICES = Number(process.env.BENCH_SERVICES ?? 10_000);
 const ENDPOINTS = 10;
 const CHANGES = 20;
-const root = join(import.meta.dirname, '..', '..');
 const f = (n: number, d = 2) => n.toFixed(d);
 
 function timeRestore(ns: Netns, args: string[], input: string): number {
@@ -49,19 +44,9 @@ function upstreamPartial(full: string, serviceChains: string[]): string {
 
 const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]!;
 
-interface LogLine {
-  time: number;
-  msg: string;
-  full?: boolean;
-}
-
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'kpt-bench-'));
-  const nodeNs = new Netns('bench-node');
   const bareNs = new Netns('bench-bare');
-  let api: TestApiServer | null = null;
-  let agent: ChildProcess | null = null;
-  let forwarder: ChildProcess | null = null;
+  let bench: BenchAgent | null = null;
   try {
     console.log(`agent at scale: ${SERVICES} services x ${ENDPOINTS} endpoints, iptables ${run('iptables', ['--version']).stdout.trim()}`);
     const objects = syntheticCluster({ services: SERVICES, endpointsPerService: ENDPOINTS });
@@ -89,49 +74,8 @@ async function main(): Promise<void> {
     console.log(`    one service's own chains only (the kernel's floor for a change): ${f(ownChainsS * 1000, 0)} ms`);
     bareNs.remove();
 
-    nodeNs.exec('ip', ['link', 'set', 'lo', 'up']);
-    api = await TestApiServer.start({ unixSocket: join(dir, 'api.sock') });
-    for (const o of [...objects.nodes, ...objects.services, ...objects.endpointSlices]) api.apply(o as Manifest);
-    forwarder = spawn('ip', ['netns', 'exec', nodeNs.name, process.execPath, join(root, 'test', 'support', 'unix-forwarder.mjs'), '127.0.0.1', '6443', join(dir, 'api.sock')], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    await new Promise((r) => forwarder!.stdout!.once('data', r));
-    const kubeconfig = api.writeKubeconfig(join(dir, 'kubeconfig'), 'http://127.0.0.1:6443');
-
-    const logs: LogLine[] = [];
-    const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
-    const started = Date.now();
-    agent = spawn(
-      'ip',
-      ['netns', 'exec', nodeNs.name, process.execPath, join(root, 'dist', 'src', 'main.js'), '--kubeconfig', kubeconfig, '--hostname-override', nodeName, ...cidr, '--iptables-min-sync-period', '0s', '--metrics-bind-address', '127.0.0.1:0', '--healthz-bind-address', '127.0.0.1:0'],
-      { stdio: ['ignore', 'inherit', 'pipe'] },
-    );
-    createInterface({ input: agent.stderr! }).on('line', (text) => {
-      let l: LogLine;
-      try {
-        l = JSON.parse(text) as LogLine;
-      } catch {
-        process.stderr.write(`${text}\n`);
-        return;
-      }
-      logs.push(l);
-      if (process.env.BENCH_VERBOSE) process.stderr.write(`${text}\n`);
-      for (const w of [...waiters]) if (w.pred(l)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(l));
-    });
-    let exited: string | null = null;
-    agent.on('exit', (code) => {
-      exited = `agent exited (${code}): ${logs.slice(-3).map((l) => JSON.stringify(l)).join(' ')}`;
-      for (const w of waiters.splice(0)) w.resolve({ time: 0, msg: exited });
-    });
-    const waitLog = async (pred: (l: LogLine) => boolean) => {
-      const l = await new Promise<LogLine>((resolve) => {
-        const seen = logs.find(pred);
-        if (seen || exited) resolve(seen ?? { time: 0, msg: exited! });
-        else waiters.push({ pred, resolve });
-      });
-      if (exited) throw new Error(exited);
-      return l;
-    };
+    bench = await startBenchAgent(objects, nodeName, [...cidr, '--iptables-min-sync-period', '0s', '--metrics-bind-address', '127.0.0.1:0', '--healthz-bind-address', '127.0.0.1:0']);
+    const { api, waitLog, started } = bench;
 
     const synced = await waitLog((l) => l.msg === 'informers synced');
     const firstSync = await waitLog((l) => l.msg === 'synced proxy rules' && l.full === true);
@@ -178,16 +122,11 @@ async function main(): Promise<void> {
     report('service added -> rules', await latency((i) => api!.apply(extra(i) as Manifest)));
     report('service removed -> rules', await latency((i) => api!.remove('Service', 'bench', `added-${i}`)));
 
-    const status = readFileSync(`/proc/${agent.pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN) / 1024;
-    console.log(`  agent memory: RSS ${f(kb('VmRSS'), 0)} MB, peak ${f(kb('VmHWM'), 0)} MB (target < 300 MB)`);
+    const mem = bench.memory();
+    console.log(`  agent memory: RSS ${f(mem.rssMB, 0)} MB, peak ${f(mem.peakMB, 0)} MB (target < 300 MB)`);
   } finally {
-    agent?.kill('SIGTERM');
-    forwarder?.kill('SIGTERM');
-    await api?.stop();
-    nodeNs.remove();
+    await bench?.stop();
     bareNs.remove();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -41,8 +41,10 @@ console.log(`  scaling: 1,000 services render in ${f(small.renderWarmMsMedian)} 
 
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {
-  const r = spawnSync(process.execPath, [join(import.meta.dirname, 'agent.js')], { stdio: 'inherit' });
-  if (r.status !== 0) process.exitCode = r.status ?? 1;
+  for (const script of ['agent.js', 'soak.js']) {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, script)], { stdio: 'inherit' });
+    if (r.status !== 0) process.exitCode = r.status ?? 1;
+  }
 } else {
   console.log('agent at scale: skipped (needs root for network namespaces and iptables)');
 }
