@@ -13,17 +13,21 @@ const node = { nodeName: 'node-a', zone: null, labels: {}, nodeIPs: ['192.168.1.
 
 describe('healthCheckAddresses', () => {
   it('every address of both families without --nodeport-addresses', () => {
-    expect(healthCheckAddresses(node, [])).toEqual([{ host: '::', ipv6Only: false }]);
+    expect(healthCheckAddresses(node, [], ['IPv4', 'IPv6'])).toEqual([{ ipv6Only: false }]);
   });
   it('the matching node addresses of a family with CIDRs; every IPv6 address when IPv6 has none', () => {
-    expect(healthCheckAddresses(node, ['192.168.1.0/24'])).toEqual([
+    expect(healthCheckAddresses(node, ['192.168.1.0/24'], ['IPv4', 'IPv6'])).toEqual([
       { host: '192.168.1.10', ipv6Only: false },
       { host: '::', ipv6Only: true },
     ]);
   });
   it('primary: the first address of each family; loopback when a CIDR holds it', () => {
-    expect(healthCheckAddresses(node, ['primary']).map((a) => a.host)).toEqual(['192.168.1.10', 'fd00::10']);
-    expect(healthCheckAddresses(node, ['127.0.0.0/8', 'fd00::/64']).map((a) => a.host)).toEqual(['127.0.0.1', 'fd00::10']);
+    expect(healthCheckAddresses(node, ['primary'], ['IPv4', 'IPv6']).map((a) => a.host)).toEqual(['192.168.1.10', 'fd00::10']);
+    expect(healthCheckAddresses(node, ['127.0.0.0/8', 'fd00::/64'], ['IPv4', 'IPv6']).map((a) => a.host)).toEqual(['127.0.0.1', 'fd00::10']);
+  });
+  it('no IPv6 address on a node that does not program IPv6 (its kernel may have none)', () => {
+    expect(healthCheckAddresses(node, ['192.168.1.0/24'], ['IPv4']).map((a) => a.host)).toEqual(['192.168.1.10']);
+    expect(healthCheckAddresses(node, [], ['IPv4'])).toEqual([{ ipv6Only: false }]);
   });
 });
 

@@ -406,6 +406,13 @@ describe('IptablesSyncer against the fake iptables tools', () => {
     expect(await h.syncer.damage()).toBeNull();
   });
 
+  it('damage() does not take a check it could not make (the xtables lock busy) for damage', async () => {
+    const h = await synced();
+    h.fake.failNext((_cmd, args) => args.includes('-C'), { status: 4, stderr: 'Another app is currently holding the xtables lock.' });
+    await expect(h.syncer.damage()).rejects.toThrow(/xtables lock/);
+    expect(await h.syncer.damage()).toBeNull();
+  });
+
   it('after someone flushes the whole nat table, damage() says so and a full sync rebuilds it', async () => {
     const h = await synced();
     // iptables-restore without --noflush replaces the table: every rule and user chain goes.

@@ -140,4 +140,31 @@ describe('a service port larger than a restore', () => {
     for (const s of steps) applyRestore(tables, text(s.chunks));
     expect(normalized(tables, SHARED)).toEqual(normalized(loaded(after), SHARED));
   });
+
+  it('partial sync: a large service port deleted has its endpoint chains deleted in bounded restores after the rest', () => {
+    // 3 x 300 endpoints and then 2 x 300: both under the large-cluster threshold, so only the deletion differs.
+    const before = big(300);
+    const after = big(300, (objs) => {
+      objs.services[1] = { kind: 'Service', metadata: { name: 'x', namespace: 'ns-gone' }, spec: { clusterIP: 'None', ports: [] } };
+    });
+    const tables = loaded(before);
+    const steps = partialSyncSteps(appliedServices(before), renderedServices(after), ['ns-1/svc-1:http/tcp'], 200);
+    // The head (KUBE-SERVICES rule, SVC chain) first, then 300 endpoint chains 100 at a time.
+    expect(steps.map((s) => s.what.replace(/ \d+-\d+ of \d+/, ''))).toEqual(['partial sync: 1 service ports', ...Array(3).fill('partial sync: stale endpoint chains removed')]);
+    for (const s of steps) {
+      expect(s.lines).toBeLessThanOrEqual(200 + 2);
+      applyRestore(tables, text(s.chunks));
+    }
+    expect(normalized(tables, SHARED)).toEqual(normalized(loaded(after), SHARED));
+  });
+
+  it('full sync: many stale chains in the kernel (an old kube-proxy\'s) go after, in bounded restores', () => {
+    const old = big(400);
+    const now = ruleset(2, 1);
+    const tables = loaded(old);
+    const steps = fullSyncSteps(now, [...tables.get('nat')!.keys()], 300);
+    for (const s of steps) applyRestore(tables, text(s.chunks));
+    expect(normalized(tables, SHARED)).toEqual(normalized(loaded(now), SHARED));
+    expect(steps.filter((s) => s.what.includes('stale endpoint chains')).length).toBeGreaterThan(1);
+  });
 });

@@ -123,6 +123,27 @@ describe('ProxySync', () => {
     t = 61_001;
     expect(healthReport(health, t, 30_000, false).healthy).toBe(false);
   });
+
+  it('a repair that keeps failing turns unhealthy, though no change is waiting', async () => {
+    let t = 0;
+    const state = new ClusterState('node-a', { problem: () => {} }, () => t);
+    let fail = false;
+    const syncer = new ScriptedSyncer(async () => (fail ? { ok: false, full: true, error: 'restore failed' } : { ok: true, full: true, reason: 'required' }));
+    const sync = new ProxySync(state, syncer, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
+    const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
+    await sync.sync();
+    // Someone flushed the rules; every full sync that would repair them fails.
+    fail = true;
+    t = 1000;
+    expect(await sync.sync()).toBe(false);
+    for (t = 2000; t < 61_000; t += 1000) expect(await sync.sync()).toBe(false);
+    expect(healthReport(health, t, 30_000, false).healthy).toBe(true);
+    t = 61_001;
+    expect(healthReport(health, t, 30_000, false).healthy).toBe(false);
+    fail = false;
+    expect(await sync.sync()).toBe(true);
+    expect(healthReport(health, t, 30_000, false).healthy).toBe(true);
+  });
 });
 
 function service_(name: string) {

@@ -9,7 +9,7 @@
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { nodePortIPs } from '../model/nodeports.js';
-import type { NodeContext, ServicePort } from '../model/types.js';
+import type { IPFamily, NodeContext, ServicePort } from '../model/types.js';
 import { createAgentServer } from './http.js';
 
 /** A load balancer's probers keep a few connections each. */
@@ -21,9 +21,12 @@ export interface HealthCheckTarget {
   localEndpoints: number;
 }
 
-/** Where a health check server listens: `::` without ipv6Only is every address of both families. */
+/**
+ * Where a health check server listens. No host: every address, of both families where the
+ * node has IPv6 (Node listens on `::`, or on `0.0.0.0` where IPv6 is off).
+ */
 export interface BindAddress {
-  host: string;
+  host?: string;
   ipv6Only: boolean;
 }
 
@@ -44,10 +47,11 @@ export function healthCheckTargets(servicePorts: Iterable<ServicePort>): Map<num
  * The node addresses `--nodeport-addresses` selects, as listen addresses (127.0.0.1 when
  * a CIDR holds it, as upstream, whether or not localhost node ports are on). Pure.
  */
-export function healthCheckAddresses(node: NodeContext, nodePortAddresses: readonly string[]): BindAddress[] {
+export function healthCheckAddresses(node: NodeContext, nodePortAddresses: readonly string[], families: readonly IPFamily[]): BindAddress[] {
   const v4 = nodePortIPs('IPv4', node, nodePortAddresses, true);
-  const v6 = nodePortIPs('IPv6', node, nodePortAddresses, true);
-  if (v4 === null && v6 === null) return [{ host: '::', ipv6Only: false }];
+  // A node that programs no IPv6 may have it off in the kernel: then `::` cannot be bound.
+  const v6 = families.includes('IPv6') ? nodePortIPs('IPv6', node, nodePortAddresses, true) : [];
+  if (v4 === null && (v6 === null || !families.includes('IPv6'))) return [{ ipv6Only: false }];
   const one = (host: string): BindAddress => ({ host, ipv6Only: false });
   return [...(v4 === null ? [one('0.0.0.0')] : v4.map(one)), ...(v6 === null ? [{ host: '::', ipv6Only: true }] : v6.map(one))];
 }
@@ -78,7 +82,7 @@ export class HealthCheckServers {
    */
   update(targets: Map<number, HealthCheckTarget>, addresses: BindAddress[]): void {
     const wanted = new Map<string, { port: number; address: BindAddress; target: HealthCheckTarget }>();
-    for (const [port, target] of targets) for (const address of addresses) wanted.set(`${address.host} ${address.ipv6Only} ${port}`, { port, address, target });
+    for (const [port, target] of targets) for (const address of addresses) wanted.set(`${address.host ?? '*'} ${address.ipv6Only} ${port}`, { port, address, target });
     for (const [key, entry] of this.servers) {
       if (wanted.has(key)) continue;
       entry.server.close();
@@ -103,7 +107,7 @@ export class HealthCheckServers {
       });
       // Until it listens, an error means it cannot: drop it, and the next update tries again.
       const cannotListen = (err: Error) => {
-        this.log.error({ host: address.host, port, err: err.message }, 'health check node port server cannot listen; trying again at the next sync');
+        this.log.error({ host: address.host ?? 'every address', port, err: err.message }, 'health check node port server cannot listen; trying again at the next sync');
         entry.server.close();
         if (this.servers.get(key) === entry) this.servers.delete(key);
       };

@@ -40,7 +40,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
         log.error({ err: err.message }, 'sync failed unexpectedly; retrying');
         return false;
       });
-      healthChecks.update(healthCheckTargets(state.allServicePorts()), healthCheckAddresses(state.nodeContext, cfg.nodePortAddresses));
+      healthChecks.update(healthCheckTargets(state.allServicePorts()), healthCheckAddresses(state.nodeContext, cfg.nodePortAddresses, syncer.families));
       return ok;
     },
     { minIntervalMs: cfg.minSyncPeriodMs, maxIntervalMs: cfg.syncPeriodMs, retryMs: 1000 },
@@ -90,9 +90,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   runner.start();
 
   // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
-  // repaired by a full sync within one sync period.
+  // found once per sync period, and repaired by the full sync that follows at once.
   const damageCheck = setInterval(() => {
-    if (proxy.lastUpdated === null) return;
+    // Mid-sync, our rules are legitimately being rewritten: check between syncs only.
+    if (proxy.lastUpdated === null || proxy.busy) return;
     void syncer.damage().then(
       (damage) => {
         if (damage === null) return;

@@ -19,6 +19,9 @@ export interface ProxySyncDeps {
   now?: () => number;
 }
 
+/** Key of `Changes.seenAt` for a sync that had no change to program, only damage to repair. */
+const REPAIR = 'repair';
+
 export class ProxySync {
   /** Last successful sync (ms since epoch), or null before the first. */
   lastUpdated: number | null = null;
@@ -33,6 +36,9 @@ export class ProxySync {
     private readonly syncer: Syncer,
     private readonly deps: ProxySyncDeps,
   ) {}
+
+  /** A sync is running: the dataplane is being changed. */
+  busy = false;
 
   /** When the oldest change not yet in the kernel was seen, or null: what health is judged by. */
   get pendingSince(): number | null {
@@ -49,8 +55,11 @@ export class ProxySync {
     const taken = this.state.take();
     const changes = this.unprogrammed ? mergeChanges(this.unprogrammed, taken) : taken;
     this.unprogrammed = changes;
-    const r = await this.syncer.sync({ model: this.state, services: changes.services, all: changes.all });
+    this.busy = true;
+    const r = await this.syncer.sync({ model: this.state, services: changes.services, all: changes.all }).finally(() => (this.busy = false));
     if (!r.ok) {
+      // A repair (nothing changed, the rules were damaged) that keeps failing is unhealthy too.
+      if (changes.seenAt.size === 0) changes.seenAt.set(REPAIR, clock());
       metrics.restoreFailures.inc();
       if (!r.full) metrics.partialRestoreFailures.inc();
       log.error({ err: r.error, full: r.full }, 'sync failed; the next sync is a full one');

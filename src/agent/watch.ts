@@ -104,8 +104,9 @@ class Pacer {
     const ms = this.backoff.next();
     this.log.warn({ kind: this.kind, reason: this.reason, retryInMs: ms }, `${what} again after a backoff`);
     await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.stopping.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      const stop = () => (clearTimeout(t), resolve());
+      const t = setTimeout(() => (this.stopping.removeEventListener('abort', stop), resolve()), ms);
+      this.stopping.addEventListener('abort', stop, { once: true });
     });
   }
 
@@ -172,7 +173,7 @@ type WatchCallback = (phase: string, apiObj: unknown, watchObj?: unknown) => unk
  * client-node's Watch, as ListWatch calls it, with every event checked before the
  * informer sees it, `done` called once, and a re-watch paced after a failed one.
  */
-function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rejected: WatchHandlers['rejected']): Watch {
+function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rejected: WatchHandlers['rejected'], restart: () => void): Watch {
   const guarded = Object.create(watch) as Watch;
   guarded.watch = async (path, queryParams, callback, done) => {
     await pacer.beforeWatch();
@@ -189,7 +190,11 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
       finished = true;
       controller?.abort();
       pacer.watchEnded(startedAt, err);
-      done(err);
+      // ListWatch's done handler relists and re-watches, asynchronously: a failure there is ours to catch.
+      Promise.resolve((done as (e: unknown) => unknown)(err)).catch((e: unknown) => {
+        log.error({ kind, err: errorText(e) }, 'informer failed after its watch ended; restarting it');
+        restart();
+      });
     };
     const onEvent: WatchCallback = (phase, apiObj, watchObj) => {
       if (finished) return;
@@ -210,6 +215,8 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
     } catch (err) {
       finish(err);
     }
+    // Stopped while the request was on its way: this watch must not outlive stop().
+    if (pacer.stopping.aborted) finish(null);
     if (finished) controller?.abort();
     return controller ?? new AbortController();
   };
@@ -225,11 +232,19 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   // that silently stalled, as client-go does with its 5-10 minute watches.
   const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
   const stopping = new AbortController();
+  // The pacer makes a restarted informer's list or watch wait its backoff.
+  const start = (kind: string, lw: ListWatch<KubernetesObject>): Promise<void> =>
+    stopping.signal.aborted
+      ? Promise.resolve()
+      : lw.start().catch((err: unknown) => {
+          log.error({ kind, err: errorText(err) }, 'informer failed to start; restarting it');
+          void start(kind, lw);
+        });
   const informer = (kind: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
     const pacer = new Pacer(kind, log, stopping.signal, backoff);
-    const lw = new ListWatch(
+    const lw: ListWatch<KubernetesObject> = new ListWatch(
       watchPath(path),
-      guardedWatch(watch, kind, pacer, log, handlers.rejected),
+      guardedWatch(watch, kind, pacer, log, handlers.rejected, () => void start(kind, lw)),
       rawList(kc, listPath, kind, pacer, handlers.rejected),
       false,
       undefined,
@@ -243,16 +258,11 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
     informer('node', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
 
-  const start = (kind: string, lw: ListWatch<KubernetesObject>) =>
-    lw.start().catch((err: unknown) => log.error({ kind, err: errorText(err) }, 'informer failed to start; retrying'));
   for (const { kind, lw, h } of informers) {
     lw.on('add', (o) => (h.upsert(o), handlers.changed()));
     lw.on('update', (o) => (h.upsert(o), handlers.changed()));
     lw.on('delete', (o) => (h.remove(o), handlers.changed()));
-    // The pacer makes the restarted informer's list or watch wait its backoff.
-    lw.on('error', () => {
-      if (!stopping.signal.aborted) void start(kind, lw);
-    });
+    lw.on('error', () => void start(kind, lw));
   }
 
   // start() returns after the first list, or after reporting its failure (then the error

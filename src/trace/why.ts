@@ -95,7 +95,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
   if (role === 'health check node port') {
     const n = sp.local.endpoints.length;
     why.push(
-      `The proxy's own health check server answers it: 200 with the count of local endpoints, 503 with none (${here} has ${plural(n, 'local endpoint')}). Load balancers use it to send externalTrafficPolicy Local traffic only to nodes that can serve it.`,
+      `The proxy's own health check server answers it: 200 with the count of local endpoints, 503 with none or while the proxy's own rules are stale (${here} has ${plural(n, 'local endpoint')}). Load balancers use it to send externalTrafficPolicy Local traffic only to nodes that can serve it.`,
     );
     return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
   }

@@ -63,15 +63,25 @@ export class IptablesApplier {
     }
   }
 
+  /**
+   * Whether a rule or chain is there: iptables says no with exit status 1; anything else
+   * (the xtables lock not taken in time, say) is no answer, and throws.
+   */
+  private async present(table: string, args: string[]): Promise<boolean> {
+    const r = await this.run(this.bin.iptables, ['-w', '5', '-t', table, ...args]);
+    if (r.status === 0 || r.status === 1) return r.status === 0;
+    throw new RestoreError(`${this.bin.iptables} -t ${table} ${args.join(' ')}`, r.stderr.trim() || `exit ${r.status}`);
+  }
+
   /** The first of `jumps` that is not in its built-in chain, or null when all are. */
   async missingJump(jumps: JumpRule[]): Promise<JumpRule | null> {
-    for (const j of jumps) if (!(await this.iptables(j.table, ['-C', j.chain, ...j.args]))) return j;
+    for (const j of jumps) if (!(await this.present(j.table, ['-C', j.chain, ...j.args]))) return j;
     return null;
   }
 
   /** False once someone flushed or deleted our chains: time for a full resync. */
   async canaryPresent(): Promise<boolean> {
-    for (const table of CANARY_TABLES) if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) return false;
+    for (const table of CANARY_TABLES) if (!(await this.present(table, ['-S', CANARY_CHAIN]))) return false;
     return true;
   }
 

@@ -24,8 +24,11 @@ export const CANARY_TABLES = ['mangle', 'nat', 'filter'] as const;
 /** An endpoint's chain: DNAT to it, and masquerade when it reaches itself. */
 export const ENDPOINT_CHAIN_PREFIX = 'KUBE-SEP-';
 
-/** Each service port's own chains start with one of these, then a hash of its name. */
-export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'] as const;
+/**
+ * Each service port's own chains start with one of these, then a hash of its name.
+ * KUBE-XLB- chains are upstream's from before KUBE-EXT-: never written here, always stale.
+ */
+export const SERVICE_CHAIN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-', 'KUBE-XLB-'] as const;
 
 export function isServiceChain(name: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p));
@@ -44,10 +47,7 @@ export const OWNED_CHAINS = {
 
 export type CleanupTable = keyof typeof OWNED_CHAINS;
 
-/** Service chains upstream wrote before KUBE-EXT- replaced them; left behind by an old kube-proxy. */
-const LEGACY_SERVICE_CHAIN_PREFIXES = ['KUBE-XLB-'];
-
 export function isOwnedChain(table: CleanupTable, name: string): boolean {
   if ((OWNED_CHAINS[table] as readonly string[]).includes(name)) return true;
-  return table === 'nat' && (isServiceChain(name) || LEGACY_SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p)));
+  return table === 'nat' && isServiceChain(name);
 }

@@ -73,7 +73,9 @@ export const iptablesMode: ProxyMode = {
   name: 'iptables',
 
   configure(cfg: ProxyConfig): ConfiguredMode {
-    const opts = iptablesOptions(cfg);
+    // What the host's iptables can do (--random-fully) is known once the syncer looked:
+    // from then on, the dry-run text and the trace show what this node programs.
+    let opts = iptablesOptions(cfg);
     return {
       name: 'iptables',
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
@@ -81,8 +83,8 @@ export const iptablesMode: ProxyMode = {
       syncer: async (host) => {
         if (localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts)) await allowLocalhostNodePorts(host);
         const byFamily = await appliers(host);
-        const render = { ...opts, randomFully: await randomFully(host, byFamily.get('IPv4')!) };
-        return new IptablesSyncer(byFamily, { render, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+        opts = { ...opts, randomFully: await randomFully(host, byFamily.get('IPv4')!) };
+        return new IptablesSyncer(byFamily, { render: opts, maxRestoreLines: DEFAULT_MAX_RESTORE_LINES, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
       },
     };
   },

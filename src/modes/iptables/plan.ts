@@ -135,6 +135,30 @@ function endpointChainSteps(p: RenderedServicePort, maxLines: number, what: stri
   return { steps, head: { chains: p.chains.filter((c) => !c.startsWith(ENDPOINT_CHAIN_PREFIX)), rules: p.rules.subarray(0, p.endpointsAt) } };
 }
 
+/**
+ * Stale chains too many for one restore: endpoint chains, which nothing refers to once the
+ * chains that jumped to them are rewritten or gone, are deleted after, a batch at a time.
+ */
+function splitStale(stale: string[], maxLines: number): { now: string[]; later: string[] } {
+  if (stale.length * 2 <= maxLines) return { now: stale, later: [] };
+  return { now: stale.filter((c) => !c.startsWith(ENDPOINT_CHAIN_PREFIX)), later: stale.filter((c) => c.startsWith(ENDPOINT_CHAIN_PREFIX)) };
+}
+
+function staleChainSteps(stale: string[], maxLines: number, what: string): RestoreStep[] {
+  const perStep = Math.max(1, Math.floor(maxLines / 2));
+  const steps: RestoreStep[] = [];
+  for (let i = 0; i < stale.length; i += perStep) {
+    const batch = stale.slice(i, i + perStep);
+    const w = new StepWriter();
+    w.line('*nat');
+    for (const c of batch) w.line(`:${c} - [0:0]`);
+    for (const c of batch) w.line(`-X ${c}`);
+    w.line('COMMIT');
+    steps.push(w.step(`${what}: stale endpoint chains ${i + 1}-${i + batch.length} of ${stale.length} removed`));
+  }
+  return steps;
+}
+
 function countLines(b: Buffer): number {
   let n = 0;
   for (let i = b.indexOf(10); i !== -1; i = b.indexOf(10, i + 1)) n++;
@@ -149,13 +173,13 @@ function countLines(b: Buffer): number {
 export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<string>, maxLines: number): RestoreStep[] {
   const wanted = new Set<string>();
   for (const s of rs.services) for (const c of s.chains) wanted.add(c);
-  const stale = [...existingChains].filter((c) => isServiceChain(c) && !wanted.has(c)).sort();
+  const stale = splitStale([...existingChains].filter((c) => isServiceChain(c) && !wanted.has(c)).sort(), maxLines);
   const chainLines = countLines(rs.chainRules);
 
   if (chainLines + wanted.size <= maxLines) {
     const w = new StepWriter();
-    writeRestore(rs, w, { serviceChains: true, stale });
-    return [w.step(`full sync: ${rs.services.length} service ports in one restore`)];
+    writeRestore(rs, w, { serviceChains: true, stale: stale.now });
+    return [w.step(`full sync: ${rs.services.length} service ports in one restore`), ...staleChainSteps(stale.later, maxLines, 'full sync')];
   }
 
   const steps: RestoreStep[] = [];
@@ -194,15 +218,17 @@ export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<stri
     steps.push(w.step(`full sync: service chains ${first + 1}-${i} of ${rs.services.length}`));
   }
   const w = new StepWriter();
-  writeRestore(rs, w, { serviceChains: false, stale });
-  steps.push(w.step(`full sync: fixed and shared chains, ${stale.length} stale chains removed`));
+  writeRestore(rs, w, { serviceChains: false, stale: stale.now });
+  steps.push(w.step(`full sync: fixed and shared chains, ${stale.now.length} stale chains removed`));
+  steps.push(...staleChainSteps(stale.later, maxLines, 'full sync'));
   return steps;
 }
 
 /**
  * The restores that bring the kernel from `prev` to `next` for the service ports in
- * `changed` (added, updated or removed): one, or none when nothing differs, unless a
- * changed service port is larger than `maxLines` (see above).
+ * `changed` (added, updated or removed): one, or none when none of them is known before
+ * or after; more when a changed service port, or what is left of a removed one, is larger
+ * than `maxLines` (see above).
  */
 export function partialSyncSteps(
   prev: AppliedServices,
@@ -239,6 +265,7 @@ export function partialSyncSteps(
     bodies.push(write.rules);
   }
   if (count === 0) return steps;
+  const { now: staleNow, later: staleLater } = splitStale(stale, maxLines);
 
   const w = new StepWriter();
   const del = (r: Rule) => w.line(`-D ${r.chain} ${r.rule}`);
@@ -254,12 +281,13 @@ export function partialSyncSteps(
     w.line('COMMIT');
   }
   w.line('*nat');
-  for (const c of [...declared, ...stale]) w.line(`:${c} - [0:0]`);
+  for (const c of [...declared, ...staleNow]) w.line(`:${c} - [0:0]`);
   deleted.filter((r) => r.table === 'nat').forEach(del);
   added.filter((r) => r.table === 'nat').forEach(add);
   for (const b of bodies) w.bytes(b);
-  for (const c of stale) w.line(`-X ${c}`);
+  for (const c of staleNow) w.line(`-X ${c}`);
   w.line('COMMIT');
   steps.push(w.step(`partial sync: ${count} service ports`));
+  steps.push(...staleChainSteps(staleLater, maxLines, 'partial sync'));
   return steps;
 }
