@@ -3,7 +3,8 @@
  *
  *   lan namespace:      bridge br0, 10.99.0.254/24 (forwarder address)
  *     node i (1-based): eth0 10.99.0.(10+i)/24 on br0; bridge cni0 10.244.i.1/24;
- *                       ip_forward=1, route_localnet=1, bridge-nf-call-iptables=1;
+ *                       ip_forward=1, bridge-nf-call-iptables=1 (route_localnet is the
+ *                       proxy's to set, as kube-proxy does for localhost node ports);
  *                       routes to every other node's pod CIDR via that node's LAN IP
  *       pod j (1-based): eth0 10.244.i.(10+j)/24 on cni0 (hairpin on), default via 10.244.i.1,
  *                       runs echo-server.mjs on its TCP and UDP ports
@@ -436,7 +437,6 @@ export class TestCluster {
       // kubelet / CNI settings. bridge-nf-call-iptables is per namespace (kernel >= 5.3).
       this.sysctl(node.ns, [
         'net.ipv4.ip_forward=1',
-        'net.ipv4.conf.all.route_localnet=1',
         'net.bridge.bridge-nf-call-iptables=1',
       ]);
       const seenNf = runSync('ip', ['netns', 'exec', node.ns, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables']);
