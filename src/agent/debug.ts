@@ -49,7 +49,7 @@ export function debugTrace(src: DebugSource, query: URLSearchParams): DebugAnswe
   if (srcText !== null && !source) return text(400, 'src: want IP or IP:PORT\n');
   const output = query.get('output') === 'json' ? 'json' : 'text';
   const req: TraceRequest = { src: source, dst: { ip: dst.ip, port: dst.port }, protocol: proto, from, output };
-  const r = tracePacket((m, n) => src.mode.dataplane(m, n), src.models(), src.node(), req);
+  const r = tracePacket((m, n, p) => src.mode.dataplane(m, n, p), src.models(), src.node(), req);
   if ('error' in r) return text(400, `${r.error}\n`);
   const body = output === 'json' ? r.text : [...pendingNote(src), r.text].join('\n');
   return { status: 200, contentType: output === 'json' ? 'application/json' : 'text/plain; charset=utf-8', body };

@@ -6,8 +6,6 @@ import { writeFileSync } from 'node:fs';
 import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { Problem } from '../kube/objects.js';
-import { cleanupModes, runAgent } from '../agent/main.js';
-import { createLogger } from '../log.js';
 import { allModes, implementedModes, modeByName } from '../modes/registry.js';
 import { dryRun } from '../offline/dryrun.js';
 import { runTrace } from '../offline/trace.js';
@@ -25,6 +23,8 @@ export interface CliIO {
 function printable(s: string): string {
   return /^[A-Za-z0-9][-A-Za-z0-9_./:<>]*$/.test(s) ? s : JSON.stringify(s);
 }
+
+const agent = async () => ({ main: await import('../agent/main.js'), log: await import('../log.js') });
 
 export function describeProblem(p: Problem): string {
   const who = p.namespace ? `${p.namespace}/${p.name}` : p.name;
@@ -70,11 +70,12 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
 
   const mode = modeByName(inv.config.mode);
   if (!mode) return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use ${implementedModes().join(' or ')}`);
-  if (inv.cleanup) return cleanupModes(allModes(), createLogger(inv.verbosity));
+  // The agent's modules (the API client alone takes ~0.5 s to load) only when it runs.
+  if (inv.cleanup) return agent().then(({ main, log }) => main.cleanupModes(allModes(), log.createLogger(inv.verbosity)));
   if (!inv.dryRun && !inv.trace) {
     if (inv.fromFile !== null) return fail('--from-file goes with --dry-run; the agent reads the API server');
     if (inv.explain) return fail('--explain goes with --dry-run');
-    return runAgent(inv.config, mode, createLogger(inv.verbosity));
+    return agent().then(({ main, log }) => main.runAgent(inv.config, mode, log.createLogger(inv.verbosity)));
   }
   const command = inv.trace ? 'trace' : '--dry-run';
   if (inv.fromFile === null) return fail(`${command} needs --from-file (reading a live cluster is not implemented yet)`);

@@ -4,7 +4,7 @@
  * nobody knows, are named in warnings so an operator never wonders whether one applied.
  * `--write-config-to` goes the other way: the effective configuration as such a file.
  */
-import { parse, stringify } from 'yaml';
+import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from './options.js';
@@ -116,7 +116,7 @@ export function splitList(s: string): string[] {
 export function loadKubeProxyConfiguration(text: string, source: string): LoadedConfig {
   let doc: unknown;
   try {
-    doc = parse(text);
+    doc = yaml().parse(text);
   } catch (err) {
     throw new ConfigError(`${source}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
@@ -200,7 +200,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
  * same configuration: every field this version acts on, and none it does not.
  */
 export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
-  return stringify({
+  return yaml().stringify({
     apiVersion: CONFIG_API_VERSION,
     kind: CONFIG_KIND,
     mode: cfg.mode,

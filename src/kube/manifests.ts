@@ -1,10 +1,11 @@
 /**
  * Cluster objects from manifest text: multi-document YAML or JSON, with `List` objects
  * (as `kubectl get -o yaml` prints) flattened. Kinds the proxy does not use are ignored.
+ * JSON (what `kubectl get -o json` prints) is read with JSON.parse: a 10,000-service dump
+ * is 30 MB, which a YAML parser takes many seconds and gigabytes to read.
  */
-import { parseAllDocuments } from 'yaml';
-import type { ClusterObjects } from './objects.js';
-import type { Problem } from './objects.js';
+import type { ClusterObjects, Problem } from './objects.js';
+import { yaml } from './yaml.js';
 
 export class ManifestError extends Error {}
 
@@ -16,11 +17,20 @@ export interface ParsedManifests {
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** The document, when the text is one JSON value; null when it is not JSON (then it is read as YAML). */
+function parseJson(text: string): { value: unknown } | null {
+  const first = text.trimStart()[0];
+  if (first !== '{' && first !== '[') return null;
+  try {
+    return { value: JSON.parse(text) as unknown };
+  } catch {
+    return null;
+  }
+}
+
 export function parseManifests(text: string, source: string): ParsedManifests {
   const objects: ClusterObjects = { services: [], endpointSlices: [], nodes: [] };
   const problems: Problem[] = [];
-  const docs = parseAllDocuments(text, { uniqueKeys: false });
-  if (!Array.isArray(docs)) throw new ManifestError(`${source}: not YAML`);
 
   const add = (obj: unknown, where: string) => {
     if (!isRecord(obj)) {
@@ -50,6 +60,14 @@ export function parseManifests(text: string, source: string): ParsedManifests {
     }
   };
 
+  const json = parseJson(text);
+  if (json) {
+    if (!isRecord(json.value)) throw new ManifestError(`${source}: not a Kubernetes object or List (a JSON object with a kind)`);
+    add(json.value, 'document 1');
+    return { objects, problems };
+  }
+  const docs = yaml().parseAllDocuments(text, { uniqueKeys: false });
+  if (!Array.isArray(docs)) throw new ManifestError(`${source}: not YAML`);
   docs.forEach((doc, i) => {
     const err = doc.errors[0];
     if (err) {

@@ -10,7 +10,7 @@ import type { ProxyConfig, ProxyModeName } from '../config/options.js';
 import type { Runner } from '../exec/command.js';
 import type { Sysctls } from '../exec/sysctl.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
-import type { Dataplane } from '../trace/types.js';
+import type { Dataplane, Packet } from '../trace/types.js';
 
 /** What a mode may do to the node: run its tools, set kernel settings, and say what it did. */
 export interface Host {
@@ -39,8 +39,11 @@ export interface ConfiguredMode {
    * service port's endpoints and the rules that use them, as comments.
    */
   rulesText(model: FamilyModel, node: NodeContext, explain: boolean): string;
-  /** The rules this model renders to, as a dataplane a packet can be traced through. */
-  dataplane(model: FamilyModel, node: NodeContext): Dataplane;
+  /**
+   * The rules this model renders to, as a dataplane a packet can be traced through. With
+   * `focus`, only what that packet can reach needs to be there.
+   */
+  dataplane(model: FamilyModel, node: NodeContext, focus?: Packet): Dataplane;
   /** Finds what the node's kernel offers this mode and returns the syncer that programs it. */
   syncer(host: Host): Promise<Syncer>;
 }

@@ -13,5 +13,5 @@ export type TraceRun = TraceOutput & { build: BuildResult };
 
 export function runTrace(objects: ClusterObjects, nodeName: string, mode: ConfiguredMode, req: TraceRequest): TraceRun {
   const build = buildNodeModel(objects, nodeName);
-  return { build, ...tracePacket((m, n) => mode.dataplane(m, n), build.model.families, build.model.node, req) };
+  return { build, ...tracePacket((m, n, p) => mode.dataplane(m, n, p), build.model.families, build.model.node, req) };
 }

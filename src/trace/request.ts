@@ -12,7 +12,7 @@ export type TraceOutput = { text: string } | { error: string };
 
 /** `dataplane`: the rules a mode renders for a family's model (ConfiguredMode.dataplane). */
 export function tracePacket(
-  dataplane: (model: FamilyModel, node: NodeContext) => Dataplane,
+  dataplane: (model: FamilyModel, node: NodeContext, focus: Packet) => Dataplane,
   models: Record<IPFamily, FamilyModel>,
   node: NodeContext,
   req: TraceRequest,
@@ -26,7 +26,7 @@ export function tracePacket(
   const packet: Packet = { protocol: req.protocol, src, srcPort: req.src?.port ?? null, dst: req.dst.ip, dstPort: req.dst.port, from: req.from };
   try {
     const model = models[family];
-    const result = traceThrough(dataplane(model, node), model, node, packet);
+    const result = traceThrough(dataplane(model, node, packet), model, node, packet);
     return { text: req.output === 'json' ? `${JSON.stringify(result, null, 2)}\n` : formatTrace(result) };
   } catch (err) {
     if (err instanceof TraceError) return { error: `trace: ${err.message}` };

@@ -4,7 +4,8 @@
  */
 import type { ProxyConfig } from '../../config/options.js';
 import { localhostNodePortsOn } from '../../model/nodeports.js';
-import type { IPFamily } from '../../model/types.js';
+import type { IPFamily, ServicePort } from '../../model/types.js';
+import type { Packet } from '../../trace/types.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { IptablesApplier } from './applier.js';
 import { IptablesDataplane } from './dataplane.js';
@@ -69,6 +70,12 @@ async function allowLocalhostNodePorts(host: Host): Promise<void> {
   host.log.info('set route_localnet=1 to accept node ports on localhost; --iptables-localhost-nodeports=false or --nodeport-addresses without loopback turn this off');
 }
 
+/** The service ports a packet may be for: whose chains a trace of it can enter. */
+function addressedTo(p: Packet): (sp: ServicePort) => boolean {
+  return (sp) =>
+    sp.clusterIP === p.dst || sp.externalIPs.includes(p.dst) || sp.loadBalancerIPs.includes(p.dst) || sp.nodePort === p.dstPort || sp.healthCheckNodePort === p.dstPort;
+}
+
 export const iptablesMode: ProxyMode = {
   name: 'iptables',
 
@@ -79,7 +86,7 @@ export const iptablesMode: ProxyMode = {
     return {
       name: 'iptables',
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
-      dataplane: (model, node) => IptablesDataplane.ofRuleset(renderIptables(model, node, opts), node.nodeIPs),
+      dataplane: (model, node, focus) => IptablesDataplane.ofRuleset(renderIptables(model, node, opts, focus ? addressedTo(focus) : undefined), node.nodeIPs),
       syncer: async (host) => {
         if (localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts)) await allowLocalhostNodePorts(host);
         const byFamily = await appliers(host);

@@ -179,6 +179,8 @@ interface RenderContext {
   /** The node's first address of this family (InternalIP before ExternalIP). */
   primaryNodeIP: ParsedIP | null;
   out: LineWriter;
+  /** Whether a service port's own chains are written (all, unless a trace needs only some). */
+  ownChains: (sp: ServicePort) => boolean;
 }
 
 /** Appends a service port's chain rules to `ctx.out`; returns its shared rules and chain names. */
@@ -243,6 +245,8 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
 
   const out = ctx.out;
   const start = out.offset;
+  const key = `${sp.name}/${PROTOCOL_NAMES[sp.protocol]}`;
+  if (!ctx.ownChains(sp)) return { key, shared, chains: [], rules: { start, endpoints: start, end: start } };
   const chains: string[] = [];
   const usesSvc = view.clusterEndpoints.length > 0;
   const usesSvl = view.localEndpoints.length > 0;
@@ -305,7 +309,7 @@ function servicePortRules(sp: ServicePort, ctx: RenderContext): ServicePortRules
     out.line(`-A ${sep} ${sepComment}-s ${e.ip} -j ${MARK_MASQ}`);
     out.line(`-A ${sep} ${sepComment}${affinity ? `-m recent --name ${sep} --set ` : ''}${protoMatch} -j DNAT --to-destination ${e.address}`);
   }
-  return { key: `${sp.name}/${proto}`, shared, chains, rules: { start, endpoints, end: out.offset } };
+  return { key, shared, chains, rules: { start, endpoints, end: out.offset } };
 }
 
 function familyNodeIPs(node: NodeContext, family: IPFamily): ParsedIP[] {
@@ -332,7 +336,17 @@ export function isLargeCluster(model: FamilyModel): boolean {
   return total > LARGE_CLUSTER_ENDPOINTS;
 }
 
-export function renderIptables(model: FamilyModel, node: NodeContext, options: Partial<IptablesOptions> = {}): IptablesRuleset {
+/**
+ * `ownChains`: which service ports get their own chains written. A trace reaches only the
+ * chains of the service ports its packet is addressed to; at 10,000 services, leaving out
+ * the others' saves most of a render. Their rules in the shared chains are always written.
+ */
+export function renderIptables(
+  model: FamilyModel,
+  node: NodeContext,
+  options: Partial<IptablesOptions> = {},
+  ownChains: (sp: ServicePort) => boolean = () => true,
+): IptablesRuleset {
   const opts = { ...DEFAULT_IPTABLES_OPTIONS, ...options };
   if (!Number.isInteger(opts.masqueradeBit) || opts.masqueradeBit < 0 || opts.masqueradeBit > 31) {
     throw new Error(`masquerade bit ${opts.masqueradeBit} is not in 0-31`);
@@ -348,6 +362,7 @@ export function renderIptables(model: FamilyModel, node: NodeContext, options: P
     primaryNodeIP: familyNodeIPs(node, model.family)[0] ?? null,
     // About 80 bytes a line and 4 lines an endpoint: one allocation for the common case.
     out: new LineWriter(Math.max(64 * 1024, totalEndpoints * 400)),
+    ownChains,
   };
   const services = model.servicePorts.map((sp) => servicePortRules(sp, ctx));
   return {
