@@ -39,6 +39,9 @@ console.log(`  render, again (names remembered): median ${f(big.renderWarmMsMedi
 console.log(`  render peak memory: ${f(big.renderPeakMB)} MB  (target ${TARGET_MB} MB: ${f(big.renderPeakMB / TARGET_MB, 2)}x of budget)`);
 console.log(`  scaling: 1,000 services render in ${f(small.renderWarmMsMedian)} ms; 10x the services costs ${f(big.renderWarmMsMedian / small.renderWarmMsMedian)}x the time`);
 
+const offline = spawnSync(process.execPath, [join(import.meta.dirname, 'offline.js')], { stdio: 'inherit' });
+if (offline.status !== 0) process.exitCode = offline.status ?? 1;
+
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {
   for (const script of ['agent.js', 'soak.js']) {

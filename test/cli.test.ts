@@ -3,7 +3,7 @@
  * exit 2 and one `kube-proxy-ts:` line naming what is wrong; warnings name each ignored
  * field; flags override the config file; stdin works; help answers.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -332,6 +332,18 @@ describe('flags', () => {
     ]) {
       expect(r.stdout).toContain(f);
     }
+  });
+
+  it('--version: the version and Node.js\'s, exit 0', () => {
+    const r = cli(['--version']);
+    expect(r.code).toBe(0);
+    const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    expect(r.stdout).toBe(`kube-proxy-ts ${version} (Node.js ${process.version})\n`);
+  });
+
+  it('--help groups the flags by what they are for', () => {
+    const headings = cli(['--help']).stdout.split('\n').filter((l) => /^\S.*:$/.test(l));
+    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
   });
 
   it('--help wins over other flags and does not read files', () => {

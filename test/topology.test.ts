@@ -3,7 +3,8 @@
  * one node and across nodes without NAT, node to pod, UDP with a fixed source port, refused
  * versus timed-out versus unreachable, the external client reaching a node's LAN address,
  * the Unix-socket forwarder, hand-written DNAT seen by bridged pod traffic (the property
- * the proxy depends on), hairpin, and a teardown that leaves no namespace behind.
+ * the proxy depends on), hairpin, the same over IPv6 for the dual-stack suites, and a
+ * teardown that leaves no namespace behind.
  */
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
-import { TestCluster, type ProbeResult } from './support/topology.js';
+import { clientIP as clientAddress, TestCluster, type ProbeResult } from './support/topology.js';
 
 function namespaces(): string[] {
   return run('ip', ['netns', 'list'])
@@ -27,7 +28,7 @@ function clientIp(r: ProbeResult): string {
 }
 
 describe('namespace test cluster', () => {
-  const canRun = privilegedTestsCanRun('namespace test cluster', ['ip', 'bridge', 'iptables', 'sysctl']);
+  const canRun = privilegedTestsCanRun('namespace test cluster', ['ip', 'bridge', 'iptables', 'ip6tables', 'sysctl']);
   let cluster: TestCluster;
   let tmp: string | undefined;
   let server: Server | undefined;
@@ -193,6 +194,76 @@ describe('namespace test cluster', () => {
 
     const counters = cluster.execSync(nodeA, 'iptables', ['-w', '-t', 'nat', '-L', 'PREROUTING', '-n', '-v', '-x']).stdout;
     console.log(`node-a nat PREROUTING after the probes:\n${counters}`);
+  });
+
+  it.runIf(canRun)('lays out IPv6 addresses, with IPv6 forwarding and bridge-nf-call-ip6tables=1 on every node', () => {
+    expect(cluster.node('node-a').ip6).toBe('fd00:99::11');
+    expect(cluster.node('node-b').ip6).toBe('fd00:99::12');
+    expect(cluster.node('node-b').podCIDR6).toBe('fd00:10:244:2::/64');
+    expect(cluster.node('node-b').gateway6).toBe('fd00:10:244:2::1');
+    expect(cluster.pod('web-a1').ip6).toBe('fd00:10:244:1::11');
+    expect(cluster.pod('web-b2').ip6).toBe('fd00:10:244:2::12');
+    expect(cluster.external?.ip6).toBe('fd00:99::c8');
+    expect(cluster.bridgeNfCallIp6tables).toEqual({ 'node-a': '1', 'node-b': '1' });
+    for (const n of cluster.nodes) {
+      expect(cluster.execSync(n, 'sysctl', ['-n', 'net.ipv6.conf.all.forwarding']).stdout.trim()).toBe('1');
+      // Still the proxy's to set (IPv4 only; there is no IPv6 route_localnet).
+      expect(cluster.execSync(n, 'sysctl', ['-n', 'net.ipv4.conf.all.route_localnet']).stdout.trim()).toBe('0');
+    }
+  });
+
+  it.runIf(canRun)('IPv6: pod to pod on the same node and across nodes, node to pod, UDP, refused', async () => {
+    const a1 = cluster.pod('web-a1');
+    const same = await cluster.tcp(a1, cluster.pod('web-a2').ip6, 8080);
+    expect(same).toMatchObject({ ok: true, pod: 'web-a2', client: expect.stringMatching(/^\[fd00:10:244:1::11\]:\d+$/) });
+    expect(clientAddress(same)).toBe(a1.ip6);
+    const across = await cluster.tcp(a1, cluster.pod('web-b1').ip6, 8080);
+    expect(across).toMatchObject({ ok: true, pod: 'web-b1' });
+    expect(clientAddress(across)).toBe(a1.ip6);
+    const nodeA = cluster.node('node-a');
+    expect(clientAddress(await cluster.tcp(nodeA, cluster.pod('web-a2').ip6, 8080))).toBe(nodeA.gateway6);
+    expect(clientAddress(await cluster.tcp(nodeA, cluster.pod('web-b1').ip6, 8080))).toBe(nodeA.ip6);
+    // Brackets are accepted too.
+    expect(await cluster.tcp(a1, `[${cluster.pod('web-b2').ip6}]`, 8080)).toMatchObject({ ok: true, pod: 'web-b2' });
+    const a2 = cluster.pod('web-a2');
+    const udp = await cluster.udp(a2, cluster.pod('web-b2').ip6, 8080, { sourcePort: 40_001 });
+    expect(udp).toMatchObject({ ok: true, pod: 'web-b2', client: `[${a2.ip6}]:40001` });
+    expect(await cluster.tcp(a1, cluster.pod('web-b1').ip6, 9)).toEqual({ ok: false, error: 'refused' });
+    expect(await cluster.udp(a1, cluster.pod('web-b1').ip6, 9)).toEqual({ ok: false, error: 'refused' });
+    // IPv4 answers keep their plain form.
+    const v4 = await cluster.tcp(a1, cluster.pod('web-b1').ip, 8080);
+    expect(v4).toMatchObject({ ok: true, client: expect.stringMatching(/^10\.244\.1\.11:\d+$/) });
+    expect(clientAddress(v4)).toBe(a1.ip);
+  });
+
+  it.runIf(canRun)('IPv6: the external client reaches node LAN addresses but has no route to pods', async () => {
+    const ext = cluster.external!;
+    const nodeA = cluster.node('node-a');
+    await cluster.startEchoServer(nodeA, 'node-a-host', { tcp: [30081] });
+    const r = await cluster.tcp(ext, nodeA.ip6, 30081);
+    expect(r).toMatchObject({ ok: true, pod: 'node-a-host' });
+    expect(clientAddress(r)).toBe(ext.ip6);
+    expect(await cluster.tcp(ext, cluster.pod('web-a1').ip6, 8080, { timeoutMs: 500 })).toEqual({ ok: false, error: 'unreachable' });
+  });
+
+  it.runIf(canRun)('IPv6: bridged pod traffic passes the node ip6tables nat PREROUTING (DNAT to a same-node pod, hairpin)', async () => {
+    const nodeB = cluster.node('node-b');
+    const b1 = cluster.pod('web-b1');
+    const b2 = cluster.pod('web-b2');
+    const ipt = (args: string[]) => {
+      const r = cluster.execSync(nodeB, 'ip6tables', ['-w', '-t', 'nat', ...args]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    };
+    ipt(['-A', 'PREROUTING', '-d', 'fd00:10:96::10/128', '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `[${b2.ip6}]:8080`]);
+    const svc = await cluster.tcp(b1, 'fd00:10:96::10', 80);
+    expect(svc).toMatchObject({ ok: true, pod: 'web-b2' });
+    expect(clientAddress(svc)).toBe(b1.ip6);
+    ipt(['-A', 'PREROUTING', '-d', 'fd00:10:96::11/128', '-p', 'tcp', '--dport', '80', '-j', 'DNAT', '--to-destination', `[${b1.ip6}]:8080`]);
+    ipt(['-A', 'POSTROUTING', '-s', `${b1.ip6}/128`, '-d', `${b1.ip6}/128`, '-j', 'MASQUERADE']);
+    const self = await cluster.tcp(b1, 'fd00:10:96::11', 80);
+    expect(self).toMatchObject({ ok: true, pod: 'web-b1' });
+    expect(clientAddress(self)).toBe(nodeB.gateway6);
   });
 
   it.runIf(canRun)('destroy() kills every process and removes every namespace, twice', async () => {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cli, type CliResult } from './support/cli.js';
+import { cli, cliAsync, type CliResult } from './support/cli.js';
 import type { TraceResult } from '../src/trace/types.js';
 
 const EXAMPLE = join(import.meta.dirname, '..', 'examples', 'cluster.yaml');
@@ -81,9 +81,49 @@ describe('kube-proxy-ts trace', () => {
     expect(oneLineFailure(cli([...base, ...flags]))).toContain(what);
   });
 
-  it('without --from-file: says a live cluster is not implemented yet', () => {
-    const line = oneLineFailure(cli(['trace', '--src', '10.244.0.7', '--dst', '10.96.20.15:80']));
-    expect(line).toMatch(/trace needs --from-file \(reading a live cluster is not implemented yet\)/);
+  it('without --from-file, reads the API server; one it cannot reach is one line and exit 2', async () => {
+    const r = await cliAsync(['trace', '--kubeconfig', join(import.meta.dirname, 'no-such-kubeconfig'), '--src', '10.244.0.7', '--dst', '10.96.20.15:80']);
+    expect(oneLineFailure(r)).toMatch(/^kube-proxy-ts: trace: reading the cluster: /);
+  });
+
+  describe('--dst and --src by name', () => {
+    const trace = (...flags: string[]) => cli([...base, ...flags]);
+    it('a Service by port name or number: its cluster IP and port, and the port\'s protocol', () => {
+      const byName = trace('--src', '10.244.0.7', '--dst', 'shop/catalog:http');
+      expect(byName.code, byName.stderr).toBe(0);
+      expect(byName.stdout).toBe(trace('--src', '10.244.0.7', '--dst', '10.96.20.15:80').stdout);
+      expect(trace('--src', '10.244.0.7', '--dst', 'shop/catalog:80').stdout).toBe(byName.stdout);
+      const dns = trace('--src', '10.244.0.7', '--dst', 'kube-system/kube-dns:dns');
+      expect(dns.code, dns.stderr).toBe(0);
+      expect(dns.stdout).toMatch(/^udp 10\.244\.0\.7 -> 10\.96\.0\.10:53 /);
+    });
+
+    it('a node port by node: traced on that node', () => {
+      const r = trace('--src', '192.0.2.7', '--from', 'external', '--dst', 'nodeport:node-b:30443');
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^tcp 192\.0\.2\.7 -> \S+:30443 from outside the cluster, entering node-b /);
+      expect(r.stdout).toContain('shop/frontend:https (TCP), node port');
+    });
+
+    it.each([
+      [['--dst', 'shop/nope:80'], 'trace: no Service shop/nope with a cluster IP in the input (Services in shop: admin, cart, catalog, frontend, legacy-gateway, storefront)'],
+      [['--dst', 'shop/catalog:grpcc'], 'trace: Service shop/catalog has no port grpcc; its ports: grpc 9090/TCP, http 80/TCP'],
+      [['--dst', 'shop/catalog:http', '--protocol', 'udp'], 'trace: Service shop/catalog has no port http over UDP; its ports: grpc 9090/TCP, http 80/TCP'],
+      [['--dst', 'nodeport:node-z:30443'], 'trace: no Node node-z in the input (nodes: node-a, node-b, node-c)'],
+    ])('%j: one line naming what is missing and what there is', (flags, line) => {
+      expect(oneLineFailure(trace('--src', '10.244.0.7', ...flags))).toBe(`kube-proxy-ts: ${line}`);
+    });
+
+    it('--src NAMESPACE/POD: the pod\'s IP, when the input has Pods', () => {
+      const pods = `${readFileSync(EXAMPLE, 'utf8')}\n---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: shop, name: client}\nstatus: {podIP: 10.244.0.7}\n`;
+      const r = cli(['trace', '--from-file', '-', '--hostname-override', 'node-a', '--cluster-cidr', '10.244.0.0/16', '--src', 'shop/client', '--dst', '10.96.20.15:80'], pods);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(trace('--src', '10.244.0.7', '--dst', '10.96.20.15:80').stdout);
+      expect(oneLineFailure(cli(['trace', '--from-file', '-', '--hostname-override', 'node-a', '--src', 'shop/other', '--dst', '10.96.20.15:80'], pods))).toBe(
+        'kube-proxy-ts: trace: no Pod shop/other in the input (Pods in shop: client)',
+      );
+      expect(oneLineFailure(trace('--src', 'shop/client', '--dst', '10.96.20.15:80'))).toMatch(/the input has no Pods/);
+    });
   });
 
   it('--from node on a node the input does not know: asks for --src', () => {
@@ -96,7 +136,7 @@ describe('kube-proxy-ts trace', () => {
     const sub = cli(['trace', '--help']);
     expect(sub.code).toBe(0);
     for (const f of ['--dst', '--src', '--protocol', '--from <where>', '--output', '--cluster-cidr', '--from-file']) expect(sub.stdout).toContain(f);
-    expect(sub.stdout).not.toContain('--kubeconfig');
+    expect(sub.stdout).not.toContain('--metrics-bind-address');
     const top = cli(['--help']);
     expect(top.stdout).toMatch(/^ {2}trace \[options\] +show where a packet goes/m);
     expect(top.stdout).toContain('--explain');

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { REFLECTOR_BACKOFF } from '../src/agent/backoff.js';
-import { loadKubeConfig, malformedEvent, malformedList, startWatches, type Watches } from '../src/agent/watch.js';
+import { loadKubeConfig, malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { malformedList } from '../src/kube/api.js';
 import { TestApiServer } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
 

@@ -11,8 +11,8 @@
  * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
  */
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
-import fetch from 'node-fetch';
 import type { Logger } from 'pino';
+import { getList } from '../kube/api.js';
 import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
 
 export interface ObjectHandlers {
@@ -58,14 +58,6 @@ export function malformedEvent(data: unknown): string | null {
   const meta = object.metadata;
   if (!isRecord(meta) || typeof meta.resourceVersion !== 'string') return `${type} event whose object has no metadata.resourceVersion`;
   if (type !== 'BOOKMARK' && typeof meta.name !== 'string') return `${type} event whose object has no metadata.name`;
-  return null;
-}
-
-/** Why a list answer cannot be used, or null when it can. Items are checked one by one later. */
-export function malformedList(body: unknown): string | null {
-  if (!isRecord(body)) return 'the list is not an object';
-  if (!Array.isArray(body.items)) return 'the list has no items';
-  if (!isRecord(body.metadata) || typeof body.metadata.resourceVersion !== 'string') return 'the list has no metadata.resourceVersion';
   return null;
 }
 
@@ -129,9 +121,7 @@ class Pacer {
 }
 
 /**
- * The list an informer starts from, as plain JSON: client-node's typed list calls turn
- * every object into class instances, which at 10,000 Services and EndpointSlices costs
- * ~60 MB more at each (re)list; the proxy validates raw objects anyway. Objects without a
+ * The list an informer starts from, as plain JSON (see kube/api.ts). Objects without a
  * name are dropped here (client-node would fail on them), and reported.
  */
 function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
@@ -139,28 +129,13 @@ function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejec
     await pacer.beforeList();
     if (pacer.stopping.aborted) throw new Error('stopped');
     try {
-      const server = kc.getCurrentCluster()?.server;
-      if (!server) throw new Error('the kubeconfig has no current cluster');
-      const init = await kc.applyToFetchOptions({});
-      const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
-      const text = await res.text();
-      if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${text.slice(0, 200)}`), { statusCode: res.status });
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch {
-        throw new Error(`GET ${path}: the answer is not JSON`);
-      }
-      const bad = malformedList(body);
-      if (bad) {
-        rejected(kind, bad, 1);
-        throw new Error(`GET ${path}: ${bad}`);
-      }
-      const list = body as { items: unknown[]; metadata: { resourceVersion: string } };
+      const list = await getList(kc, path);
       const items = list.items.filter(named);
       if (items.length < list.items.length) rejected(kind, 'listed objects without metadata.name', list.items.length - items.length);
       return { ...(list as KubernetesListObject<KubernetesObject>), items: items as KubernetesObject[] };
     } catch (err) {
+      const malformed = (err as { malformed?: string }).malformed;
+      if (malformed) rejected(kind, malformed, 1);
       pacer.reason = errorText(err);
       throw err;
     }

@@ -13,7 +13,7 @@ import {
 import { parseDuration } from '../config/duration.js';
 import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
-import type { Origin, TraceProtocol, TraceRequest } from '../trace/types.js';
+import type { DestinationSpec, Origin, SourceSpec, TraceProtocol, TraceQuery } from '../trace/types.js';
 
 export interface Invocation {
   config: ProxyConfig;
@@ -28,7 +28,11 @@ export interface Invocation {
   /** `--explain`: with --dry-run, each service port's endpoints and the sets its rules use. */
   explain: boolean;
   /** The `trace` subcommand's packet, or null for the proxy itself. */
-  trace: TraceRequest | null;
+  trace: TraceQuery | null;
+  /** Whether the node's name was given (flag or file), not taken from the host name. */
+  hostnameGiven: boolean;
+  /** `--version` was asked for. */
+  version: boolean;
 }
 
 /** `--help` was asked for: the help of the command it was given to. */
@@ -66,13 +70,34 @@ function hostPortValue(v: string): HostPort {
   return hp;
 }
 
-function destinationValue(v: string): HostPort {
-  const hp = hostPortValue(v);
-  if (hp.port === null) throw new InvalidArgumentError('want IP:PORT or [IPv6]:PORT');
-  return hp;
+const DNS_LABEL = '[a-z0-9]([-a-z0-9]*[a-z0-9])?';
+const SERVICE_DESTINATION = new RegExp(`^(${DNS_LABEL})/(${DNS_LABEL}):([A-Za-z0-9][-A-Za-z0-9]*)$`);
+const NODE_PORT_DESTINATION = /^nodeport:([^:]+):([0-9]{1,5})$/;
+const POD_SOURCE = new RegExp(`^(${DNS_LABEL})/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$`);
+
+function destinationValue(v: string): DestinationSpec {
+  const np = NODE_PORT_DESTINATION.exec(v);
+  if (np) {
+    const port = Number(np[2]);
+    if (port < 1 || port > 65535) throw new InvalidArgumentError(`${np[2]} is not a port`);
+    return { kind: 'nodePort', node: np[1]!, port };
+  }
+  const hp = parseHostPort(v);
+  if (hp && hp.port !== null) return { kind: 'address', ip: hp.ip, port: hp.port };
+  const svc = SERVICE_DESTINATION.exec(v);
+  if (svc) return { kind: 'service', namespace: svc[1]!, name: svc[3]!, port: svc[5]! };
+  throw new InvalidArgumentError('want IP:PORT, [IPv6]:PORT, NAMESPACE/SERVICE:PORT (number or name) or nodeport:NODE:PORT');
 }
 
-// The flags that shape the rendered rules: trace takes them too, and evaluates the same rules.
+function sourceValue(v: string): SourceSpec {
+  const hp = parseHostPort(v);
+  if (hp) return { kind: 'address', ip: hp.ip, port: hp.port };
+  const pod = POD_SOURCE.exec(v);
+  if (pod) return { kind: 'pod', namespace: pod[1]!, name: pod[3]! };
+  throw new InvalidArgumentError('want IP, IP:PORT, [IPv6]:PORT or NAMESPACE/POD');
+}
+
+// The flags that shape the rendered rules and say where the cluster is: trace takes them too.
 const RENDER_FLAGS = [
   '--proxy-mode',
   '--hostname-override',
@@ -83,44 +108,61 @@ const RENDER_FLAGS = [
   '--iptables-localhost-nodeports',
   '--config',
   '--from-file',
+  '--kubeconfig',
 ];
 
 function traceCommand(program: Command): Command {
   const trace = new Command('trace')
     .description('show where a packet goes through the rules this node would program, and why')
-    .requiredOption('--dst <ip:port>', 'destination: a service IP, node address or any other', destinationValue)
-    .option('--src <ip[:port]>', 'source (default with --from node: the node\'s own address)', hostPortValue)
-    .addOption(new Option('--protocol <protocol>', 'transport protocol').choices(['tcp', 'udp', 'sctp']).default('tcp'))
+    .requiredOption('--dst <where>', 'destination: IP:PORT, NAMESPACE/SERVICE:PORT (number or name), or nodeport:NODE:PORT', destinationValue)
+    .option('--src <from>', 'source: IP[:PORT], or NAMESPACE/POD when the input has Pods (default with --from node: the node\'s own address)', sourceValue)
+    .addOption(new Option('--protocol <protocol>', 'transport protocol (default tcp, or the protocol of the service port named)').choices(['tcp', 'udp', 'sctp']).default('tcp'))
     .addOption(new Option('--from <where>', 'where the packet enters the node from').choices(['pod', 'node', 'external']).default('pod'))
     .addOption(new Option('--output <format>', 'text for people, json for tools').choices(['text', 'json']).default('text'));
   for (const o of program.options) if (o.long && RENDER_FLAGS.includes(o.long)) trace.addOption(o);
   return trace.helpOption('-h, --help', 'show this help').showHelpAfterError(false);
 }
 
+const GROUP = {
+  common: 'Proxy:',
+  iptables: 'iptables mode:',
+  agent: 'Node agent:',
+  offline: 'Offline (--dry-run, trace):',
+  other: 'Other:',
+};
+
 export function buildProgram(): Command {
+  const group = (heading: string, option: Option) => option.helpGroup(heading);
   const program = new Command('kube-proxy-ts')
     .description('A Kubernetes service proxy you can read, trace and trust.')
-    .addOption(new Option('--proxy-mode <mode>', 'which dataplane to program').choices(PROXY_MODES))
-    .option('--hostname-override <name>', 'this node\'s name, when it is not the hostname')
-    .option('--cluster-cidr <cidrs>', 'pod CIDRs (comma-separated, one per family); traffic from outside them is masqueraded')
-    .option('--masquerade-all [bool]', 'SNAT all traffic sent to service IPs', boolValue)
-    .option('--nodeport-addresses <cidrs>', 'node addresses that accept node ports: CIDRs or "primary" (comma-separated)')
-    .option('--iptables-masquerade-bit <bit>', 'packet mark bit flagging traffic for SNAT (0-31)', intValue)
-    .option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)', boolValue)
-    .option('--config <file>', 'a KubeProxyConfiguration (v1alpha1) file; flags override it')
-    .option('--write-config-to <file>', 'write the effective configuration as a KubeProxyConfiguration ("-" for stdout), and exit')
-    .option('--kubeconfig <file>', 'kubeconfig of the API server (default: in-cluster configuration)')
-    .option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)', durationValue)
-    .option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)', durationValue)
-    .option('--healthz-bind-address <ip:port>', 'health server address (default 0.0.0.0:10256)')
-    .option('--metrics-bind-address <ip:port>', 'metrics server address (default 127.0.0.1:10249)')
-    .option('--cleanup', 'remove every rule kube-proxy-ts (or kube-proxy) created, and exit', false)
-    .option('--dry-run', 'print what would be programmed, and exit', false)
-    .option('--explain', 'with --dry-run: per service port, its endpoints and which rules use which', false)
-    .option('--from-file <path>', 'read cluster objects from manifests instead of an API server ("-" for stdin)')
-    .option('-v, --v <level>', 'log verbosity', intValue, 0)
+    .addOption(group(GROUP.common, new Option('--proxy-mode <mode>', 'which dataplane to program').choices(PROXY_MODES)))
+    .addOption(group(GROUP.common, new Option('--hostname-override <name>', 'this node\'s name, when it is not the hostname')))
+    .addOption(group(GROUP.common, new Option('--cluster-cidr <cidrs>', 'pod CIDRs (comma-separated, one per family); traffic from outside them is masqueraded')))
+    .addOption(group(GROUP.common, new Option('--masquerade-all [bool]', 'SNAT all traffic sent to service IPs').argParser(boolValue)))
+    .addOption(group(GROUP.common, new Option('--nodeport-addresses <cidrs>', 'node addresses that accept node ports: CIDRs or "primary" (comma-separated)')))
+    .addOption(group(GROUP.common, new Option('--config <file>', 'a KubeProxyConfiguration (v1alpha1) file; flags override it')))
+    .addOption(group(GROUP.iptables, new Option('--iptables-masquerade-bit <bit>', 'packet mark bit flagging traffic for SNAT (0-31)').argParser(intValue)))
+    .addOption(group(GROUP.iptables, new Option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)').argParser(boolValue)))
+    .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
+    .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
+    .addOption(group(GROUP.agent, new Option('--kubeconfig <file>', 'kubeconfig of the API server (default: in-cluster configuration)')))
+    .addOption(group(GROUP.agent, new Option('--healthz-bind-address <ip:port>', 'health server address (default 0.0.0.0:10256)')))
+    .addOption(group(GROUP.agent, new Option('--metrics-bind-address <ip:port>', 'metrics server address (default 127.0.0.1:10249)')))
+    .addOption(group(GROUP.agent, new Option('--cleanup', 'remove every rule kube-proxy-ts (or kube-proxy) created, and exit').default(false)))
+    .addOption(group(GROUP.agent, new Option('-v, --v <level>', 'log verbosity').argParser(intValue).default(0)))
+    .addOption(group(GROUP.offline, new Option('--dry-run', 'print what would be programmed, and exit').default(false)))
+    .addOption(group(GROUP.offline, new Option('--explain', 'with --dry-run: per service port, its endpoints and which rules use which').default(false)))
+    .addOption(
+      group(
+        GROUP.offline,
+        new Option('--from-file <path>', 'read cluster objects from manifests ("-" for stdin) instead of the API server of --kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster'),
+      ),
+    )
+    .addOption(group(GROUP.other, new Option('--write-config-to <file>', 'write the effective configuration as a KubeProxyConfiguration ("-" for stdout), and exit')))
+    .addOption(group(GROUP.other, new Option('--version', 'print the version and exit').default(false)))
     .helpOption('-h, --help', 'show this help')
     .showHelpAfterError(false);
+  program.options.find((o) => o.long === '--help')?.helpGroup(GROUP.other);
   // Without an action of its own, a program with subcommands would answer plain flags with help.
   return program.enablePositionalOptions().action(() => {}).addCommand(traceCommand(program));
 }
@@ -188,7 +230,8 @@ export function parseInvocation(argv: string[], io: ProgramIO, defaultHostname: 
   const config = validateConfig(mergeConfig(...layers));
   // Written before the host name fills in: one file serves every node, as upstream's does.
   const writeConfig = typeof o.writeConfigTo === 'string' ? { path: o.writeConfigTo, text: formatKubeProxyConfiguration(config) } : null;
-  if (config.hostnameOverride === '') config.hostnameOverride = defaultHostname.toLowerCase();
+  const hostnameGiven = config.hostnameOverride !== '';
+  if (!hostnameGiven) config.hostnameOverride = defaultHostname.toLowerCase();
   return {
     config,
     dryRun: o.dryRun as boolean,
@@ -198,19 +241,22 @@ export function parseInvocation(argv: string[], io: ProgramIO, defaultHostname: 
     writeConfig,
     warnings,
     explain: o.explain as boolean,
-    trace: ran.sub ? traceRequest(f) : null,
+    trace: ran.sub ? traceQuery(ran.sub) : null,
+    hostnameGiven,
+    version: o.version as boolean,
   };
 }
 
-function traceRequest(o: OptionValues): TraceRequest {
+function traceQuery(cmd: Command): TraceQuery {
+  const o = cmd.opts();
   const from = o.from as Origin;
   if (o.src === undefined && from !== 'node') throw new InvalidArgumentError(`trace --from ${from} needs --src`);
   return {
-    src: (o.src as HostPort | undefined) ?? null,
-    dst: o.dst as TraceRequest['dst'],
-    protocol: o.protocol as TraceProtocol,
+    src: (o.src as SourceSpec | undefined) ?? null,
+    dst: o.dst as DestinationSpec,
+    protocol: cmd.getOptionValueSource('protocol') === 'cli' ? (o.protocol as TraceProtocol) : null,
     from,
-    output: o.output as TraceRequest['output'],
+    output: o.output as TraceQuery['output'],
   };
 }
 

@@ -3,13 +3,15 @@
  * --write-config-to, returns an exit code. Everything it calls is pure.
  */
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
-import type { Problem } from '../kube/objects.js';
+import type { ClusterObjects, Problem } from '../kube/objects.js';
+import { validateNode } from '../kube/validate.js';
 import { allModes, implementedModes, modeByName } from '../modes/registry.js';
 import { dryRun } from '../offline/dryrun.js';
 import { runTrace } from '../offline/trace.js';
-import { CommanderError, HelpRequested, parseInvocation } from './program.js';
+import { CommanderError, HelpRequested, parseInvocation, type Invocation } from './program.js';
 
 export interface CliIO {
   readFile(path: string): string;
@@ -22,6 +24,20 @@ export interface CliIO {
 /** Names of rejected objects may hold anything, newlines included: quote all but the plain ones. */
 function printable(s: string): string {
   return /^[A-Za-z0-9][-A-Za-z0-9_./:<>]*$/.test(s) ? s : JSON.stringify(s);
+}
+
+/** The version in the project's package.json: two levels above this file in the source tree, three in dist/. */
+function version(): string {
+  const require = createRequire(import.meta.url);
+  for (const path of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = require(path) as { name?: string; version?: string };
+      if (pkg.name === 'kube-proxy-ts' && pkg.version) return pkg.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
 }
 
 const agent = async () => ({ main: await import('../agent/main.js'), log: await import('../log.js') });
@@ -53,6 +69,10 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     throw err;
   }
   for (const w of inv.warnings) io.stderr(`kube-proxy-ts: warning: ${w}\n`);
+  if (inv.version) {
+    io.stdout(`kube-proxy-ts ${version()} (Node.js ${process.version})\n`);
+    return 0;
+  }
 
   // Before the mode check: a configuration for a mode not implemented yet is still worth writing.
   if (inv.writeConfig) {
@@ -77,9 +97,25 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     if (inv.explain) return fail('--explain goes with --dry-run');
     return agent().then(({ main, log }) => main.runAgent(inv.config, mode, log.createLogger(inv.verbosity)));
   }
-  const command = inv.trace ? 'trace' : '--dry-run';
-  if (inv.fromFile === null) return fail(`${command} needs --from-file (reading a live cluster is not implemented yet)`);
+  const offline = (objects: ClusterObjects, problems: Problem[]): number => {
+    const configured = mode.configure(inv.config);
+    const node = inv.config.hostnameOverride;
+    const result = inv.trace ? runTrace(objects, node, configured, inv.trace) : dryRun(objects, node, configured, inv.explain);
+    for (const p of [...problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
+    if (!result.build.nodeKnown && !('error' in result)) {
+      io.stderr(
+        `kube-proxy-ts: warning: no Node ${result.build.model.node.nodeName} in the input; without its zone and addresses, topology hints and --nodeport-addresses cannot apply\n`,
+      );
+    }
+    if (inv.verbosity > 0) {
+      for (const s of result.build.skipped) io.stderr(`kube-proxy-ts: not proxied: Service ${s.namespace}/${s.name}: ${s.reason}\n`);
+    }
+    if ('error' in result) return fail(result.error);
+    io.stdout(result.text);
+    return 0;
+  };
 
+  if (inv.fromFile === null) return live(inv, fail, offline);
   let text: string;
   try {
     text = inv.fromFile === '-' ? io.readStdin() : io.readFile(inv.fromFile);
@@ -93,19 +129,28 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     if (err instanceof ManifestError) return fail(err.message);
     throw err;
   }
-  const configured = mode.configure(inv.config);
-  const node = inv.config.hostnameOverride;
-  const result = inv.trace ? runTrace(parsed.objects, node, configured, inv.trace) : dryRun(parsed.objects, node, configured, inv.explain);
-  for (const p of [...parsed.problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
-  if (!result.build.nodeKnown) {
-    io.stderr(
-      `kube-proxy-ts: warning: no Node ${inv.config.hostnameOverride} in the input; without its zone and addresses, topology hints and --nodeport-addresses cannot apply\n`,
-    );
+  return offline(parsed.objects, parsed.problems);
+}
+
+/**
+ * --dry-run and trace on the cluster itself. The node must be named, and be one of the
+ * cluster's: a live cluster has many, and guessing from this host's name would be wrong.
+ */
+async function live(inv: Invocation, fail: (msg: string) => number, offline: (objects: ClusterObjects, problems: Problem[]) => number): Promise<number> {
+  const command = inv.trace ? 'trace' : '--dry-run';
+  let objects: ClusterObjects;
+  try {
+    const { readLiveCluster } = await import('../kube/live.js');
+    objects = await readLiveCluster(inv.config.kubeconfig || null);
+  } catch (err) {
+    return fail(`${command}: reading the cluster: ${(err as Error).message}`);
   }
-  if (inv.verbosity > 0) {
-    for (const s of result.build.skipped) io.stderr(`kube-proxy-ts: not proxied: Service ${s.namespace}/${s.name}: ${s.reason}\n`);
-  }
-  if ('error' in result) return fail(result.error);
-  io.stdout(result.text);
-  return 0;
+  const names = objects.nodes.flatMap((n) => {
+    const r = validateNode(n);
+    return r.ok ? [r.value.name] : [];
+  });
+  const known = names.length > 0 ? names.sort().join(', ') : 'none';
+  if (!inv.hostnameGiven) return fail(`${command} on a live cluster needs --hostname-override NODE (its nodes: ${known})`);
+  if (!names.includes(inv.config.hostnameOverride)) return fail(`${command}: no Node ${inv.config.hostnameOverride} in the cluster (its nodes: ${known})`);
+  return offline(objects, []);
 }

@@ -52,6 +52,9 @@ export function parseManifests(text: string, source: string): ParsedManifests {
       case 'Node':
         objects.nodes.push(obj);
         break;
+      case 'Pod':
+        (objects.pods ??= []).push(obj);
+        break;
       case undefined:
         problems.push({ kind: 'object', namespace: '', name: where, reason: 'has no kind' });
         break;

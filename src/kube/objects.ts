@@ -90,4 +90,6 @@ export interface ClusterObjects {
   services: unknown[];
   endpointSlices: unknown[];
   nodes: unknown[];
+  /** Pods, when the input has them: only to name a trace's source. */
+  pods?: unknown[];
 }

@@ -12,6 +12,28 @@ export type TraceProtocol = 'tcp' | 'udp' | 'sctp';
 /** Where a packet enters the node from: a pod on it, the node itself, or the network. */
 export type Origin = 'pod' | 'node' | 'external';
 
+/** Where a packet to trace goes, as people name it; resolved against the cluster. */
+export type DestinationSpec =
+  | { kind: 'address'; ip: string; port: number }
+  /** `NAMESPACE/NAME:PORT`: a Service's cluster IP, the port by number or name. */
+  | { kind: 'service'; namespace: string; name: string; port: string }
+  /** `nodeport:NODE:PORT`: a node's address. */
+  | { kind: 'nodePort'; node: string; port: number };
+
+/** Where it comes from: an address, or a Pod (`NAMESPACE/POD`) of the input. */
+export type SourceSpec = { kind: 'address'; ip: string; port: number | null } | { kind: 'pod'; namespace: string; name: string };
+
+/** What the command line asks to trace, before the cluster says which addresses that is. */
+export interface TraceQuery {
+  /** Null: the node's own address (only with `from: 'node'`). */
+  src: SourceSpec | null;
+  dst: DestinationSpec;
+  /** Null: TCP, or the protocol of the Service port named. */
+  protocol: TraceProtocol | null;
+  from: Origin;
+  output: 'text' | 'json';
+}
+
 /** A packet to trace as people give it: the source may be left to the node, ports are optional. */
 export interface TraceRequest {
   /** Null: the node's own address (only with `from: 'node'`). */

@@ -1,15 +1,19 @@
 /**
  * The modes the netns e2e suites run in, and what differs between them: the tools they
- * need, how someone wrecks their rules, what /debug/rules shows. Every behaviour is
- * asserted the same way for each.
+ * need, how someone wrecks their rules (IPv4 and IPv6), what /debug/rules shows. Every
+ * behaviour is asserted the same way for each.
  */
 import { expect } from 'vitest';
 import type { NodeInfo, TestCluster } from '../support/topology.js';
+
+export type Family = 'IPv4' | 'IPv6';
 
 export interface E2EMode {
   name: string;
   /** The tools the agent and this suite run on a node, besides ip and curl. */
   tools: string[];
+  /** The tools the dual-stack suite needs on top (IPv6 rules). */
+  tools6: string[];
   /** Deletes the mode's rules, as an admin or a firewall reload would. */
   wreck(cluster: TestCluster, node: NodeInfo): Promise<void>;
   /** Whether the mode's rules are there. */
@@ -19,7 +23,30 @@ export interface E2EMode {
   /** Deletes only what sends pod traffic into the mode's rules (and the canary stays). */
   unhook(cluster: TestCluster, node: NodeInfo): Promise<void>;
   hooked(cluster: TestCluster, node: NodeInfo): Promise<boolean>;
+  /** Deletes the mode's IPv6 rules only, as wreck does for IPv4. */
+  wreck6(cluster: TestCluster, node: NodeInfo): Promise<void>;
+  /** Whether the mode's IPv6 rules are there. */
+  present6(cluster: TestCluster, node: NodeInfo): Promise<boolean>;
+  /** The part of a /debug/rules answer about one family. */
+  familyRules(text: string, family: Family): string;
+  /** What /debug/rules shows for the cluster IP of a service port (`ns/name:port`), either family. */
+  clusterIPRuleOf(servicePort: string, ip: string, port: number): RegExp;
 }
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+/** Flushes and deletes every chain of nat, filter and mangle with `bin` (iptables or ip6tables). */
+async function flushTables(bin: string, cluster: TestCluster, node: NodeInfo): Promise<void> {
+  for (const table of ['nat', 'filter', 'mangle']) {
+    expect((await cluster.exec(node, bin, ['-w', '-t', table, '-F'])).status).toBe(0);
+    expect((await cluster.exec(node, bin, ['-w', '-t', table, '-X'])).status).toBe(0);
+  }
+}
+
+const IPTABLES_BANNER: Record<Family, string> = {
+  IPv4: '# ==== IPv4: iptables-restore input ====',
+  IPv6: '# ==== IPv6: ip6tables-restore input ====',
+};
 
 const PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES'];
 
@@ -27,18 +54,28 @@ export const E2E_MODES: E2EMode[] = [
   {
     name: 'iptables',
     tools: ['iptables', 'iptables-restore'],
-    async wreck(cluster, node) {
-      for (const table of ['nat', 'filter', 'mangle']) {
-        expect((await cluster.exec(node, 'iptables', ['-w', '-t', table, '-F'])).status).toBe(0);
-        expect((await cluster.exec(node, 'iptables', ['-w', '-t', table, '-X'])).status).toBe(0);
-      }
-    },
+    tools6: ['ip6tables', 'ip6tables-restore', 'ip6tables-save'],
+    wreck: (cluster, node) => flushTables('iptables', cluster, node),
     present: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-S', 'KUBE-SERVICES'])).status === 0,
     clusterIPRule: /^-A KUBE-SERVICES -m comment --comment "e2e\/web:http cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j KUBE-SVC-/m,
     async unhook(cluster, node) {
       expect((await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-D', ...PORTALS])).status).toBe(0);
     },
     hooked: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-C', ...PORTALS])).status === 0,
+    wreck6: (cluster, node) => flushTables('ip6tables', cluster, node),
+    present6: async (cluster, node) => (await cluster.exec(node, 'ip6tables', ['-w', '-t', 'nat', '-S', 'KUBE-SERVICES'])).status === 0,
+    familyRules(text, family) {
+      // Each family's section starts with its banner; the IPv6 one, when there is one, comes second.
+      const start = text.indexOf(IPTABLES_BANNER[family]);
+      if (start < 0) return '';
+      const next = family === 'IPv4' ? text.indexOf(IPTABLES_BANNER.IPv6, start) : -1;
+      return text.slice(start, next < 0 ? undefined : next);
+    },
+    clusterIPRuleOf: (servicePort, ip, port) =>
+      new RegExp(
+        `^-A KUBE-SERVICES -m comment --comment "${escape(servicePort)} cluster IP" -m tcp -p tcp -d ${escape(ip)} --dport ${port} -j KUBE-SVC-`,
+        'm',
+      ),
   },
 ];
 

@@ -1,7 +1,8 @@
 // Echo server run inside a pod namespace by test/support/topology.ts.
 // Usage: node echo-server.mjs <podName> [--tcp PORT]... [--udp PORT]...
-// Answers every TCP connection and every UDP datagram with one line:
-// `<podName> <clientIP>:<clientPort>`, then prints READY on stdout once every socket listens.
+// Answers every TCP connection and every UDP datagram, IPv4 or IPv6, with one line:
+// `<podName> <clientIP>:<clientPort>` (`<podName> [<clientIPv6>]:<clientPort>` for an IPv6
+// client), then prints READY on stdout once every socket listens.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
@@ -20,34 +21,51 @@ for (let i = 0; i < rest.length; i += 2) {
   else throw new Error(`unknown option ${rest[i]}`);
 }
 
-const strip = (a) => (a && a.startsWith('::ffff:') ? a.slice(7) : a);
+// IPv4 clients of a dual-stack socket show as ::ffff:a.b.c.d: report them as a.b.c.d:port;
+// IPv6 clients as [addr]:port, so `client.split(':')[0]` still reads an IPv4 address.
+const strip = (a) => (a && a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a);
+const show = (address, port) => {
+  const a = strip(address);
+  return a && a.includes(':') ? `[${a}]:${port}` : `${a}:${port}`;
+};
 const listening = [];
 
-for (const port of tcp) {
+// Listen on :: for both families; where a namespace has no IPv6, on 0.0.0.0 alone.
+const noIPv6 = (err) => err && ['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT', 'EINVAL'].includes(err.code);
+
+function listenTcp(port, host) {
   const server = net.createServer((sock) => {
     sock.on('error', () => {});
-    sock.end(`${name} ${strip(sock.remoteAddress)}:${sock.remotePort}\n`);
+    sock.end(`${name} ${show(sock.remoteAddress, sock.remotePort)}\n`);
   });
-  listening.push(
-    new Promise((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: '0.0.0.0', port }, resolve);
-    }),
-  );
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => {
+      if (host === '::' && noIPv6(err)) listenTcp(port, '0.0.0.0').then(resolve, reject);
+      else reject(err);
+    });
+    server.listen({ host, port, ipv6Only: false }, resolve);
+  });
 }
 
-for (const port of udp) {
-  const sock = dgram.createSocket('udp4');
+function bindUdp(port, type) {
+  const sock = dgram.createSocket({ type, ipv6Only: false });
   sock.on('message', (_msg, rinfo) => {
-    sock.send(`${name} ${rinfo.address}:${rinfo.port}\n`, rinfo.port, rinfo.address);
+    sock.send(`${name} ${show(rinfo.address, rinfo.port)}\n`, rinfo.port, rinfo.address);
   });
-  listening.push(
-    new Promise((resolve, reject) => {
-      sock.once('error', reject);
-      sock.bind({ address: '0.0.0.0', port }, resolve);
-    }),
-  );
+  return new Promise((resolve, reject) => {
+    sock.once('error', (err) => {
+      try {
+        sock.close();
+      } catch {}
+      if (type === 'udp6' && noIPv6(err)) bindUdp(port, 'udp4').then(resolve, reject);
+      else reject(err);
+    });
+    sock.bind({ address: type === 'udp6' ? '::' : '0.0.0.0', port }, resolve);
+  });
 }
+
+for (const port of tcp) listening.push(listenTcp(port, '::'));
+for (const port of udp) listening.push(bindUdp(port, 'udp6'));
 
 Promise.all(listening).then(
   () => process.stdout.write('READY\n'),

@@ -19,6 +19,41 @@ export function service(namespace: string, name: string, clusterIP: string, port
   };
 }
 
+export type IPFamily = 'IPv4' | 'IPv6';
+export type IPFamilyPolicy = 'SingleStack' | 'PreferDualStack' | 'RequireDualStack';
+
+/** An address's family, as the API server decides a cluster IP's (a colon means IPv6). */
+export function familyOf(ip: string): IPFamily {
+  return ip.includes(':') ? 'IPv6' : 'IPv4';
+}
+
+/**
+ * A single-stack IPv6 Service, as the API server stores one: `ipFamilies: [IPv6]`,
+ * `ipFamilyPolicy: SingleStack`, the one IPv6 cluster IP in `clusterIP` and `clusterIPs`.
+ */
+export function service6(namespace: string, name: string, clusterIP6: string, ports: PortSpec[], spec: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Manifest {
+  if (familyOf(clusterIP6) !== 'IPv6') throw new Error(`service6: ${clusterIP6} is not IPv6`);
+  return service(namespace, name, clusterIP6, ports, { ipFamilyPolicy: 'SingleStack', ipFamilies: ['IPv6'], ...spec }, extra);
+}
+
+/**
+ * A dual-stack Service: one cluster IP per family, the first one primary (`clusterIP`),
+ * `ipFamilies` in the same order, `ipFamilyPolicy` PreferDualStack unless told otherwise.
+ */
+export function dualStackService(
+  namespace: string,
+  name: string,
+  clusterIPs: [string, string],
+  ports: PortSpec[],
+  spec: Record<string, unknown> = {},
+  extra: Record<string, unknown> = {},
+  policy: Exclude<IPFamilyPolicy, 'SingleStack'> = 'PreferDualStack',
+): Manifest {
+  const families = clusterIPs.map(familyOf);
+  if (families[0] === families[1]) throw new Error(`dualStackService: ${clusterIPs.join(', ')} are of one family`);
+  return service(namespace, name, clusterIPs[0], ports, { clusterIPs: [...clusterIPs], ipFamilyPolicy: policy, ipFamilies: families, ...spec }, extra);
+}
+
 export interface EndpointSpec {
   ip: string;
   nodeName: string;
@@ -28,18 +63,23 @@ export interface EndpointSpec {
   zone?: string;
 }
 
+/**
+ * An EndpointSlice; `addressType` is IPv6 when told so, or when its endpoints are IPv6
+ * addresses, IPv4 otherwise (a slice holds one family, as the validator requires).
+ */
 export function endpointSlice(
   namespace: string,
   serviceName: string,
   sliceName: string,
   ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[],
   endpoints: EndpointSpec[],
+  addressType: IPFamily = endpoints.length > 0 && endpoints.every((e) => familyOf(e.ip) === 'IPv6') ? 'IPv6' : 'IPv4',
 ): Manifest {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
     metadata: { namespace, name: sliceName, labels: { 'kubernetes.io/service-name': serviceName } },
-    addressType: 'IPv4',
+    addressType,
     ports: ports.map((p) => ({ protocol: 'TCP', name: p.name ?? '', ...p })),
     endpoints: endpoints.map((e) => ({
       addresses: [e.ip],
@@ -50,12 +90,25 @@ export function endpointSlice(
   };
 }
 
-export function node(name: string, ip: string, zone = 'zone-a'): Manifest {
+/** An EndpointSlice of addressType IPv6 (also when it has no endpoints yet). */
+export function endpointSlice6(
+  namespace: string,
+  serviceName: string,
+  sliceName: string,
+  ports: { name?: string; port: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[],
+  endpoints: EndpointSpec[],
+): Manifest {
+  return endpointSlice(namespace, serviceName, sliceName, ports, endpoints, 'IPv6');
+}
+
+/** A Node with one InternalIP, or one per family for a dual-stack node (`[ipv4, ipv6]`, primary first). */
+export function node(name: string, ip: string | string[], zone = 'zone-a'): Manifest {
+  const ips = typeof ip === 'string' ? [ip] : ip;
   return {
     apiVersion: 'v1',
     kind: 'Node',
     metadata: { name, labels: { 'kubernetes.io/hostname': name, 'topology.kubernetes.io/zone': zone } },
-    status: { addresses: [{ type: 'InternalIP', address: ip }, { type: 'Hostname', address: name }] },
+    status: { addresses: [...ips.map((address) => ({ type: 'InternalIP', address })), { type: 'Hostname', address: name }] },
   };
 }
 

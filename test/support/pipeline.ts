@@ -50,7 +50,7 @@ export function pipeline(manifests: string, args: string[], source = 'manifests'
     trace(spec, dataplane) {
       const packet: Packet = { protocol: 'tcp', srcPort: null, from: 'pod', ...spec };
       const model = build.model.families[packetFamily(packet)];
-      return traceThrough(dataplane ?? mode.dataplane(model, build.model.node), model, build.model.node, packet);
+      return traceThrough(dataplane ?? mode.dataplane(model, build.model.node, packet), model, build.model.node, packet);
     },
   };
 }

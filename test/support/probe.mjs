@@ -2,12 +2,15 @@
 // Usage:
 //   node probe.mjs tcp IP PORT TIMEOUT_MS [COUNT]     COUNT>1: sequential connections, JSON array
 //   node probe.mjs udp IP PORT TIMEOUT_MS [SOURCE_PORT]
+// IP is IPv4 or IPv6 (plain or in brackets).
 // Each result is {ok:true,pod,client,answer} or {ok:false,error}; error is 'refused',
 // 'timeout', 'unreachable', 'reset', 'no-answer' or an errno code.
 import net from 'node:net';
 import dgram from 'node:dgram';
 
-const [mode, ip, portText, timeoutText, extra] = process.argv.slice(2);
+const [mode, ipText, portText, timeoutText, extra] = process.argv.slice(2);
+const ip = /^\[.*\]$/.test(ipText ?? '') ? ipText.slice(1, -1) : ipText;
+const v6 = net.isIPv6(ip);
 const port = Number(portText);
 const timeoutMs = Number(timeoutText);
 
@@ -62,7 +65,7 @@ function tcpOnce() {
 function udpOnce(sourcePort) {
   return new Promise((resolve) => {
     let done = false;
-    const sock = dgram.createSocket('udp4');
+    const sock = dgram.createSocket(v6 ? 'udp6' : 'udp4');
     const finish = (r) => {
       if (done) return;
       done = true;
@@ -75,7 +78,7 @@ function udpOnce(sourcePort) {
     const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), timeoutMs);
     sock.on('error', (err) => finish({ ok: false, error: classify(err) }));
     sock.on('message', (msg) => finish(parse(msg.toString('utf8'))));
-    sock.bind({ address: '0.0.0.0', port: sourcePort ?? 0 }, () => {
+    sock.bind({ address: v6 ? '::' : '0.0.0.0', port: sourcePort ?? 0 }, () => {
       // A connected socket reports ICMP port-unreachable as ECONNREFUSED.
       sock.connect(port, ip, (err) => {
         if (err) return finish({ ok: false, error: classify(err) });

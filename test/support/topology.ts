@@ -1,14 +1,22 @@
 /**
  * A fake cluster made of Linux network namespaces, with real traffic, for end-to-end tests.
  *
- *   lan namespace:      bridge br0, 10.99.0.254/24 (forwarder address)
- *     node i (1-based): eth0 10.99.0.(10+i)/24 on br0; bridge cni0 10.244.i.1/24;
- *                       ip_forward=1, bridge-nf-call-iptables=1 (route_localnet is the
- *                       proxy's to set, as kube-proxy does for localhost node ports);
- *                       routes to every other node's pod CIDR via that node's LAN IP
- *       pod j (1-based): eth0 10.244.i.(10+j)/24 on cni0 (hairpin on), default via 10.244.i.1,
- *                       runs echo-server.mjs on its TCP and UDP ports
- *     external:         eth0 10.99.0.200/24 on br0, no route to pod CIDRs
+ *   lan namespace:      bridge br0, 10.99.0.254/24 and fd00:99::fe/64 (forwarder address)
+ *     node i (1-based): eth0 10.99.0.(10+i)/24 and fd00:99::(10+i)/64 on br0;
+ *                       bridge cni0 10.244.i.1/24 and fd00:10:244:I::1/64 (I = i in hex);
+ *                       ip_forward=1, IPv6 forwarding=1, bridge-nf-call-iptables=1,
+ *                       bridge-nf-call-ip6tables=1 (route_localnet is the proxy's to set,
+ *                       as kube-proxy does for localhost node ports); routes to every other
+ *                       node's pod CIDRs (both families) via that node's LAN IPs
+ *       pod j (1-based): eth0 10.244.i.(10+j)/24 and fd00:10:244:I::(10+j)/64 on cni0
+ *                       (hairpin on), default routes via 10.244.i.1 and fd00:10:244:I::1,
+ *                       runs echo-server.mjs (dual-stack) on its TCP and UDP ports
+ *     external:         eth0 10.99.0.200/24 and fd00:99::c8/64 on br0, no route to pod CIDRs
+ *
+ * IPv6 addresses are added `nodad`, so they are usable at once; both bridges run without
+ * multicast snooping, so neighbour discovery never depends on an MLD report having been
+ * seen. Echo servers answer `<name> <IPv4>:<port>` to IPv4 clients and
+ * `<name> [<IPv6>]:<port>` to IPv6 ones (see clientIP()).
  *
  * Nothing is created or changed in the root namespace: every veth is created inside a
  * test namespace with its peer moved straight into another one. Namespace names carry the
@@ -49,6 +57,8 @@ export interface PodInfo {
   node: string;
   ns: string;
   ip: string;
+  /** IPv6 address (RFC 5952 text), fd00:10:244:I::(10+j). */
+  ip6: string;
   tcp: number[];
   udp: number[];
   /** Interface name of the pod's veth inside the node namespace (a cni0 port). */
@@ -62,15 +72,22 @@ export interface NodeInfo {
   ns: string;
   /** LAN address (eth0). */
   ip: string;
+  /** IPv6 LAN address (eth0), fd00:99::(10+i). */
+  ip6: string;
   podCIDR: string;
+  /** IPv6 pod CIDR, fd00:10:244:I::/64 (I = index in hex, inside fd00:10:244::/56). */
+  podCIDR6: string;
   /** cni0 address, the pods' default gateway. */
   gateway: string;
+  /** cni0 IPv6 address, the pods' IPv6 default gateway. */
+  gateway6: string;
   pods: PodInfo[];
 }
 
 export interface ExternalInfo {
   ns: string;
   ip: string;
+  ip6: string;
 }
 
 export type ProbeResult =
@@ -102,6 +119,21 @@ export type Where = string | { ns: string };
 export const LAN_CIDR = '10.99.0.0/24';
 export const FORWARDER_IP = '10.99.0.254';
 export const EXTERNAL_IP = '10.99.0.200';
+export const LAN_CIDR6 = 'fd00:99::/64';
+export const FORWARDER_IP6 = 'fd00:99::fe';
+export const EXTERNAL_IP6 = 'fd00:99::c8';
+/** Every node's IPv6 pod CIDR lies inside this (one /64 per node). */
+export const CLUSTER_CIDR6 = 'fd00:10:244::/56';
+
+/**
+ * The client address an echo server saw, without its port: `10.0.0.1:5000` -> `10.0.0.1`,
+ * `[fd00::1]:5000` -> `fd00::1`. Throws for a failed probe.
+ */
+export function clientIP(r: ProbeResult): string {
+  if (!r.ok) throw new Error(`probe failed: ${r.error}`);
+  const m = /^\[([^\]]+)\]:\d+$/.exec(r.client);
+  return m ? m[1]! : (r.client.split(':')[0] ?? '');
+}
 
 const OUTPUT_CAP = 1 << 20;
 
@@ -289,12 +321,14 @@ function installExitHandler(): void {
 export class TestCluster {
   /** Common prefix of every namespace of this cluster: `kpt-topo-<pid>-<random>`. */
   readonly id: string;
-  readonly lan: { ns: string; bridge: string; ip: string };
+  readonly lan: { ns: string; bridge: string; ip: string; ip6: string };
   readonly nodes: NodeInfo[] = [];
   readonly pods: PodInfo[] = [];
   external: ExternalInfo | undefined;
   /** What `sysctl net.bridge.bridge-nf-call-iptables` read in each node namespace. */
   readonly bridgeNfCallIptables: Record<string, string> = {};
+  /** What `sysctl net.bridge.bridge-nf-call-ip6tables` read in each node namespace. */
+  readonly bridgeNfCallIp6tables: Record<string, string> = {};
 
   private readonly namespaces: string[] = [];
   private readonly processes: NsProcess[] = [];
@@ -303,7 +337,7 @@ export class TestCluster {
 
   private constructor() {
     this.id = `kpt-topo-${process.pid}-${randomBytes(3).toString('hex')}`;
-    this.lan = { ns: `${this.id}-lan`, bridge: 'br0', ip: FORWARDER_IP };
+    this.lan = { ns: `${this.id}-lan`, bridge: 'br0', ip: FORWARDER_IP, ip6: FORWARDER_IP6 };
   }
 
   static async create(spec: ClusterSpec): Promise<TestCluster> {
@@ -371,9 +405,10 @@ export class TestCluster {
     const lan = this.addNamespace(this.lan.ns);
     this.ipBatch(lan, [
       'link set lo up',
-      'link add br0 type bridge',
+      'link add br0 type bridge mcast_snooping 0',
       'link set br0 up',
       `addr add ${FORWARDER_IP}/24 dev br0`,
+      `addr add ${FORWARDER_IP6}/64 dev br0 nodad`,
     ]);
 
     spec.nodes.forEach((n, k) => {
@@ -383,8 +418,11 @@ export class TestCluster {
         index: i,
         ns: this.addNamespace(`${this.id}-node-${sanitize(n.name)}`),
         ip: `10.99.0.${10 + i}`,
+        ip6: `fd00:99::${10 + i}`,
         podCIDR: `10.244.${i}.0/24`,
+        podCIDR6: `fd00:10:244:${i.toString(16)}::/64`,
         gateway: `10.244.${i}.1`,
+        gateway6: `fd00:10:244:${i.toString(16)}::1`,
         pods: [],
       };
       this.nodes.push(node);
@@ -392,9 +430,14 @@ export class TestCluster {
     });
 
     if (spec.external) {
-      this.external = { ns: this.addNamespace(`${this.id}-external`), ip: EXTERNAL_IP };
+      this.external = { ns: this.addNamespace(`${this.id}-external`), ip: EXTERNAL_IP, ip6: EXTERNAL_IP6 };
       this.ipBatch(lan, [`link add vext type veth peer name eth0 netns ${this.external.ns}`, 'link set vext master br0 up']);
-      this.ipBatch(this.external.ns, ['link set lo up', `addr add ${EXTERNAL_IP}/24 dev eth0`, 'link set eth0 up']);
+      this.ipBatch(this.external.ns, [
+        'link set lo up',
+        `addr add ${EXTERNAL_IP}/24 dev eth0`,
+        `addr add ${EXTERNAL_IP6}/64 dev eth0 nodad`,
+        'link set eth0 up',
+      ]);
     }
 
     spec.nodes.forEach((n, k) => {
@@ -402,17 +445,21 @@ export class TestCluster {
       const lines = [
         'link set lo up',
         `addr add ${node.ip}/24 dev eth0`,
+        `addr add ${node.ip6}/64 dev eth0 nodad`,
         'link set eth0 up',
-        'link add cni0 type bridge',
+        'link add cni0 type bridge mcast_snooping 0',
         'link set cni0 up',
         `addr add ${node.gateway}/24 dev cni0`,
+        `addr add ${node.gateway6}/64 dev cni0 nodad`,
       ];
       for (const other of this.nodes) {
-        if (other !== node) lines.push(`route add ${other.podCIDR} via ${other.ip} dev eth0`);
+        if (other !== node) {
+          lines.push(`route add ${other.podCIDR} via ${other.ip} dev eth0`, `route add ${other.podCIDR6} via ${other.ip6} dev eth0`);
+        }
       }
       // Real nodes have a default route, so service IPs are routable and reach FORWARD
-      // (where a no-endpoint REJECT lives); the LAN's .254 forwards nothing further.
-      lines.push(`route add default via ${FORWARDER_IP} dev eth0`);
+      // (where a no-endpoint REJECT lives); the LAN's .254 (::fe) forwards nothing further.
+      lines.push(`route add default via ${FORWARDER_IP} dev eth0`, `route add default via ${FORWARDER_IP6} dev eth0`);
       (n.pods ?? []).forEach((p, m) => {
         const j = m + 1;
         const pod: PodInfo = {
@@ -420,6 +467,7 @@ export class TestCluster {
           node: node.name,
           ns: this.addNamespace(`${this.id}-pod-${sanitize(p.name)}`),
           ip: `10.244.${node.index}.${10 + j}`,
+          ip6: `fd00:10:244:${node.index.toString(16)}::${10 + j}`,
           tcp: p.tcp ?? [],
           udp: p.udp ?? [],
           hostVeth: `veth${j}`,
@@ -437,17 +485,25 @@ export class TestCluster {
       // kubelet / CNI settings. bridge-nf-call-iptables is per namespace (kernel >= 5.3).
       this.sysctl(node.ns, [
         'net.ipv4.ip_forward=1',
+        'net.ipv6.conf.all.forwarding=1',
         'net.bridge.bridge-nf-call-iptables=1',
+        'net.bridge.bridge-nf-call-ip6tables=1',
       ]);
-      const seenNf = runSync('ip', ['netns', 'exec', node.ns, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables']);
-      this.bridgeNfCallIptables[node.name] = seenNf.status === 0 ? seenNf.stdout.trim() : `error: ${seenNf.stderr.trim()}`;
+      const seen = (key: string) => {
+        const r = runSync('ip', ['netns', 'exec', node.ns, 'sysctl', '-n', key]);
+        return r.status === 0 ? r.stdout.trim() : `error: ${r.stderr.trim()}`;
+      };
+      this.bridgeNfCallIptables[node.name] = seen('net.bridge.bridge-nf-call-iptables');
+      this.bridgeNfCallIp6tables[node.name] = seen('net.bridge.bridge-nf-call-ip6tables');
 
       for (const pod of node.pods) {
         this.ipBatch(pod.ns, [
           'link set lo up',
           `addr add ${pod.ip}/24 dev eth0`,
+          `addr add ${pod.ip6}/64 dev eth0 nodad`,
           'link set eth0 up',
           `route add default via ${node.gateway} dev eth0`,
+          `route add default via ${node.gateway6} dev eth0`,
         ]);
       }
     });
@@ -455,7 +511,7 @@ export class TestCluster {
     // The lan namespace's own sockets (the forwarder) can answer pods too.
     this.ipBatch(
       lan,
-      this.nodes.map((n) => `route add ${n.podCIDR} via ${n.ip} dev br0`),
+      this.nodes.flatMap((n) => [`route add ${n.podCIDR} via ${n.ip} dev br0`, `route add ${n.podCIDR6} via ${n.ip6} dev br0`]),
     );
   }
 
@@ -466,7 +522,8 @@ export class TestCluster {
   }
 
   /**
-   * Starts another echo server (answering `<name> <clientIP>:<clientPort>`) inside any
+   * Starts another echo server (answering `<name> <clientIP>:<clientPort>`, the IP in
+   * brackets for IPv6, on both families) inside any
    * namespace, e.g. a hostNetwork server in a node namespace; resolves once it listens.
    */
   startEchoServer(where: Where, name: string, ports: { tcp?: number[]; udp?: number[] }): Promise<NsProcess> {
@@ -518,7 +575,7 @@ export class TestCluster {
     }
   }
 
-  /** One TCP connection from inside `from`; the answer names the pod and the client it saw. */
+  /** One TCP connection from inside `from` (to an IPv4 or IPv6 address); the answer names the pod and the client it saw. */
   async tcp(from: Where, ip: string, port: number, opts: ProbeOptions = {}): Promise<ProbeResult> {
     const t = opts.timeoutMs ?? 2000;
     return (await this.probe(from, ['tcp', ip, String(port), String(t)], t)) as ProbeResult;
