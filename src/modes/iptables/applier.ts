@@ -48,19 +48,22 @@ export class IptablesApplier {
 
   /** Creates the canary chains and inserts any missing jump rule from the built-in chains. */
   async ensureJumps(jumps: JumpRule[]): Promise<void> {
-    for (const table of CANARY_TABLES) {
-      if (!(await this.iptables(table, ['-S', CANARY_CHAIN]))) await this.iptables(table, ['-N', CANARY_CHAIN]);
-    }
+    // Every check at once (each is a process), then one restore with what is missing: at a
+    // first sync that is every jump, which one by one took some sixty processes in a row.
+    const targets = [...new Map(jumps.map((j) => [`${j.table} ${j.args.at(-1)}`, { table: j.table, chain: j.args.at(-1)! }])).values()];
+    const [canaries, targetsThere, jumpsThere] = await Promise.all([
+      Promise.all(CANARY_TABLES.map((table) => this.present(table, ['-S', CANARY_CHAIN]))),
+      Promise.all(targets.map((t) => this.present(t.table, ['-S', t.chain]))),
+      Promise.all(jumps.map((j) => this.present(j.table, ['-C', j.chain, ...j.args]))),
+    ]);
+    const lines = new Map<string, string[]>(CANARY_TABLES.map((t) => [t, []]));
+    const add = (table: string, line: string) => lines.get(table)!.push(line);
+    CANARY_TABLES.forEach((table, i) => canaries[i] || add(table, `:${CANARY_CHAIN} - [0:0]`));
+    targets.forEach((t, i) => targetsThere[i] || add(t.table, `:${t.chain} - [0:0]`));
     // Each prepended in turn, as upstream does: `iptables -S` then shows upstream's order.
-    for (const j of jumps) {
-      const target = j.args[j.args.length - 1]!;
-      if (!(await this.iptables(j.table, ['-S', target]))) await this.iptables(j.table, ['-N', target]);
-      if (!(await this.iptables(j.table, ['-C', j.chain, ...j.args]))) {
-        if (!(await this.iptables(j.table, ['-I', j.chain, ...j.args]))) {
-          throw new RestoreError('ensure jump rules', `could not insert ${j.chain} ${formatArgs(j.args)} in ${j.table}`);
-        }
-      }
-    }
+    jumps.forEach((j, i) => jumpsThere[i] || add(j.table, `-I ${j.chain} 1 ${formatArgs(j.args)}`));
+    const text = [...lines].flatMap(([table, ls]) => (ls.length > 0 ? [`*${table}`, ...ls, 'COMMIT'] : [])).join('\n');
+    if (text !== '') await this.restore({ what: 'ensure canary chains and jump rules', chunks: [Buffer.from(`${text}\n`)], lines: 0 });
   }
 
   /**

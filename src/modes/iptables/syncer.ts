@@ -13,6 +13,9 @@ import { isLargeCluster, LARGE_CLUSTER_ENDPOINTS, renderIptables, type IptablesO
 import type { IptablesRuleset, JumpRule } from './ruleset.js';
 import type { IptablesVariant } from './variant.js';
 
+/** How often a long full sync says how far it got. */
+const PROGRESS_INTERVAL_MS = 2_000;
+
 export interface SyncerOptions {
   render: Omit<IptablesOptions, 'largeClusterMode'>;
   /** Largest restore on the nf_tables variant (lines); see plan.ts. */
@@ -129,7 +132,18 @@ export class IptablesSyncer implements Syncer {
     const prev = this.applied.get(family);
     const existing = this.appliedIsKernel && prev ? [...prev.services.values()].flatMap((s) => s.chains) : await applier.chains('nat');
     const steps = fullSyncSteps(rs, existing, this.maxLines());
-    for (const step of steps) await applier.restore(step);
+    const started = this.now();
+    let reported = started;
+    for (const [i, step] of steps.entries()) {
+      await applier.restore(step);
+      // A first sync at 10,000 services takes seconds: an operator watching the node come up sees why.
+      const now = this.now();
+      if (now - reported >= PROGRESS_INTERVAL_MS && i + 1 < steps.length) {
+        reported = now;
+        const leftMs = ((now - started) / (i + 1)) * (steps.length - i - 1);
+        this.log.info({ family, restores: `${i + 1} of ${steps.length}`, step: step.what, secondsLeft: Math.round(leftMs / 100) / 10 }, 'full sync in progress');
+      }
+    }
     await applier.ensureJumps(rs.jumps);
     this.applied.set(family, {
       services: appliedServices(rs),
