@@ -121,9 +121,9 @@ for (const mode of E2E_MODES) {
     it('rejects IPv6 connections to a service without endpoints at once', async () => {
       api.apply(service6(NS, 'empty6', 'fd00:10:96::11', HTTP));
       api.apply(endpointSlice6(NS, 'empty6', 'empty6-1', SLICE_PORTS, []));
-      // Here the ICMPv6 error for the first SYN reaches the client's TCP (apparently) while connect() still
-      // holds the socket, which then waits for its SYN retransmission (1 s) to report it: a
-      // kernel matter in this one-host topology (IPv4 reports at once). Hence 2 s, not 500 ms.
+      // In this one-host topology the client's TCP takes no notice of the ICMPv6 error for its
+      // first SYN (it arrives while connect() apparently still holds the socket) and reports
+      // the one for the SYN sent again after 1 s; IPv4 reports at once. Hence 2 s, not 500 ms.
       await eventually('no-endpoint REJECT over IPv6', async () => {
         const p = await cluster.tcp(cluster.pod('client-a'), 'fd00:10:96::11', 80, { timeoutMs: 2000 });
         return !p.ok && p.error === 'refused' ? p : undefined;
