@@ -76,7 +76,7 @@ const errorText = (err: unknown) => (err instanceof Error ? err.message : String
  */
 class Pacer {
   private lists = 0;
-  private watchEnd: { at: number; failed: boolean; lasted: number } | null = null;
+  private watchEnd: { failed: boolean; lasted: number } | null = null;
   private listedSinceWatch = false;
   private readonly backoff: Backoff;
 
@@ -115,7 +115,7 @@ class Pacer {
 
   watchEnded(startedAt: number, err: unknown): void {
     const now = Date.now();
-    this.watchEnd = { at: now, failed: err !== null && err !== undefined, lasted: now - startedAt };
+    this.watchEnd = { failed: err !== null && err !== undefined, lasted: now - startedAt };
     if (err) this.reason = errorText(err);
   }
 }
