@@ -11,15 +11,17 @@ COPY --chown=node:node package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY --chown=node:node tsconfig.json ./
 COPY --chown=node:node src ./src
+COPY --chown=node:node native ./native
 RUN npx tsc -p . && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:20-bookworm-slim
 # Debian's iptables package holds both variants (iptables-legacy*, iptables-nft*); the
-# agent reads which one the host's rules are in and drives that one. conntrack deletes
-# stale UDP flows. kmod: modprobe for the modules iptables loads on demand, from the
-# host's /lib/modules.
+# agent reads which one the host's rules are in and drives that one.
+# libnetfilter-conntrack3 deletes stale UDP and SCTP flows over netlink (through koffi);
+# the conntrack command does it where the library does not load. kmod: modprobe for the
+# modules iptables loads on demand, from the host's /lib/modules.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables conntrack kmod \
+ && apt-get install -y --no-install-recommends iptables libnetfilter-conntrack3 conntrack kmod \
  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app
@@ -27,6 +29,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/native ./dist/native
 # Root, as kube-proxy runs: programming the node's netfilter needs CAP_NET_ADMIN there.
 USER root
 ENTRYPOINT ["node", "/app/dist/src/main.js"]

@@ -44,7 +44,7 @@ if (offline.status !== 0) process.exitCode = offline.status ?? 1;
 
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {
-  for (const script of ['agent.js', 'soak.js']) {
+  for (const script of ['agent.js', 'soak.js', 'conntrack.js']) {
     const r = spawnSync(process.execPath, [join(import.meta.dirname, script)], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = r.status ?? 1;
   }

@@ -194,11 +194,11 @@ describe('--config', () => {
   });
 
   it('warns about each unknown and unsupported field, and still runs', () => {
-    const path = config('frobnicate: 1\nconntrack: {maxPerCore: 0}\nipvs: {scheduler: rr}\niptables: {masqueradeBit: 10, turbo: true}\nclientConnection: {qps: 5}\n');
+    const path = config('frobnicate: 1\nconntrack: {maxPerCore: 0, turbo: true}\nipvs: {scheduler: rr}\niptables: {masqueradeBit: 10, turbo: true}\nclientConnection: {qps: 5}\n');
     const r = cli([...base, '--config', path]);
     expect(r.code, r.stderr).toBe(0);
     const warnings = lines(r.stderr);
-    for (const field of ['frobnicate', 'conntrack', 'ipvs', 'iptables.turbo', 'clientConnection.qps']) {
+    for (const field of ['frobnicate', 'conntrack.turbo', 'ipvs', 'iptables.turbo', 'clientConnection.qps']) {
       const hits = warnings.filter((w) => w.includes(field));
       expect(hits, `one warning for ${field} in:\n${r.stderr}`).toHaveLength(1);
       expect(hits[0]).toMatch(/^kube-proxy-ts: warning: /);
@@ -290,6 +290,14 @@ describe('flags', () => {
     expect(line).toContain(name);
   });
 
+  it('--conntrack-tcp-be-liberal: no rule drops conntrack-INVALID packets, as upstream', () => {
+    const invalid = /^-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP$/m;
+    expect(cli(base).stdout).toMatch(invalid);
+    const liberal = cli([...base, '--conntrack-tcp-be-liberal']);
+    expect(liberal.code, liberal.stderr).toBe(0);
+    expect(liberal.stdout).not.toMatch(/INVALID/);
+  });
+
   it('--proxy-mode nftables: a clear not-implemented error', () => {
     const line = expectOneLineFailure(cli([...base, '--proxy-mode', 'nftables']));
     expect(line).toMatch(/nftables/);
@@ -343,7 +351,7 @@ describe('flags', () => {
 
   it('--help groups the flags by what they are for', () => {
     const headings = cli(['--help']).stdout.split('\n').filter((l) => /^\S.*:$/.test(l));
-    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
+    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'Conntrack (set by the node agent at start-up):', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
   });
 
   it('--help wins over other flags and does not read files', () => {

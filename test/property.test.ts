@@ -270,6 +270,7 @@ const optionsArb: fc.Arbitrary<IptablesOptions> = fc.record({
   nodePortAddresses: fc.subarray(['primary', '192.168.0.0/16', '0.0.0.0/0', '::/0', 'fd00::/8', '127.0.0.0/8', '::1/128']),
   localhostNodePorts: fc.boolean(),
   randomFully: fc.boolean(),
+  dropInvalid: fc.boolean(),
 });
 
 const clusterSpecArb = fc.record({

@@ -5,7 +5,8 @@
  */
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../config/options.js';
-import { deleteFlows } from '../conntrack/tool.js';
+import { chooseConntrackCleaner } from '../conntrack/choose.js';
+import { applyConntrackSettings } from '../conntrack/settings.js';
 import { runCommand } from '../exec/command.js';
 import { procSysctls } from '../exec/sysctl.js';
 import type { ProxyMode } from '../modes/mode.js';
@@ -30,8 +31,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
+  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
-  const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => deleteFlows(runCommand, d), log, metrics });
+  const conntrack = await chooseConntrackCleaner(runCommand, log);
+  const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => conntrack.delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };
   const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
   const runner = new BoundedFrequencyRunner(

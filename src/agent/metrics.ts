@@ -68,6 +68,25 @@ export function createMetrics() {
       labelNames: ['kind'],
       registers: [registry],
     }),
+    conntrackDeleted: new Counter({
+      name: 'kubeproxy_conntrack_reconciler_deleted_entries_total',
+      help: 'Cumulative conntrack flows deleted by conntrack reconciler',
+      labelNames: ['ip_family'],
+      registers: [registry],
+    }),
+    conntrackDuration: new Histogram({
+      name: 'kubeproxy_conntrack_reconciler_sync_duration_seconds',
+      help: 'ReconcileConntrackFlowsLatency latency in seconds',
+      labelNames: ['ip_family'],
+      buckets: SYNC_BUCKETS,
+      registers: [registry],
+    }),
+    conntrackFailures: new Counter({
+      name: 'kubeproxy_ts_conntrack_deletion_failures_total',
+      help: 'Stale conntrack deletions (a service address or node port, and an endpoint) that failed; each is tried again at the next sync',
+      labelNames: ['ip_family'],
+      registers: [registry],
+    }),
     serviceChanges: new Counter({
       name: 'kubeproxy_sync_proxy_rules_service_changes_total',
       help: 'Cumulative proxy rules Service changes',

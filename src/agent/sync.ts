@@ -1,18 +1,23 @@
 /**
  * One sync as the agent runs it, whatever the mode: take what changed from the cluster
  * state, let the mode's syncer program it, delete the conntrack entries the change made
- * stale, and record it for health and metrics.
+ * stale (and those a previous sync failed to delete), and record it for health and metrics.
  */
 import type { Logger } from 'pino';
-import { staleUdpFlows, type ConntrackDeletion } from '../conntrack/stale.js';
+import type { ConntrackCleanup } from '../conntrack/cleaner.js';
+import { deletionKey, staleFlows, uniqueDeletions, type ConntrackDeletion } from '../conntrack/stale.js';
 import type { IPFamily } from '../model/types.js';
 import type { Syncer } from '../modes/mode.js';
 import type { Metrics } from './metrics.js';
 import { mergeChanges, oldestChange, type Changes, type ClusterState } from './state.js';
 
 export interface ProxySyncDeps {
-  /** Deletes conntrack entries that the new rules made stale; returns failures. */
-  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<string[]>;
+  /**
+   * Deletes conntrack entries that the new rules made stale (one family at a time): what
+   * it deleted, and the deletions that failed, which the next sync tries again. A bare
+   * list is failure messages alone, with nothing to try again.
+   */
+  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<ConntrackCleanup | string[]>;
   log: Logger;
   metrics: Metrics;
   /** Injected for tests. */
@@ -21,6 +26,10 @@ export interface ProxySyncDeps {
 
 /** Key of `Changes.seenAt` for a sync that had no change to program, only damage to repair. */
 const REPAIR = 'repair';
+/** Failed conntrack deletions kept for the next sync, at most: beyond, the oldest are given up. */
+const MAX_RETRIED_DELETIONS = 10_000;
+/** Failure lines logged per family and sync; the rest are counted. */
+const MAX_LOGGED_FAILURES = 10;
 
 export class ProxySync {
   /** Last successful sync (ms since epoch), or null before the first. */
@@ -30,6 +39,8 @@ export class ProxySync {
    * of a failed one (whose stale flows are still to delete once a sync succeeds).
    */
   private unprogrammed: Changes | null = null;
+  /** Conntrack deletions that failed: tried again, before the new ones, at the next sync that succeeds. */
+  private retryDeletions: ConntrackDeletion[] = [];
 
   constructor(
     private readonly state: ClusterState,
@@ -71,8 +82,7 @@ export class ProxySync {
     const families = new Set<IPFamily>(this.syncer.families);
     const programmed = (sp: { family: IPFamily }) => families.has(sp.family);
     const now = [...families].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
-    const failures = await this.deps.deleteFlows(staleUdpFlows(changes.previous.filter(programmed), now));
-    for (const f of failures) log.warn({ err: f }, 'could not delete a stale conntrack entry');
+    await this.deleteStale(uniqueDeletions([...this.retryDeletions, ...staleFlows(changes.previous.filter(programmed), now)]));
     this.unprogrammed = null;
     this.lastUpdated = clock();
     const seconds = (performance.now() - started) / 1000;
@@ -82,5 +92,30 @@ export class ProxySync {
     for (const seen of changes.seenAt.values()) metrics.networkProgramming.observe((this.lastUpdated - seen) / 1000);
     log.info({ full: r.full, reason: r.reason ?? undefined, services: r.full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
     return true;
+  }
+
+  /** Deletes them family by family; keeps what failed for the next sync. Never throws. */
+  private async deleteStale(deletions: ConntrackDeletion[]): Promise<void> {
+    const { log, metrics } = this.deps;
+    const retry: ConntrackDeletion[] = [];
+    for (const family of new Set(deletions.map((d) => d.family))) {
+      const list = deletions.filter((d) => d.family === family);
+      const started = performance.now();
+      const r: ConntrackCleanup | string[] = await this.deps.deleteFlows(list).catch((err: Error) => ({ deleted: 0, failed: list, failures: [err.message] }));
+      const result = Array.isArray(r) ? { deleted: 0, failed: [], failures: r } : r;
+      metrics.conntrackDuration.observe({ ip_family: family }, (performance.now() - started) / 1000);
+      if (result.deleted > 0) metrics.conntrackDeleted.inc({ ip_family: family }, result.deleted);
+      if (result.failed.length > 0) metrics.conntrackFailures.inc({ ip_family: family }, result.failed.length);
+      retry.push(...result.failed);
+      for (const f of result.failures.slice(0, MAX_LOGGED_FAILURES)) log.warn({ err: f, family }, 'could not delete a stale conntrack entry');
+      if (result.failures.length > MAX_LOGGED_FAILURES) log.warn({ more: result.failures.length - MAX_LOGGED_FAILURES, family }, 'more conntrack deletions failed');
+      if (result.deleted > 0 || result.failed.length > 0) log.info({ family, deleted: result.deleted, failed: result.failed.length, filters: list.length }, 'deleted stale conntrack entries');
+    }
+    if (retry.length > MAX_RETRIED_DELETIONS) {
+      log.warn({ givenUp: retry.length - MAX_RETRIED_DELETIONS }, 'too many conntrack deletions failing; the oldest are not tried again');
+    }
+    // A deletion that fails again keeps its place; at most the newest MAX_RETRIED_DELETIONS.
+    const unique = new Map(retry.map((d) => [deletionKey(d), d]));
+    this.retryDeletions = [...unique.values()].slice(-MAX_RETRIED_DELETIONS);
   }
 }

@@ -106,6 +106,7 @@ const RENDER_FLAGS = [
   '--nodeport-addresses',
   '--iptables-masquerade-bit',
   '--iptables-localhost-nodeports',
+  '--conntrack-tcp-be-liberal',
   '--config',
   '--from-file',
   '--kubeconfig',
@@ -126,6 +127,7 @@ function traceCommand(program: Command): Command {
 const GROUP = {
   common: 'Proxy:',
   iptables: 'iptables mode:',
+  conntrack: 'Conntrack (set by the node agent at start-up):',
   agent: 'Node agent:',
   offline: 'Offline (--dry-run, trace):',
   other: 'Other:',
@@ -145,6 +147,13 @@ export function buildProgram(): Command {
     .addOption(group(GROUP.iptables, new Option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)').argParser(boolValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-max-per-core <n>', 'nf_conntrack_max per CPU; 0 leaves nf_conntrack_max as it is and ignores --conntrack-min (default 32768)').argParser(intValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-min <n>', 'nf_conntrack_max at least this, whatever the CPUs (default 131072)').argParser(intValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-tcp-timeout-established <duration>', 'idle timeout of established TCP connections; 0 leaves it as it is (default 24h)').argParser(durationValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-tcp-timeout-close-wait <duration>', 'timeout of TCP connections in CLOSE_WAIT; 0 leaves it as it is (default 1h)').argParser(durationValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-tcp-be-liberal [bool]', 'set nf_conntrack_tcp_be_liberal to 1: out-of-window TCP packets are tracked, not INVALID').argParser(boolValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-udp-timeout <duration>', 'idle timeout of UDP flows without a reply (default 0: leave it as it is)').argParser(durationValue)))
+    .addOption(group(GROUP.conntrack, new Option('--conntrack-udp-timeout-stream <duration>', 'idle timeout of UDP flows that saw a reply (default 0: leave it as it is)').argParser(durationValue)))
     .addOption(group(GROUP.agent, new Option('--kubeconfig <file>', 'kubeconfig of the API server (default: in-cluster configuration)')))
     .addOption(group(GROUP.agent, new Option('--healthz-bind-address <ip:port>', 'health server address (default 0.0.0.0:10256)')))
     .addOption(group(GROUP.agent, new Option('--metrics-bind-address <ip:port>', 'metrics server address (default 127.0.0.1:10249)')))
@@ -186,6 +195,15 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('iptablesMasqueradeBit')) iptables.masqueradeBit = o.iptablesMasqueradeBit as number;
   if (given('iptablesLocalhostNodeports')) iptables.localhostNodePorts = o.iptablesLocalhostNodeports as boolean;
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
+  const conntrack: NonNullable<ConfigLayer['conntrack']> = {};
+  if (given('conntrackMaxPerCore')) conntrack.maxPerCore = o.conntrackMaxPerCore as number;
+  if (given('conntrackMin')) conntrack.min = o.conntrackMin as number;
+  if (given('conntrackTcpTimeoutEstablished')) conntrack.tcpEstablishedTimeoutMs = o.conntrackTcpTimeoutEstablished as number;
+  if (given('conntrackTcpTimeoutCloseWait')) conntrack.tcpCloseWaitTimeoutMs = o.conntrackTcpTimeoutCloseWait as number;
+  if (given('conntrackTcpBeLiberal')) conntrack.tcpBeLiberal = o.conntrackTcpBeLiberal as boolean;
+  if (given('conntrackUdpTimeout')) conntrack.udpTimeoutMs = o.conntrackUdpTimeout as number;
+  if (given('conntrackUdpTimeoutStream')) conntrack.udpStreamTimeoutMs = o.conntrackUdpTimeoutStream as number;
+  if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
   return layer;
 }
 

@@ -7,11 +7,17 @@
 import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from './options.js';
+import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName } from './options.js';
 
 export class ConfigError extends Error {}
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_INT32 = 2 ** 31 - 1;
+/**
+ * The longest conntrack timeout a sysctl takes: the kernel holds them as int jiffies, and
+ * at HZ=1000 (the highest) 2^31-1 jiffies is 596h31m23s.
+ */
+const MAX_CONNTRACK_TIMEOUT_MS = Math.floor(MAX_INT32 / 1000) * 1000;
 
 export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
 export const CONFIG_KIND = 'KubeProxyConfiguration';
@@ -28,7 +34,6 @@ const UPSTREAM_FIELDS = new Set([
   'winkernel',
   'detectLocal',
   'oomScoreAdj',
-  'conntrack',
   'configSyncPeriod',
   'portRange',
   'windowsRunAsService',
@@ -99,10 +104,31 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
   if (!Number.isInteger(cfg.verbosity) || cfg.verbosity < 0) {
     throw new ConfigError(`logging.verbosity: ${JSON.stringify(cfg.verbosity)} is not a non-negative integer`);
   }
+  if (cfg.conntrack) validateConntrack(cfg.conntrack);
   if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
     throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
   }
   return cfg;
+}
+
+/** The conntrack section: counts within int32, timeouts 0 (leave as is) or whole seconds a sysctl takes. */
+function validateConntrack(c: ConntrackConfig): void {
+  for (const [field, n] of [
+    ['conntrack.maxPerCore', c.maxPerCore],
+    ['conntrack.min', c.min],
+  ] as const) {
+    if (!Number.isInteger(n) || n < 0 || n > MAX_INT32) throw new ConfigError(`${field}: ${JSON.stringify(n)} is not an integer in 0-${MAX_INT32}`);
+  }
+  for (const [field, ms] of [
+    ['conntrack.tcpEstablishedTimeout', c.tcpEstablishedTimeoutMs],
+    ['conntrack.tcpCloseWaitTimeout', c.tcpCloseWaitTimeoutMs],
+    ['conntrack.udpTimeout', c.udpTimeoutMs],
+    ['conntrack.udpStreamTimeout', c.udpStreamTimeoutMs],
+  ] as const) {
+    // The sysctls count whole seconds: 0.5s would be written as 0.
+    if (ms !== 0 && ms < 1000) throw new ConfigError(`${field}: ${formatDuration(ms)} is shorter than 1s (0 leaves the node's value as it is)`);
+    if (ms > MAX_CONNTRACK_TIMEOUT_MS) throw new ConfigError(`${field}: ${formatDuration(ms)} is longer than ${formatDuration(MAX_CONNTRACK_TIMEOUT_MS)}, the longest the kernel takes`);
+  }
 }
 
 /** Splits a comma-separated list as upstream flags and fields take it. */
@@ -128,6 +154,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   const warnings: string[] = [];
   const layer: ConfigLayer = {};
   const iptables: NonNullable<ConfigLayer['iptables']> = {};
+  const conntrack: NonNullable<ConfigLayer['conntrack']> = {};
 
   for (const [key, value] of Object.entries(doc)) {
     if (value === null || value === undefined) continue;
@@ -186,12 +213,28 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           else warnings.push(`${source}: unknown field ${field} is ignored`);
         }
         break;
+      case 'conntrack':
+        for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
+          // Upstream's pointer fields: null is "not set", as an absent field.
+          if (v === null || v === undefined) continue;
+          const field = `conntrack.${k}`;
+          if (k === 'maxPerCore') conntrack.maxPerCore = expect<number>(Number.isInteger(v), v, field, 'an integer');
+          else if (k === 'min') conntrack.min = expect<number>(Number.isInteger(v), v, field, 'an integer');
+          else if (k === 'tcpEstablishedTimeout') conntrack.tcpEstablishedTimeoutMs = duration(v, field);
+          else if (k === 'tcpCloseWaitTimeout') conntrack.tcpCloseWaitTimeoutMs = duration(v, field);
+          else if (k === 'tcpBeLiberal') conntrack.tcpBeLiberal = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
+          else if (k === 'udpTimeout') conntrack.udpTimeoutMs = duration(v, field);
+          else if (k === 'udpStreamTimeout') conntrack.udpStreamTimeoutMs = duration(v, field);
+          else warnings.push(`${source}: unknown field ${field} is ignored`);
+        }
+        break;
       default:
         if (UPSTREAM_FIELDS.has(key)) warnings.push(`${source}: ${key} is not supported yet and is ignored`);
         else warnings.push(`${source}: unknown field ${key} is ignored`);
     }
   }
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
+  if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
   return { layer, warnings };
 }
 
@@ -218,6 +261,20 @@ export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
       syncPeriod: formatDuration(cfg.syncPeriodMs),
       minSyncPeriod: formatDuration(cfg.minSyncPeriodMs),
     },
+    // Only when set: without it, upstream's defaults apply, as they do when this loads back.
+    ...(cfg.conntrack
+      ? {
+          conntrack: {
+            maxPerCore: cfg.conntrack.maxPerCore,
+            min: cfg.conntrack.min,
+            tcpEstablishedTimeout: formatDuration(cfg.conntrack.tcpEstablishedTimeoutMs),
+            tcpCloseWaitTimeout: formatDuration(cfg.conntrack.tcpCloseWaitTimeoutMs),
+            tcpBeLiberal: cfg.conntrack.tcpBeLiberal,
+            udpTimeout: formatDuration(cfg.conntrack.udpTimeoutMs),
+            udpStreamTimeout: formatDuration(cfg.conntrack.udpStreamTimeoutMs),
+          },
+        }
+      : {}),
     logging: { verbosity: cfg.verbosity },
   });
 }

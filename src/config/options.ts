@@ -31,6 +31,45 @@ export interface ProxyConfig {
     masqueradeBit: number;
     localhostNodePorts: boolean;
   };
+  /**
+   * The conntrack settings kube-proxy owns (`conntrack` in the file, `--conntrack-*`
+   * flags). Absent when neither names one: then upstream's defaults apply (read it
+   * through `conntrackConfig`), and `--write-config-to` writes no `conntrack` block.
+   */
+  conntrack?: ConntrackConfig;
+}
+
+/** KubeProxyConntrackConfiguration, durations in ms. A 0 (or false) leaves the node's value as it is. */
+export interface ConntrackConfig {
+  /** nf_conntrack_max is this times the CPUs, at least `min`; 0 leaves it as it is (and `min` with it). */
+  maxPerCore: number;
+  min: number;
+  /** nf_conntrack_tcp_timeout_established. */
+  tcpEstablishedTimeoutMs: number;
+  /** nf_conntrack_tcp_timeout_close_wait. */
+  tcpCloseWaitTimeoutMs: number;
+  /** Sets nf_conntrack_tcp_be_liberal to 1; upstream then also leaves out its DROP of conntrack-INVALID packets. */
+  tcpBeLiberal: boolean;
+  /** nf_conntrack_udp_timeout (flows without a reply yet). */
+  udpTimeoutMs: number;
+  /** nf_conntrack_udp_timeout_stream (flows that saw a reply). */
+  udpStreamTimeoutMs: number;
+}
+
+/** Upstream's v1alpha1 defaults. */
+export const DEFAULT_CONNTRACK: ConntrackConfig = {
+  maxPerCore: 32_768,
+  min: 131_072,
+  tcpEstablishedTimeoutMs: 24 * 3_600_000,
+  tcpCloseWaitTimeoutMs: 3_600_000,
+  tcpBeLiberal: false,
+  udpTimeoutMs: 0,
+  udpStreamTimeoutMs: 0,
+};
+
+/** The conntrack settings in effect: the configured ones, or upstream's defaults. */
+export function conntrackConfig(cfg: ProxyConfig): ConntrackConfig {
+  return cfg.conntrack ?? DEFAULT_CONNTRACK;
 }
 
 export const DEFAULT_CONFIG: ProxyConfig = {
@@ -48,13 +87,17 @@ export const DEFAULT_CONFIG: ProxyConfig = {
 };
 
 /** A partial configuration from one source (file or flags). */
-export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables'>> & { iptables?: Partial<ProxyConfig['iptables']> };
+export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'conntrack'>> & {
+  iptables?: Partial<ProxyConfig['iptables']>;
+  conntrack?: Partial<ConntrackConfig>;
+};
 
 export function mergeConfig(...layers: ConfigLayer[]): ProxyConfig {
   let out: ProxyConfig = structuredClone(DEFAULT_CONFIG);
   for (const l of layers) {
-    const { iptables, ...rest } = l;
+    const { iptables, conntrack, ...rest } = l;
     out = { ...out, ...rest, iptables: { ...out.iptables, ...iptables } };
+    if (conntrack) out.conntrack = { ...conntrackConfig(out), ...conntrack };
   }
   return out;
 }

@@ -2,7 +2,7 @@
  * iptables mode: upstream kube-proxy's chains, written with iptables-restore through the
  * iptables variant (legacy or nf_tables) the node already uses.
  */
-import type { ProxyConfig } from '../../config/options.js';
+import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
 import { localhostNodePortsOn } from '../../model/nodeports.js';
 import type { IPFamily, ServicePort } from '../../model/types.js';
 import type { Packet } from '../../trace/types.js';
@@ -26,6 +26,7 @@ export function iptablesOptions(cfg: ProxyConfig): IptablesOptions {
     clusterCIDRs: cfg.clusterCIDRs,
     nodePortAddresses: cfg.nodePortAddresses,
     randomFully: true,
+    dropInvalid: !conntrackConfig(cfg).tcpBeLiberal,
   };
 }
 

@@ -39,6 +39,11 @@ export interface IptablesOptions {
   /** Use MASQUERADE --random-fully. */
   randomFully: boolean;
   /**
+   * Drop conntrack-INVALID packets in KUBE-FORWARD. Off, as upstream, when conntrack is
+   * told to be liberal with TCP windows (`--conntrack-tcp-be-liberal`).
+   */
+  dropInvalid: boolean;
+  /**
    * Leave out per-endpoint comments. Decided from the model when unset; an agent that
    * renders a few services at a time passes what the whole cluster calls for.
    */
@@ -52,6 +57,7 @@ export const DEFAULT_IPTABLES_OPTIONS: IptablesOptions = {
   nodePortAddresses: [],
   localhostNodePorts: true,
   randomFully: true,
+  dropInvalid: true,
 };
 
 /** Above this many endpoints, per-endpoint comments are left out to keep restores small. */
@@ -149,7 +155,7 @@ function fixedChains(blocksLocalnet: boolean, opts: IptablesOptions, mark: strin
       table: 'filter',
       name: FORWARD,
       rules: [
-        '-m conntrack --ctstate INVALID -j DROP',
+        ...(opts.dropInvalid ? ['-m conntrack --ctstate INVALID -j DROP'] : []),
         `${comment('kubernetes forwarding rules')} -m mark --mark ${mark}/${mark} -j ACCEPT`,
         `${comment('kubernetes forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
       ],
