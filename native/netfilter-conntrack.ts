@@ -7,7 +7,7 @@
  * The library's objects stay opaque: handles (`struct nfct_handle *`) and entries
  * (`struct nf_conntrack *`) are koffi pointers, read only through the library's getters.
  * The numbers below are the library's ABI (libnetfilter_conntrack.h, stable since 1.0).
- * See native/libnetfilter_conntrack.md for how the cleaner uses them.
+ * See native/netfilter-conntrack.md for how the cleaner uses them.
  */
 
 export const LIBRARY = 'libnetfilter_conntrack.so.3';

@@ -104,6 +104,15 @@ describe('manifests that cannot be read', () => {
     expect(r.stdout).toContain('*nat');
   });
 
+  it('JSON: a cut-off dump says what JSON.parse said too; a bare array of objects is read like a List', () => {
+    const line = expectOneLineFailure(cli(['--dry-run', '--hostname-override', 'node-a', '--from-file', file('{"kind": "List", "items": [')]));
+    expect(line).toMatch(/\(nor JSON: Unexpected end of JSON input\)$/);
+    const svc = { apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'n' }, spec: { clusterIP: '10.96.0.9', ports: [{ port: 80 }] } };
+    const r = cli(['--dry-run', '--hostname-override', 'node-a', '--from-file', file(JSON.stringify([svc]))]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('"n/s has no endpoints"');
+  });
+
   // YAML aliases let a small file expand into a huge or self-referencing object. Either
   // is input the CLI must answer like any other unreadable input, not crash on.
   it('an alias bomb (billion laughs): exit 2 with one line, no crash', () => {

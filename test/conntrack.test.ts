@@ -404,4 +404,26 @@ describe('ProxySync and conntrack', () => {
     expect(await throwing.sync()).toBe(true);
     expect(calls[2]).toEqual(calls[1]);
   });
+
+  it('a failed deletion for an endpoint that is back is not tried again: its flows are live', async () => {
+    const removal = (d: ConntrackDeletion[]) => d.filter((x) => x.dnatTo === '10.244.1.6');
+    const { state, sync, calls } = setup([() => ({ deleted: 0, failed: [], failures: [] }), (d) => ({ deleted: 0, failed: removal(d), failures: ['EPERM'] })]);
+    expect(await sync.sync()).toBe(true);
+    state.upsertSlice(dns(['10.244.1.5']));
+    expect(await sync.sync()).toBe(true);
+    expect(removal(calls[1]!)).toHaveLength(1);
+    state.upsertSlice(dns(['10.244.1.5', '10.244.1.6']));
+    expect(await sync.sync()).toBe(true);
+    expect(calls.slice(2).flat().filter((d) => d.dnatTo === '10.244.1.6')).toEqual([]);
+  });
+
+  it('a deletion that keeps failing is given up after 5 attempts', async () => {
+    const failing = (d: ConntrackDeletion[]): ConntrackCleanup => ({ deleted: 0, failed: d, failures: ['no conntrack'] });
+    const { state, sync, calls } = setup([() => ({ deleted: 0, failed: [], failures: [] }), ...Array(20).fill(failing)]);
+    expect(await sync.sync()).toBe(true);
+    state.upsertSlice(dns(['10.244.1.5']));
+    for (let i = 0; i < 10; i++) expect(await sync.sync()).toBe(true);
+    // The first sync had nothing to delete; then 5 attempts, then none.
+    expect(calls).toHaveLength(6);
+  });
 });

@@ -13,6 +13,7 @@ import { mergeConfig } from '../src/config/options.js';
 import { ClusterState } from '../src/agent/state.js';
 import { runCommand, type CommandResult, type Runner } from '../src/exec/command.js';
 import { IptablesApplier } from '../src/modes/iptables/applier.js';
+import { renderIptables } from '../src/modes/iptables/render.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
@@ -199,6 +200,15 @@ describe.runIf(privilegedTestsCanRun('iptables variant detection', TOOLS))('dete
     await new IptablesApplier('IPv4', inNs(ns), choice.bin.IPv4).ensureJumps([]);
     expect(ns.exec('iptables-legacy-save', ['-t', 'nat']).stdout).toMatch(/^:KUBE-PROXY-CANARY /m);
     expect(ns.exec('iptables-nft-save', []).stdout).not.toContain('KUBE-PROXY-CANARY');
+  });
+
+  it('ensureJumps on a node without our chains creates them empty and adds every jump, in upstream order', async () => {
+    ns = new Netns('variant');
+    const { jumps } = renderIptables({ family: 'IPv4', servicePorts: [] }, { nodeName: 'n', zone: null, labels: {}, nodeIPs: [] });
+    await new IptablesApplier('IPv4', inNs(ns), binaries('IPv4', 'nf_tables')).ensureJumps(jumps);
+    const input = ns.exec('iptables-nft', ['-w', '-S', 'INPUT']).stdout.split('\n');
+    expect(input.slice(1, 3)).toEqual(['-A INPUT -j KUBE-FIREWALL', '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL']);
+    expect(ns.exec('iptables-nft', ['-w', '-S', 'KUBE-FIREWALL']).stdout.trim()).toBe('-N KUBE-FIREWALL');
   });
 
   it("kubelet's hint chain in nf_tables outweighs more rules in legacy", async () => {

@@ -98,6 +98,13 @@ describe('kube-proxy-ts trace', () => {
       expect(dns.stdout).toMatch(/^udp 10\.244\.0\.7 -> 10\.96\.0\.10:53 /);
     });
 
+    it('a dual-stack Service: the cluster IP of the source\'s family', () => {
+      const v6 = trace('--src', 'fd00:10:244::7', '--dst', 'shop/storefront:http');
+      expect(v6.code, v6.stderr).toBe(0);
+      expect(v6.stdout).toMatch(/^tcp fd00:10:244::7 -> \[fd00:10:96::450a\]:80 /);
+      expect(trace('--src', '10.244.0.7', '--dst', 'shop/storefront:http').stdout).toMatch(/^tcp 10\.244\.0\.7 -> 10\.96\.45\.10:80 /);
+    });
+
     it('a node port by node: traced on that node', () => {
       const r = trace('--src', '192.0.2.7', '--from', 'external', '--dst', 'nodeport:node-b:30443');
       expect(r.code, r.stderr).toBe(0);

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { ConntrackCleanup } from '../conntrack/cleaner.js';
-import { deletionKey, staleFlows, uniqueDeletions, type ConntrackDeletion } from '../conntrack/stale.js';
+import { deletionKey, staleFlows, stillStale, uniqueDeletions, type ConntrackDeletion } from '../conntrack/stale.js';
 import type { IPFamily } from '../model/types.js';
 import type { Syncer } from '../modes/mode.js';
 import type { Metrics } from './metrics.js';
@@ -28,6 +28,7 @@ export interface ProxySyncDeps {
 const REPAIR = 'repair';
 /** Failed conntrack deletions kept for the next sync, at most: beyond, the oldest are given up. */
 const MAX_RETRIED_DELETIONS = 10_000;
+const MAX_ATTEMPTS = 5;
 /** Failure lines logged per family and sync; the rest are counted. */
 const MAX_LOGGED_FAILURES = 10;
 
@@ -41,6 +42,8 @@ export class ProxySync {
   private unprogrammed: Changes | null = null;
   /** Conntrack deletions that failed: tried again, before the new ones, at the next sync that succeeds. */
   private retryDeletions: ConntrackDeletion[] = [];
+  /** How often each of them has failed. */
+  private attempts = new Map<string, number>();
 
   constructor(
     private readonly state: ClusterState,
@@ -82,7 +85,8 @@ export class ProxySync {
     const families = new Set<IPFamily>(this.syncer.families);
     const programmed = (sp: { family: IPFamily }) => families.has(sp.family);
     const now = [...families].flatMap((f) => this.state.familyModel(f, changes.services).servicePorts);
-    await this.deleteStale(uniqueDeletions([...this.retryDeletions, ...staleFlows(changes.previous.filter(programmed), now)]));
+    const retries = stillStale(this.retryDeletions, this.state.allServicePorts());
+    await this.deleteStale(uniqueDeletions([...retries, ...staleFlows(changes.previous.filter(programmed), now)]));
     this.unprogrammed = null;
     this.lastUpdated = clock();
     const seconds = (performance.now() - started) / 1000;
@@ -111,11 +115,17 @@ export class ProxySync {
       if (result.failures.length > MAX_LOGGED_FAILURES) log.warn({ more: result.failures.length - MAX_LOGGED_FAILURES, family }, 'more conntrack deletions failed');
       if (result.deleted > 0 || result.failed.length > 0) log.info({ family, deleted: result.deleted, failed: result.failed.length, filters: list.length }, 'deleted stale conntrack entries');
     }
-    if (retry.length > MAX_RETRIED_DELETIONS) {
-      log.warn({ givenUp: retry.length - MAX_RETRIED_DELETIONS }, 'too many conntrack deletions failing; the oldest are not tried again');
+    // A deletion is tried at most MAX_ATTEMPTS times: one that keeps failing (no conntrack
+    // tool, no library) must not cost every later sync as much again.
+    const attempts = new Map<string, number>();
+    for (const d of retry) {
+      const k = deletionKey(d);
+      attempts.set(k, (this.attempts.get(k) ?? 0) + 1);
     }
-    // A deletion that fails again keeps its place; at most the newest MAX_RETRIED_DELETIONS.
-    const unique = new Map(retry.map((d) => [deletionKey(d), d]));
-    this.retryDeletions = [...unique.values()].slice(-MAX_RETRIED_DELETIONS);
+    const kept = [...new Map(retry.map((d) => [deletionKey(d), d])).values()].filter((d) => attempts.get(deletionKey(d))! < MAX_ATTEMPTS);
+    const givenUp = attempts.size - kept.length + Math.max(0, kept.length - MAX_RETRIED_DELETIONS);
+    if (givenUp > 0) log.warn({ givenUp }, 'conntrack deletions that keep failing are not tried again');
+    this.retryDeletions = kept.slice(0, MAX_RETRIED_DELETIONS);
+    this.attempts = new Map(this.retryDeletions.map((d) => [deletionKey(d), attempts.get(deletionKey(d))!]));
   }
 }

@@ -7,7 +7,8 @@
  *
  * Memory: the library allocates each dumped entry and frees it after the callback, except
  * the matching ones, which the callback keeps (NFCT_CB_STOLEN) until they are destroyed
- * and freed here, whatever happens. The callback itself is registered for one dump only.
+ * and freed here, on every path but a worker stopped mid-call (see thread.ts). The
+ * callback itself is registered for one dump only.
  */
 import { constants } from 'node:os';
 import type { IPFamily } from '../model/types.js';

@@ -55,6 +55,20 @@ function alive(sp: ServicePort): string[] {
   return [...new Set([...policyView(sp).reachable, ...sp.endpoints.filter((e) => e.serving)].map((e) => e.ip))].sort();
 }
 
+/**
+ * Deletions that failed, made safe to try again now: endpoints may have come back (or
+ * their IPs been reused) since. One DNATed to an endpoint that is alive now is dropped, and
+ * one that spares a service's endpoints spares every endpoint alive now as well.
+ */
+export function stillStale(retries: ConntrackDeletion[], now: Iterable<ServicePort>): ConntrackDeletion[] {
+  const live = new Set<string>();
+  for (const sp of now) for (const ip of alive(sp)) live.add(ip);
+  return retries.flatMap((d) => {
+    if (d.dnatTo !== null) return live.has(d.dnatTo) ? [] : [d];
+    return [{ ...d, keep: [...new Set([...(d.keep ?? []), ...live])].sort() }];
+  });
+}
+
 function tracked(sp: ServicePort): sp is ServicePort & { protocol: ConntrackProtocol } {
   return (CONNTRACK_PROTOCOLS as readonly string[]).includes(sp.protocol);
 }

@@ -2,9 +2,10 @@
  * The netlink cleaner in a worker thread (thread-entry.ts), so that its dump, synchronous
  * through koffi and some 0.4 s for 100,000 entries, never holds up the agent's event
  * loop. One request at a time, in order. A worker that dies, or does not answer within
- * a minute, fails what it was doing (to be tried again at the next sync) and is started
- * again for the next request. The worker does not keep the process alive while it has
- * nothing to do.
+ * 10 s, fails what it was doing (to be tried again at the next sync) and is started again
+ * for the next request; one stopped in the middle of a native call cannot free what that
+ * call held, a leak taken over a stalled sync. The worker does not keep the process alive
+ * while it has nothing to do.
  */
 import { Worker } from 'node:worker_threads';
 import type { ConntrackCleaner, ConntrackCleanup } from './cleaner.js';
@@ -17,8 +18,11 @@ type FromWorker =
   | { type: 'done'; id: number; result: ConntrackCleanup; last: PassFigures[] };
 
 const ENTRY = new URL('./thread-entry.js', import.meta.url);
-/** Far longer than a dump of a full table takes (some 4 s for a million entries). */
-const ANSWER_WITHIN_MS = 60_000;
+/**
+ * Longer than a dump of a full table takes (some 4 s for a million entries), and short
+ * enough that a stuck one holds a sync for seconds, not the health timeout.
+ */
+const ANSWER_WITHIN_MS = 10_000;
 
 /** Starts a worker; resolves once it has loaded the library, rejects with why it could not. */
 function startWorker(library: string): Promise<Worker> {
@@ -60,15 +64,29 @@ export class ThreadedCleaner implements ConntrackCleaner {
   private nextId = 0;
   private queue: Promise<unknown> = Promise.resolve();
 
+  private worker: Worker | null = null;
+
   private constructor(
     private readonly library: string,
-    private worker: Worker | null,
     private readonly answerWithinMs: number,
   ) {}
 
   /** A cleaner whose worker has loaded the library; rejects when it cannot. */
   static async start(library: string, answerWithinMs = ANSWER_WITHIN_MS): Promise<ThreadedCleaner> {
-    return new ThreadedCleaner(library, await startWorker(library), answerWithinMs);
+    const cleaner = new ThreadedCleaner(library, answerWithinMs);
+    cleaner.adopt(await startWorker(library));
+    return cleaner;
+  }
+
+  /** Listens for good: a worker that fails or exits while idle is replaced at the next call, not an uncaught error. */
+  private adopt(worker: Worker): Worker {
+    const forget = () => {
+      if (this.worker === worker) this.worker = null;
+    };
+    worker.on('error', forget);
+    worker.on('exit', forget);
+    this.worker = worker;
+    return worker;
   }
 
   delete(deletions: readonly ConntrackDeletion[]): Promise<ConntrackCleanup> {
@@ -88,7 +106,7 @@ export class ThreadedCleaner implements ConntrackCleaner {
     if (deletions.length === 0) return { deleted: 0, failed: [], failures: [] };
     const failAll = (why: string): ConntrackCleanup => ({ deleted: 0, failed: deletions, failures: [`conntrack (netlink worker): ${why}`] });
     try {
-      this.worker ??= await startWorker(this.library);
+      this.worker ??= this.adopt(await startWorker(this.library));
     } catch (err) {
       return failAll((err as Error).message);
     }
@@ -128,7 +146,11 @@ export class ThreadedCleaner implements ConntrackCleaner {
       worker.on('exit', onExit);
       // Held while it works: the answer must be waited for.
       worker.ref();
-      worker.postMessage({ id, deletions });
+      try {
+        worker.postMessage({ id, deletions });
+      } catch (err) {
+        done(failAll((err as Error).message));
+      }
     });
   }
 }

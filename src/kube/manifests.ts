@@ -17,14 +17,18 @@ export interface ParsedManifests {
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The document, when the text is one JSON value; null when it is not JSON (then it is read as YAML). */
-function parseJson(text: string): { value: unknown } | null {
+/**
+ * The document, when the text is one JSON value; otherwise why JSON.parse refused it, or
+ * null when it does not look like JSON. Either way it is then read as YAML (a YAML flow
+ * mapping starts with `{` too).
+ */
+function parseJson(text: string): { value: unknown } | { error: string } | null {
   const first = text.trimStart()[0];
   if (first !== '{' && first !== '[') return null;
   try {
     return { value: JSON.parse(text) as unknown };
-  } catch {
-    return null;
+  } catch (err) {
+    return { error: (err as Error).message };
   }
 }
 
@@ -64,18 +68,20 @@ export function parseManifests(text: string, source: string): ParsedManifests {
   };
 
   const json = parseJson(text);
-  if (json) {
-    if (!isRecord(json.value)) throw new ManifestError(`${source}: not a Kubernetes object or List (a JSON object with a kind)`);
-    add(json.value, 'document 1');
+  if (json && 'value' in json) {
+    if (Array.isArray(json.value)) json.value.forEach((item, i) => add(item, `item ${i}`));
+    else if (isRecord(json.value)) add(json.value, 'document 1');
+    else throw new ManifestError(`${source}: not a Kubernetes object or List (a JSON object with a kind)`);
     return { objects, problems };
   }
+  const notJson = json ? ` (nor JSON: ${json.error})` : '';
   const docs = yaml().parseAllDocuments(text, { uniqueKeys: false });
   if (!Array.isArray(docs)) throw new ManifestError(`${source}: not YAML`);
   docs.forEach((doc, i) => {
     const err = doc.errors[0];
     if (err) {
       const line = err.linePos?.[0].line;
-      throw new ManifestError(`${source}${line ? `:${line}` : ''}: not valid YAML: ${err.message.split('\n')[0]}`);
+      throw new ManifestError(`${source}${line ? `:${line}` : ''}: not valid YAML: ${err.message.split('\n')[0]}${notJson}`);
     }
     let value: unknown;
     try {
