@@ -5,18 +5,17 @@
  * program. What differs between modes (their tools, how someone wrecks their rules, what
  * /debug/rules shows) is in the mode's entry; every behaviour is asserted the same way.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { TestApiServer } from '../support/apiserver.js';
 import { endpointSlice, eventually, node, service } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
 import { TestCluster, type NsProcess, type ProbeResult } from '../support/topology.js';
+import { startDaemonSetAgent } from './daemonset-agent.js';
 import { E2E_MODES } from './modes.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'src', 'main.js');
 const NS = 'e2e';
 
 const answered = (rs: ProbeResult[]) => new Set(rs.flatMap((r) => (r.ok ? [r.pod] : [])));
@@ -32,31 +31,8 @@ for (const mode of E2E_MODES) {
     const agents = new Map<string, NsProcess>();
 
     async function startAgent(nodeName: string, extra: string[] = []): Promise<NsProcess> {
-      // The configuration the DaemonSet runs with; only what this test must differ in is a flag.
-      const configMap = parse(readFileSync(join(import.meta.dirname, '..', '..', 'deploy', 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
-      const config = join(dir, 'config.conf');
-      writeFileSync(config, configMap.data['config.conf']!);
-      const p = await cluster.spawnIn(
-        cluster.node(nodeName),
-        process.execPath,
-        [
-          MAIN,
-          '--proxy-mode',
-          mode.name,
-          '--config',
-          config,
-          '--kubeconfig',
-          kubeconfig,
-          '--hostname-override',
-          nodeName,
-          '--iptables-min-sync-period',
-          '0s',
-          '--iptables-sync-period',
-          '10s',
-          ...extra,
-        ],
-        { ready: /synced proxy rules/, readyTimeoutMs: 20_000 },
-      );
+      const timing = ['--iptables-min-sync-period', '0s', '--iptables-sync-period', '10s'];
+      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, kubeconfig, dir, flags: [...timing, ...extra] });
       agents.set(nodeName, p);
       return p;
     }

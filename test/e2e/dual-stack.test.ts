@@ -8,18 +8,17 @@
  * ip6tables. Every assertion is on what the packets did: which pod answered, and which
  * client address it saw.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { TestApiServer } from '../support/apiserver.js';
 import { dualStackService, endpointSlice, endpointSlice6, eventually, node, service6, type EndpointSpec } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
 import { clientIP, TestCluster, type NsProcess, type ProbeResult, type Where } from '../support/topology.js';
+import { startDaemonSetAgent } from './daemonset-agent.js';
 import { E2E_MODES } from './modes.js';
 
-const MAIN = join(import.meta.dirname, '..', '..', 'dist', 'src', 'main.js');
 const NS = 'e2e6';
 const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
 const HTTP = [{ name: 'http', port: 80, targetPort: 8080 }];
@@ -39,32 +38,9 @@ for (const mode of E2E_MODES) {
     const agents = new Map<string, NsProcess>();
 
     async function startAgent(nodeName: string): Promise<NsProcess> {
-      // The DaemonSet's configuration; the flags give both cluster CIDRs and quick syncs.
-      const configMap = parse(readFileSync(join(import.meta.dirname, '..', '..', 'deploy', 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
-      const config = join(dir, 'config.conf');
-      writeFileSync(config, configMap.data['config.conf']!);
-      const p = await cluster.spawnIn(
-        cluster.node(nodeName),
-        process.execPath,
-        [
-          MAIN,
-          '--proxy-mode',
-          mode.name,
-          '--config',
-          config,
-          '--kubeconfig',
-          kubeconfig,
-          '--hostname-override',
-          nodeName,
-          '--cluster-cidr',
-          CLUSTER_CIDRS,
-          '--iptables-min-sync-period',
-          '0s',
-          '--iptables-sync-period',
-          '3s',
-        ],
-        { ready: /synced proxy rules/, readyTimeoutMs: 20_000 },
-      );
+      // Both cluster CIDRs, and quick syncs.
+      const flags = ['--cluster-cidr', CLUSTER_CIDRS, '--iptables-min-sync-period', '0s', '--iptables-sync-period', '3s'];
+      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, kubeconfig, dir, flags });
       agents.set(nodeName, p);
       return p;
     }
