@@ -14,6 +14,8 @@ import type { ConntrackDeletion } from '../src/conntrack/stale.js';
 import type { SyncResult, Syncer } from '../src/modes/mode.js';
 import { endpointSlice, node, service } from './support/objects.js';
 
+const NOTHING_DELETED = { deleted: 0, failed: [], failures: [] };
+
 /** A mode's syncer whose syncs answer as `answer` says. */
 class ScriptedSyncer implements Syncer {
   readonly families = ['IPv4' as const];
@@ -34,7 +36,7 @@ function setup(results: SyncResult[]) {
   const state = new ClusterState('node-a', { problem: () => {} });
   const deleted: ConntrackDeletion[][] = [];
   const sync = new ProxySync(state, new ScriptedSyncer(async () => results.shift() ?? { ok: true, full: false, reason: null }), {
-    deleteFlows: async (d) => (deleted.push(d), []),
+    deleteFlows: async (d) => (deleted.push(d), NOTHING_DELETED),
     log: pino({ level: 'silent' }),
     metrics: createMetrics(),
   });
@@ -89,7 +91,7 @@ describe('ProxySync', () => {
       for (; n * 20 < until; n++) state.upsertSlice(endpointSlice('ns', `svc-${n % 200}`, `s-${n % 200}`, [{ port: 8080 }], [{ ip: `10.244.${n % 200}.${1 + (n % 250)}`, nodeName: 'node-b' }]));
     };
     const timed = new ScriptedSyncer(async () => ((t += 57), churn(t), { ok: true, full: false, reason: null }));
-    const sync = new ProxySync(state, timed, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics, now: () => t });
+    const sync = new ProxySync(state, timed, { deleteFlows: async () => NOTHING_DELETED, log: pino({ level: 'silent' }), metrics, now: () => t });
     const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
     for (const service of Array.from({ length: 200 }, (_, i) => `svc-${i}`)) state.upsertService(service_(service));
     while (t < 120_000) {
@@ -111,7 +113,7 @@ describe('ProxySync', () => {
     const state = new ClusterState('node-a', { problem: () => {} }, () => t);
     let hang = false;
     const hanging = new ScriptedSyncer(() => (hang ? new Promise<SyncResult>(() => {}) : Promise.resolve({ ok: true, full: true, reason: 'required' })));
-    const sync = new ProxySync(state, hanging, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
+    const sync = new ProxySync(state, hanging, { deleteFlows: async () => NOTHING_DELETED, log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
     const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
     await sync.sync();
     t = 1000;
@@ -129,7 +131,7 @@ describe('ProxySync', () => {
     const state = new ClusterState('node-a', { problem: () => {} }, () => t);
     let fail = false;
     const syncer = new ScriptedSyncer(async () => (fail ? { ok: false, full: true, error: 'restore failed' } : { ok: true, full: true, reason: 'required' }));
-    const sync = new ProxySync(state, syncer, { deleteFlows: async () => [], log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
+    const sync = new ProxySync(state, syncer, { deleteFlows: async () => NOTHING_DELETED, log: pino({ level: 'silent' }), metrics: createMetrics(), now: () => t });
     const health = { lastUpdated: () => sync.lastUpdated, pendingSince: () => sync.pendingSince };
     await sync.sync();
     // Someone flushed the rules; every full sync that would repair them fails.

@@ -14,10 +14,9 @@ import { mergeChanges, oldestChange, type Changes, type ClusterState } from './s
 export interface ProxySyncDeps {
   /**
    * Deletes conntrack entries that the new rules made stale (one family at a time): what
-   * it deleted, and the deletions that failed, which the next sync tries again. A bare
-   * list is failure messages alone, with nothing to try again.
+   * it deleted, and the deletions that failed, which the next sync tries again.
    */
-  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<ConntrackCleanup | string[]>;
+  deleteFlows: (deletions: ConntrackDeletion[]) => Promise<ConntrackCleanup>;
   log: Logger;
   metrics: Metrics;
   /** Injected for tests. */
@@ -105,8 +104,7 @@ export class ProxySync {
     for (const family of new Set(deletions.map((d) => d.family))) {
       const list = deletions.filter((d) => d.family === family);
       const started = performance.now();
-      const r: ConntrackCleanup | string[] = await this.deps.deleteFlows(list).catch((err: Error) => ({ deleted: 0, failed: list, failures: [err.message] }));
-      const result = Array.isArray(r) ? { deleted: 0, failed: [], failures: r } : r;
+      const result = await this.deps.deleteFlows(list).catch((err: Error): ConntrackCleanup => ({ deleted: 0, failed: list, failures: [err.message] }));
       metrics.conntrackDuration.observe({ ip_family: family }, (performance.now() - started) / 1000);
       if (result.deleted > 0) metrics.conntrackDeleted.inc({ ip_family: family }, result.deleted);
       if (result.failed.length > 0) metrics.conntrackFailures.inc({ ip_family: family }, result.failed.length);

@@ -13,6 +13,7 @@
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { getList } from '../kube/api.js';
+import { isRecord } from '../kube/objects.js';
 import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
 
 export interface ObjectHandlers {
@@ -43,8 +44,6 @@ export function loadKubeConfig(path: string | null): KubeConfig {
 
 /** A watch that ends sooner than this did not really work: the next one waits its turn. */
 const SHORT_WATCH_MS = 1000;
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const WATCH_TYPES = new Set(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
 

@@ -4,6 +4,7 @@
  * nobody knows, are named in warnings so an operator never wonders whether one applied.
  * `--write-config-to` goes the other way: the effective configuration as such a file.
  */
+import { isRecord } from '../kube/objects.js';
 import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
@@ -47,8 +48,6 @@ export interface LoadedConfig {
 
 /** Local traffic is what comes from clusterCIDR: upstream's default detectLocalMode. */
 const DETECT_LOCAL_MODE = 'ClusterCIDR';
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function duration(v: unknown, field: string): number {
   const ms = typeof v === 'string' ? parseDuration(v) : null;

@@ -61,6 +61,8 @@ function alive(sp: ServicePort): string[] {
  * one that spares a service's endpoints spares every endpoint alive now as well.
  */
 export function stillStale(retries: ConntrackDeletion[], now: Iterable<ServicePort>): ConntrackDeletion[] {
+  // Nearly every sync has nothing to retry: it must not scan every service port for that.
+  if (retries.length === 0) return [];
   const live = new Set<string>();
   for (const sp of now) for (const ip of alive(sp)) live.add(ip);
   return retries.flatMap((d) => {

@@ -6,8 +6,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import fetch from 'node-fetch';
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+import { isRecord } from './objects.js';
 
 export interface RawList {
   items: unknown[];

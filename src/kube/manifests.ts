@@ -4,7 +4,7 @@
  * JSON (what `kubectl get -o json` prints) is read with JSON.parse: a 10,000-service dump
  * is 30 MB, which a YAML parser takes many seconds and gigabytes to read.
  */
-import type { ClusterObjects, Problem } from './objects.js';
+import { isRecord, type ClusterObjects, type Problem } from './objects.js';
 import { yaml } from './yaml.js';
 
 export class ManifestError extends Error {}
@@ -14,8 +14,6 @@ export interface ParsedManifests {
   /** Objects that could not even be classified (no kind, or a list item that is not a mapping). */
   problems: Problem[];
 }
-
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * The document, when the text is one JSON value; otherwise why JSON.parse refused it, or

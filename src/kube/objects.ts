@@ -93,3 +93,6 @@ export interface ClusterObjects {
   /** Pods, when the input has them: only to name a trace's source. */
   pods?: unknown[];
 }
+
+/** A JSON object: what every API object and most of its fields must be before anything reads them. */
+export const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);

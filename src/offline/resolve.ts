@@ -3,13 +3,12 @@
  * `shop/client-7d9f`) resolved to addresses on the cluster's objects and the node's
  * model. Pure. An error names what was not found and what there is nearby.
  */
-import type { ClusterObjects } from '../kube/objects.js';
+import { isRecord, type ClusterObjects } from '../kube/objects.js';
 import { validateNode } from '../kube/validate.js';
 import type { IPFamily, NodeModel, ServicePort } from '../model/types.js';
 import { parseIP } from '../net/ip.js';
 import type { TraceProtocol, TraceQuery, TraceRequest } from '../trace/types.js';
 
-const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const list = (names: string[]) => (names.length > 0 ? [...new Set(names)].sort().join(', ') : 'none');
 
 function servicePort(q: TraceQuery, dst: Extract<TraceQuery['dst'], { kind: 'service' }>, model: NodeModel, family: IPFamily | null): ServicePort | string {
