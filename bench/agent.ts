@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     // most of the cost of any small restore.
     await new IptablesApplier('IPv4', (cmd, args, input) => runCommand('ip', ['netns', 'exec', bareNs.name, cmd, ...args], input)).ensureJumps(rs.jumps);
     const sp = built.model.families.IPv4.servicePorts[0]!;
-    const one = renderIptables({ family: 'IPv4', servicePorts: [sp] }, built.model.node, { clusterCIDRs: ['10.128.0.0/9'], largeClusterMode: true });
+    const one = renderIptables({ family: 'IPv4', servicePorts: [sp], serviceCIDRs: [] }, built.model.node, { clusterCIDRs: ['10.128.0.0/9'], largeClusterMode: true });
     const svcChains = one.services[0]!.chains;
     const ownChains = `*nat\n${svcChains.map((c) => `:${c} - [0:0]\n`).join('')}${one.chainRules.toString('latin1')}COMMIT\n`;
     const upstreamPartialS = quantile(Array.from({ length: 3 }, () => timeRestore(bareNs, ['--noflush'], upstreamPartial(full, svcChains))), 0.5);

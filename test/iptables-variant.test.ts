@@ -204,7 +204,7 @@ describe.runIf(privilegedTestsCanRun('iptables variant detection', TOOLS))('dete
 
   it('ensureJumps on a node without our chains creates them empty and adds every jump, in upstream order', async () => {
     ns = new Netns('variant');
-    const { jumps } = renderIptables({ family: 'IPv4', servicePorts: [] }, { nodeName: 'n', zone: null, labels: {}, nodeIPs: [] });
+    const { jumps } = renderIptables({ family: 'IPv4', servicePorts: [], serviceCIDRs: [] }, { nodeName: 'n', zone: null, labels: {}, nodeIPs: [] });
     await new IptablesApplier('IPv4', inNs(ns), binaries('IPv4', 'nf_tables')).ensureJumps(jumps);
     const input = ns.exec('iptables-nft', ['-w', '-S', 'INPUT']).stdout.split('\n');
     expect(input.slice(1, 3)).toEqual(['-A INPUT -j KUBE-FIREWALL', '-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL']);

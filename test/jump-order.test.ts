@@ -13,7 +13,7 @@ import { restoreChunks } from '../src/modes/iptables/ruleset.js';
 import { rulesetTables } from '../src/modes/iptables/tables.js';
 import { tokenize } from '../src/modes/iptables/rule.js';
 
-const rs = renderIptables({ family: 'IPv4', servicePorts: [] }, { nodeName: 'node-a', zone: null, labels: {}, nodeIPs: ['192.0.2.10'] });
+const rs = renderIptables({ family: 'IPv4', servicePorts: [], serviceCIDRs: [] }, { nodeName: 'node-a', zone: null, labels: {}, nodeIPs: ['192.0.2.10'] });
 
 describe('jump rule order', () => {
   it('the applier leaves the built-in chains in upstream order', async () => {

@@ -136,7 +136,7 @@ describe('parseIptablesRestore', () => {
 
   it('puts a rendered ruleset\'s jump rules first in their built-in chains, in the applier\'s order', () => {
     const node = { nodeName: 'node-a', zone: null, labels: {}, nodeIPs: [] };
-    const rs = renderIptables({ family: 'IPv4', servicePorts: [] }, node, {});
+    const rs = renderIptables({ family: 'IPv4', servicePorts: [], serviceCIDRs: [] }, node, {});
     const tables = rulesetTables(rs);
     const forward = tables.get('filter')!.rules('FORWARD')!.map((r) => (/-j (\S+)$/.exec(r.text) ?? [])[1]);
     // Each prepended in turn: the last ensured comes first, as on an upstream node.

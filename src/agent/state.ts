@@ -221,7 +221,7 @@ export class ClusterState {
     const keys = services ?? this.ports.keys();
     for (const k of keys) for (const sp of this.ports.get(k) ?? []) if (sp.family === family) out.push(sp);
     out.sort(compareServicePorts);
-    return { family, servicePorts: out };
+    return { family, servicePorts: out, serviceCIDRs: [] };
   }
 
   /** Endpoints known in a family: above 1,000 the renderer drops per-endpoint comments. */

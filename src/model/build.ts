@@ -183,7 +183,7 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
     slicesByService.set(key, group);
   }
 
-  const families = Object.fromEntries(FAMILIES.map((f) => [f, { family: f, servicePorts: [] as ServicePort[] }])) as Record<
+  const families = Object.fromEntries(FAMILIES.map((f) => [f, { family: f, servicePorts: [] as ServicePort[], serviceCIDRs: [] as string[] }])) as Record<
     IPFamily,
     FamilyModel
   >;

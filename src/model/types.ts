@@ -86,6 +86,11 @@ export interface NodeContext {
 export interface FamilyModel {
   family: IPFamily;
   servicePorts: ServicePort[];
+  /**
+   * This family's service CIDRs, from the cluster's ServiceCIDR objects (canonical,
+   * sorted). Modes that drop traffic to unallocated service addresses read them.
+   */
+  serviceCIDRs: string[];
 }
 
 export interface NodeModel {
