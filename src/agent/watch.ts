@@ -10,7 +10,7 @@
  * of full lists, and each retry is logged with its reason. Informers relist by themselves
  * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
  */
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
 import type { Logger } from 'pino';
 import { getList } from '../kube/api.js';
 import { isRecord } from '../kube/objects.js';

@@ -3,7 +3,7 @@
  * the proxy uses, from the API server of --kubeconfig, else $KUBECONFIG, else
  * ~/.kube/config, else the in-cluster service account. No watch.
  */
-import { KubeConfig } from '@kubernetes/client-node';
+import { KubeConfig } from './client.js';
 import { getList } from './api.js';
 import type { ClusterObjects } from './objects.js';
 
