@@ -109,6 +109,32 @@ describe('informers against a faulty API server', () => {
     expect(rejected.filter((r) => r.why === 'the list has no items')).toHaveLength(2);
   });
 
+  it('keeps neither managedFields nor the last-applied manifest, from lists or watches, and keeps other annotations', async () => {
+    const heavy = (name: string) => {
+      const svc = service('ns', name, '10.96.0.9', [{ name: 'http', port: 80 }]);
+      svc.metadata.managedFields = [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': {} } }];
+      svc.metadata.annotations = { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":true}', 'example.com/keep': 'yes' };
+      return svc;
+    };
+    const { seen } = await start();
+    const slimmed = (name: string) => {
+      const meta = (seen.get(name) as { metadata: Record<string, unknown> }).metadata;
+      return { managedFields: meta.managedFields, annotations: meta.annotations };
+    };
+    api.apply(heavy('watched'));
+    await eventually('the watched Service arrives', async () => (seen.has('watched') ? true : undefined));
+    expect(slimmed('watched')).toEqual({ managedFields: undefined, annotations: { 'example.com/keep': 'yes' } });
+
+    // Every Service watch now fails: the next one arrives by a list.
+    api.faults = (r) => (r.verb === 'watch' && r.kind === 'Service' ? { status: 410 } : undefined);
+    const lists = api.count('list', 'Service');
+    await api.restart(0);
+    api.apply(heavy('listed'));
+    await eventually('relisted', async () => (api.count('list', 'Service') > lists && seen.has('listed') ? true : undefined));
+    api.faults = null;
+    expect(slimmed('listed')).toEqual({ managedFields: undefined, annotations: { 'example.com/keep': 'yes' } });
+  });
+
   it.each([
     ['every watch answered 410', (r: { verb: string }) => (r.verb === 'watch' ? { status: 410 } : undefined)],
     ['every list answered 500', (r: { verb: string }) => (r.verb === 'list' ? { status: 500 } : r.verb === 'watch' ? { status: 410 } : undefined)],

@@ -62,6 +62,20 @@ export function malformedEvent(data: unknown): string | null {
   return null;
 }
 
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * Drops what the proxy never reads and the informer cache would otherwise hold for every
+ * object: managedFields (often larger than the rest of an EndpointSlice) and kubectl's
+ * copy of the last applied manifest. Upstream kube-proxy's informers strip the same.
+ */
+export function slim(obj: Record<string, unknown>): void {
+  const meta = obj.metadata;
+  if (!isRecord(meta)) return;
+  delete meta.managedFields;
+  if (isRecord(meta.annotations)) delete meta.annotations[LAST_APPLIED];
+}
+
 const named = (o: unknown): o is KubernetesObject => isRecord(o) && isRecord(o.metadata) && typeof o.metadata.name === 'string';
 
 /** An error that makes client-node relist: the same status a watch too old for the server gets. */
@@ -132,6 +146,7 @@ function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejec
     try {
       const list = await getList(kc, path);
       const items = list.items.filter(named);
+      for (const o of items) slim(o as unknown as Record<string, unknown>);
       if (items.length < list.items.length) rejected(kind, 'listed objects without metadata.name', list.items.length - items.length);
       return { ...(list as KubernetesListObject<KubernetesObject>), items: items as KubernetesObject[] };
     } catch (err) {
@@ -180,6 +195,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
         finish(relist(`malformed watch event: ${bad}`));
         return;
       }
+      slim((watchObj as { object: Record<string, unknown> }).object);
       // The informer's handler is async: a failure in it must not become an unhandled rejection.
       Promise.resolve((callback as WatchCallback)(phase, apiObj, watchObj)).catch((err: unknown) => {
         log.error({ kind, err: errorText(err) }, 'watch event handler failed; relisting');
