@@ -31,13 +31,44 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
-  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
+  // A node whose kernel cannot run the mode fails here, before the API hears from it.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
-  const conntrack = await chooseConntrackCleaner(runCommand, log);
-  const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => conntrack.delete(d), log, metrics });
+  // Then the lists go out at once: the API's answers, the conntrack library and the
+  // servers are waited for together, and the first sync needs the lists only.
+  let runner: BoundedFrequencyRunner | null = null;
+  const watching = startWatches(
+    loadKubeConfig(cfg.kubeconfig || null),
+    cfg.hostnameOverride,
+    {
+      services: {
+        upsert: (o) => (metrics.serviceChanges.inc(), state.upsertService(o)),
+        remove: (o) => (metrics.serviceChanges.inc(), state.deleteService(o)),
+      },
+      endpointSlices: {
+        upsert: (o) => (metrics.endpointChanges.inc(), state.upsertSlice(o)),
+        remove: (o) => (metrics.endpointChanges.inc(), state.deleteSlice(o)),
+      },
+      node: { upsert: (o) => state.upsertNode(o), remove: () => {} },
+      ...(configured.usesServiceCIDRs ? { serviceCIDRs: { upsert: (o) => state.upsertServiceCIDR(o), remove: (o) => state.deleteServiceCIDR(o) } } : {}),
+      changed: () => {
+        metrics.lastQueued.setToCurrentTime();
+        // Before the runner starts, changes wait in the state: the first sync takes them all.
+        runner?.request();
+      },
+      rejected: (kind, why, count) => {
+        metrics.rejectedFromApi.inc({ kind }, count);
+        log.warn({ kind, why, count }, 'skipped what the API server sent');
+      },
+    },
+    log,
+  );
+  // Stale flows are first deleted after the first sync: the library loads meanwhile.
+  const conntrack = chooseConntrackCleaner(runCommand, log);
+  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
+  const proxy = new ProxySync(state, syncer, { deleteFlows: async (d) => (await conntrack).delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };
   const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
-  const runner = new BoundedFrequencyRunner(
+  runner = new BoundedFrequencyRunner(
     async () => {
       const ok = await proxy.sync().catch((err: Error) => {
         log.error({ err: err.message }, 'sync failed unexpectedly; retrying');
@@ -66,31 +97,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   });
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
-  const watches = await startWatches(
-    loadKubeConfig(cfg.kubeconfig || null),
-    cfg.hostnameOverride,
-    {
-      services: {
-        upsert: (o) => (metrics.serviceChanges.inc(), state.upsertService(o)),
-        remove: (o) => (metrics.serviceChanges.inc(), state.deleteService(o)),
-      },
-      endpointSlices: {
-        upsert: (o) => (metrics.endpointChanges.inc(), state.upsertSlice(o)),
-        remove: (o) => (metrics.endpointChanges.inc(), state.deleteSlice(o)),
-      },
-      node: { upsert: (o) => state.upsertNode(o), remove: () => {} },
-      ...(configured.usesServiceCIDRs ? { serviceCIDRs: { upsert: (o) => state.upsertServiceCIDR(o), remove: (o) => state.deleteServiceCIDR(o) } } : {}),
-      changed: () => {
-        metrics.lastQueued.setToCurrentTime();
-        runner.request();
-      },
-      rejected: (kind, why, count) => {
-        metrics.rejectedFromApi.inc({ kind }, count);
-        log.warn({ kind, why, count }, 'skipped what the API server sent');
-      },
-    },
-    log,
-  );
+  const watches = await watching;
   runner.start();
 
   // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
