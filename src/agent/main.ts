@@ -16,7 +16,8 @@ import { BoundedFrequencyRunner } from './runner.js';
 import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
-import { loadKubeConfig, startWatches } from './watch.js';
+import { connect } from '../kube/connection.js';
+import { startWatches } from './watch.js';
 
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */
 export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Promise<number> {
@@ -26,6 +27,8 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
 }
 
 export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, signals: NodeJS.EventEmitter = process): Promise<number> {
+  // First: without a way to the API server there is nothing to proxy.
+  const api = connect(cfg.kubeconfig || null);
   const metrics = createMetrics();
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
@@ -67,7 +70,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
   const watches = await startWatches(
-    loadKubeConfig(cfg.kubeconfig || null),
+    api,
     cfg.hostnameOverride,
     {
       services: {

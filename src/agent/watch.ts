@@ -9,10 +9,14 @@
  * client-go's reflector does (backoff.ts), so a storm of 410s or 500s never becomes a storm
  * of full lists, and each retry is logged with its reason. Informers relist by themselves
  * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
+ * The retry's line names the cause (explainApiError: TLS, 401, 403); a 401 also tells the
+ * connection, which reads the service account token again and says so once.
  */
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { getList } from '../kube/api.js';
+import { explainApiError, statusCodeOf, type ApiRequest } from '../kube/api-errors.js';
+import type { ApiConnection } from '../kube/connection.js';
 import { isRecord } from '../kube/objects.js';
 import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
 
@@ -33,13 +37,6 @@ export interface WatchHandlers {
 
 export interface Watches {
   stop(): Promise<void>;
-}
-
-export function loadKubeConfig(path: string | null): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromCluster();
-  return kc;
 }
 
 /** A watch that ends sooner than this did not really work: the next one waits its turn. */
@@ -84,11 +81,19 @@ class Pacer {
 
   constructor(
     private readonly kind: string,
+    private readonly resource: string,
     private readonly log: Logger,
     readonly stopping: AbortSignal,
     backoff: BackoffOptions,
+    private readonly unauthorized: () => void,
   ) {
     this.backoff = new Backoff(backoff);
+  }
+
+  /** A list or watch failed: the reason the retry's line gives. */
+  failed(verb: ApiRequest['verb'], err: unknown): void {
+    this.reason = explainApiError(err, { verb, resource: this.resource });
+    if (statusCodeOf(err) === 401) this.unauthorized();
   }
 
   private async wait(what: string): Promise<void> {
@@ -115,7 +120,7 @@ class Pacer {
   watchEnded(startedAt: number, err: unknown): void {
     const now = Date.now();
     this.watchEnd = { failed: err !== null && err !== undefined, lasted: now - startedAt };
-    if (err) this.reason = errorText(err);
+    if (err) this.failed('watch', err);
   }
 }
 
@@ -123,7 +128,7 @@ class Pacer {
  * The list an informer starts from, as plain JSON (see kube/api.ts). Objects without a
  * name are dropped here (client-node would fail on them), and reported.
  */
-function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
+function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
   return async (): Promise<KubernetesListObject<KubernetesObject>> => {
     await pacer.beforeList();
     if (pacer.stopping.aborted) throw new Error('stopped');
@@ -135,7 +140,7 @@ function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejec
     } catch (err) {
       const malformed = (err as { malformed?: string }).malformed;
       if (malformed) rejected(kind, malformed, 1);
-      pacer.reason = errorText(err);
+      pacer.failed('list', err);
       throw err;
     }
   };
@@ -198,8 +203,12 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
 }
 
 /** Starts the three informers; resolves once each has listed (no sync happens before). */
-export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
+export async function startWatches(api: ApiConnection, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
+  const { kc } = api;
   const watch = new Watch(kc);
+  const unauthorized = () => {
+    if (api.refused()) log.warn({ credentials: api.credentials }, `the API server answered 401 Unauthorized: it refused ${api.credentials}`);
+  };
   const nodeSelector = `metadata.name=${nodeName}`;
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
   // fresh (a restart then resumes without a relist), and a server-side timeout ends a watch
@@ -214,8 +223,8 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
           log.error({ kind, err: errorText(err) }, 'informer failed to start; restarting it');
           void start(kind, lw);
         });
-  const informer = (kind: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
-    const pacer = new Pacer(kind, log, stopping.signal, backoff);
+  const informer = (kind: string, resource: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
+    const pacer = new Pacer(kind, resource, log, stopping.signal, backoff, unauthorized);
     const lw: ListWatch<KubernetesObject> = new ListWatch(
       watchPath(path),
       guardedWatch(watch, kind, pacer, log, handlers.rejected, () => void start(kind, lw)),
@@ -227,9 +236,9 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
     return { kind, lw, h, pacer };
   };
   const informers = [
-    informer('services', '/api/v1/services', '/api/v1/services', handlers.services),
-    informer('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
-    informer('node', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
+    informer('services', 'services', '/api/v1/services', '/api/v1/services', handlers.services),
+    informer('endpointslices', 'endpointslices.discovery.k8s.io', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
+    informer('node', 'nodes', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
 
   for (const { kind, lw, h } of informers) {
