@@ -1,7 +1,8 @@
 /**
  * kube-proxy-ts as a node agent, end to end, in every mode in E2E_MODES: two node
- * namespaces on a LAN, pods behind each, one agent per node reading a test API server
- * through client-node, and real TCP and UDP connections through the rules the agents
+ * namespaces on a LAN, pods behind each, one agent per node started as the DaemonSet's
+ * pod (daemonset-agent.ts: in-cluster config, TLS, its service account token, the RBAC of
+ * deploy/rbac.yaml), and real TCP and UDP connections through the rules the agents
  * program. What differs between modes (their tools, how someone wrecks their rules, what
  * /debug/rules shows) is in the mode's entry; every behaviour is asserted the same way.
  */
