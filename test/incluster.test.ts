@@ -47,12 +47,16 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('the in-cluster connection', () => {
   let api: TestApiServer | undefined;
-  let watches: Watches | undefined;
-  let pending: Promise<Watches> | undefined;
+  let watches: Watches | null | undefined;
+  let pending: Promise<Watches | null> | undefined;
+  let cancel = new AbortController();
   afterEach(async () => {
+    // A start that a failed test left unsynced is cancelled, not waited for.
+    cancel.abort();
     await api?.stop();
-    await (watches ?? (await pending?.catch(() => undefined)))?.stop();
+    await (watches ?? (await pending))?.stop();
     api = watches = pending = undefined;
+    cancel = new AbortController();
   });
 
   async function start(opts: { tls?: KeyPair; rbac?: Rbac; caCert?: string } = {}) {
@@ -67,7 +71,7 @@ describe('the in-cluster connection', () => {
     const lines: LogLine[] = [];
     const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
     const h = { upsert: (o: unknown) => seen.add((o as { metadata: { name: string } }).metadata.name), remove: () => {} };
-    pending = startWatches(conn, 'node-a', { services: h, endpointSlices: h, node: h, changed: () => {}, rejected: () => {} }, log, QUICK);
+    pending = startWatches(conn, 'node-a', { services: h, endpointSlices: h, node: h, changed: () => {}, rejected: () => {} }, log, QUICK, cancel.signal);
     return { api, volume, seen, lines, token };
   }
 
@@ -83,8 +87,12 @@ describe('the in-cluster connection', () => {
     expect(new Set(resourceRequests.map((r) => r.verb))).toEqual(new Set(['list', 'watch']));
   });
 
-  it('is not made outside a pod', () => {
+  it('is not made outside a pod, and puts an IPv6 KUBERNETES_SERVICE_HOST in brackets', () => {
     expect(() => inClusterConnection({}, dir)).toThrow(/KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set/);
+    const server = (host: string) => inClusterConnection({ KUBERNETES_SERVICE_HOST: host, KUBERNETES_SERVICE_PORT: '6443' }, dir).kc.getCurrentCluster()?.server;
+    expect(server('fd00:99::fe')).toBe('https://[fd00:99::fe]:6443');
+    expect(server('10.99.0.254')).toBe('https://10.99.0.254:6443');
+    expect(server('kind-control-plane')).toBe('https://kind-control-plane:6443');
   });
 
   it('reads a rotated token after the old one is refused, says so once, and keeps syncing', async () => {
@@ -133,13 +141,27 @@ describe('the in-cluster connection', () => {
     const { api, lines } = await start({ rbac });
     await eventually('two retries of the endpointslices informer', async () => (retries(lines).filter((l) => l.kind === 'endpointslices').length >= 2 ? true : undefined));
     const refused = retries(lines).filter((l) => l.kind === 'endpointslices');
-    expect(refused[0]!.reason).toBe(
+    expect(refused[0]!.reason, JSON.stringify(lines)).toBe(
       `403 Forbidden: RBAC does not let us list endpointslices.discovery.k8s.io: GET /apis/discovery.k8s.io/v1/endpointslices: HTTP 403: endpointslices.discovery.k8s.io is forbidden: User "${SERVICE_ACCOUNT}" cannot list resource "endpointslices" in API group "discovery.k8s.io" at the cluster scope`,
     );
     expect(retries(lines).filter((l) => l.kind !== 'endpointslices')).toEqual([]);
-    expect(api.requests.filter((r) => r.status === 403).every((r) => r.kind === 'EndpointSlice')).toBe(true);
+    expect(api.requests.filter((r) => r.status === 403).map((r) => r.kind)).toEqual(expect.arrayContaining(['EndpointSlice']));
+    expect(api.requests.filter((r) => r.status === 403 && r.kind !== 'EndpointSlice')).toEqual([]);
     rbac.rules.push(...removed);
     watches = await pending;
+    expect(watches).not.toBeNull();
+  });
+
+  it('a start that never synced, cancelled: resolves null and asks nothing more', async () => {
+    const rbac = rbacFrom(readManifests());
+    rbac.rules = rbac.rules.filter((r) => !r.resources.includes('endpointslices'));
+    const { api, lines } = await start({ rbac });
+    await eventually('a retry of the endpointslices informer', async () => (retries(lines).some((l) => l.kind === 'endpointslices') ? true : undefined));
+    cancel.abort();
+    expect(await pending).toBeNull();
+    const asked = api.requests.length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(api.requests.length).toBe(asked);
   });
 });
 

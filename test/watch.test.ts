@@ -70,13 +70,13 @@ describe('informers against a faulty API server', () => {
       upsert: (o: unknown) => seen.set((o as { metadata: { name: string } }).metadata.name, o),
       remove: (o: unknown) => seen.delete((o as { metadata: { name: string } }).metadata.name),
     };
-    watches = await startWatches(
+    watches = (await startWatches(
       kubeconfigConnection(api.writeKubeconfig(join(dir, 'kubeconfig'))),
       'node-a',
       { services: handlers, endpointSlices: handlers, node: { upsert: () => {}, remove: () => {} }, changed: () => {}, rejected: (kind, why, count) => rejected.push({ kind, why, count }) },
       pino({ level: 'silent' }),
       backoff,
-    );
+    )) ?? undefined;
     return { seen, rejected };
   }
 

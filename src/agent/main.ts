@@ -17,6 +17,7 @@ import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
 import { connect } from '../kube/connection.js';
+import { REFLECTOR_BACKOFF } from './backoff.js';
 import { startWatches } from './watch.js';
 
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */
@@ -69,6 +70,13 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   });
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
+  const stopSignal = new Promise<string>((resolve) => {
+    signals.once('SIGTERM', () => resolve('SIGTERM'));
+    signals.once('SIGINT', () => resolve('SIGINT'));
+  });
+  // A start that never syncs (RBAC or TLS refusing us) still stops cleanly.
+  const stopRequested = new AbortController();
+  void stopSignal.then(() => stopRequested.abort());
   const watches = await startWatches(
     api,
     cfg.hostnameOverride,
@@ -92,8 +100,11 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
       },
     },
     log,
+    REFLECTOR_BACKOFF,
+    stopRequested.signal,
   );
-  runner.start();
+  // Without the informers' objects a sync would remove every service's rules: none then.
+  if (watches) runner.start();
 
   // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
   // found once per sync period, and repaired by the full sync that follows at once.
@@ -110,13 +121,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     );
   }, cfg.syncPeriodMs);
 
-  const signal = await new Promise<string>((resolve) => {
-    signals.once('SIGTERM', () => resolve('SIGTERM'));
-    signals.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await stopSignal;
   log.info({ signal }, 'stopping; rules stay in place');
   clearInterval(damageCheck);
-  await watches.stop();
+  await watches?.stop();
   await runner.stop();
   healthChecks.close();
   await servers.close();

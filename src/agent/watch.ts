@@ -202,8 +202,19 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
   return guarded;
 }
 
-/** Starts the three informers; resolves once each has listed (no sync happens before). */
-export async function startWatches(api: ApiConnection, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
+/**
+ * Starts the three informers; resolves once each has listed (no sync happens before), or
+ * with null once `cancel` aborts a start that has not got that far (say, RBAC refuses a
+ * list), the informers stopped.
+ */
+export async function startWatches(
+  api: ApiConnection,
+  nodeName: string,
+  handlers: WatchHandlers,
+  log: Logger,
+  backoff: BackoffOptions = REFLECTOR_BACKOFF,
+  cancel?: AbortSignal,
+): Promise<Watches | null> {
   const { kc } = api;
   const watch = new Watch(kc);
   const unauthorized = () => {
@@ -215,6 +226,9 @@ export async function startWatches(api: ApiConnection, nodeName: string, handler
   // that silently stalled, as client-go does with its 5-10 minute watches.
   const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
   const stopping = new AbortController();
+  const cancelled = () => stopping.abort();
+  if (cancel?.aborted) stopping.abort();
+  cancel?.addEventListener('abort', cancelled, { once: true });
   // The pacer makes a restarted informer's list or watch wait its backoff.
   const start = (kind: string, lw: ListWatch<KubernetesObject>): Promise<void> =>
     stopping.signal.aborted
@@ -253,6 +267,11 @@ export async function startWatches(api: ApiConnection, nodeName: string, handler
   await Promise.all(informers.map(({ kind, lw }) => start(kind, lw)));
   while (!stopping.signal.aborted && informers.some(({ lw }) => lw.latestResourceVersion() === '')) {
     await new Promise((r) => setTimeout(r, 100));
+  }
+  cancel?.removeEventListener('abort', cancelled);
+  if (stopping.signal.aborted) {
+    await Promise.all(informers.map(({ lw }) => lw.stop()));
+    return null;
   }
   log.info('informers synced');
   return {

@@ -10,7 +10,7 @@ import { TestApiServer } from '../support/apiserver.js';
 import { issueServing, makeCA, type CertificateAuthority, type ServingOptions } from '../support/pki.js';
 import { AccessControl, rbacFrom, readManifests, type Rbac } from '../support/rbac.js';
 import type { TestCluster } from '../support/topology.js';
-import { daemonSetEnv } from './daemonset-agent.js';
+import { daemonSetApiServer } from './daemonset-agent.js';
 
 export interface ClusterApi {
   api: TestApiServer;
@@ -31,9 +31,7 @@ export interface ClusterApiOptions {
 }
 
 export async function startClusterApi(cluster: TestCluster, dir: string, opts: ClusterApiOptions = {}): Promise<ClusterApi> {
-  const env = daemonSetEnv('(unused)');
-  const host = env.KUBERNETES_SERVICE_HOST!;
-  const port = Number(env.KUBERNETES_SERVICE_PORT);
+  const { host, port } = daemonSetApiServer();
   const pkiDir = join(dir, 'pki');
   const ca = makeCA(pkiDir, 'cluster-ca');
   const socket = join(dir, 'api.sock');

@@ -55,6 +55,14 @@ export function daemonSetEnv(nodeName: string): Record<string, string> {
   );
 }
 
+/** Where the pods look for the API server: KUBERNETES_SERVICE_HOST and _PORT as the manifest sets them. */
+export function daemonSetApiServer(): { host: string; port: number } {
+  const env = daemonSetEnv('');
+  const [host, port] = [env.KUBERNETES_SERVICE_HOST, Number(env.KUBERNETES_SERVICE_PORT)];
+  if (!host || !Number.isInteger(port)) throw new Error('daemonset-agent: the DaemonSet sets no KUBERNETES_SERVICE_HOST and _PORT');
+  return { host, port };
+}
+
 /** The container's args with $(VAR) replaced from its env, as kubelet does. */
 export function daemonSetArgs(env: Record<string, string>): string[] {
   return (container.args ?? []).map((a) => a.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, name: string) => env[name] ?? m));

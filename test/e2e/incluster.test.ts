@@ -154,6 +154,20 @@ describe.runIf(canRun)(`the DaemonSet's path to the API server (${mode.name})`, 
     }
   });
 
+  it('SIGTERM while RBAC keeps it from syncing: it stops cleanly, exit code 0', async () => {
+    const rules = api.access!.rbac.rules;
+    api.access!.rbac.rules = rules.filter((r) => !r.resources.includes('endpointslices'));
+    try {
+      const agent = await start('node-b', { ready: /"msg":"starting"/ });
+      await eventually('a retry of endpointslices', async () => (retries(agent, 'endpointslices').length > 0 ? true : undefined));
+      await agent.stop(10_000);
+      expect(await agent.exited).toBe(0);
+      expect(agent.output).toMatch(/"signal":"SIGTERM".*"msg":"stopping; rules stay in place"/);
+    } finally {
+      api.access!.rbac.rules = rules;
+    }
+  });
+
   it('a ca.crt of another CA: "wrong CA" in each retry, unready; a corrected ca.crt is read without a restart', async () => {
     const volume = serviceAccountVolume(clusterApi, dir, 'node-b', makeCA(join(dir, 'pki'), 'other-ca').cert);
     await refusedThenFixed(/wrong CA/, 'services', () => volume.write({ 'ca.crt': clusterApi.ca.cert }), volume);

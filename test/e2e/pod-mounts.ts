@@ -35,6 +35,7 @@ export function podMountArgs(mounts: readonly PodMount[], scratch: string): stri
   const shadows = [...new Set(targets.filter((t) => !existsSync(t.path)).map((t) => t.existing))];
   const topShadows = shadows.filter((s) => !shadows.some((o) => o !== s && within(o, s)));
   const shadowed = (p: string) => topShadows.some((s) => within(s, p));
+  if (shadowed(scratch)) throw new Error(`pod-mounts: the scratch directory ${scratch} would be hidden`);
   const ops: string[] = ['tmpfs', scratch];
   const sources = targets.map((t, i) => {
     const real = realpathSync(t.source);

@@ -1,5 +1,5 @@
 /**
- * A stand-in kube-apiserver for tests: plain HTTP, in-memory store, the real wire format
+ * A stand-in kube-apiserver for tests: plain HTTP by default, in-memory store, the real wire format
  * for v1 Services, discovery.k8s.io/v1 EndpointSlices, v1 Nodes and networking.k8s.io/v1
  * ServiceCIDRs. Lists, gets, writes
  * with optimistic concurrency, and chunked watches with replay from a resourceVersion,
@@ -221,17 +221,13 @@ export class TestApiServer {
     return this.watchers.size;
   }
 
-  /**
-   * Writes a kubeconfig for client-node (which refuses http:// without
-   * insecure-skip-tls-verify); over TLS, verified against `ca` (a CA certificate's path).
-   */
-  writeKubeconfig(path: string, serverUrl = this.url, creds: { token?: string; ca?: string } = {}): string {
-    const cluster = creds.ca ? { server: serverUrl, 'certificate-authority': creds.ca } : { server: serverUrl, 'insecure-skip-tls-verify': true };
+  /** Writes a kubeconfig for client-node (which refuses http:// without insecure-skip-tls-verify). */
+  writeKubeconfig(path: string, serverUrl = this.url): string {
     const config = {
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'test', cluster }],
-      users: [{ name: 'test', user: { token: creds.token ?? 'test-token' } }],
+      clusters: [{ name: 'test', cluster: { server: serverUrl, 'insecure-skip-tls-verify': true } }],
+      users: [{ name: 'test', user: { token: 'test-token' } }],
       contexts: [{ name: 'test', context: { cluster: 'test', user: 'test', namespace: 'default' } }],
       'current-context': 'test',
     };
