@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { REFLECTOR_BACKOFF } from '../src/agent/backoff.js';
-import { loadKubeConfig, malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { kubeconfigConnection } from '../src/kube/connection.js';
 import { malformedList } from '../src/kube/api.js';
 import { TestApiServer } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
@@ -69,13 +70,13 @@ describe('informers against a faulty API server', () => {
       upsert: (o: unknown) => seen.set((o as { metadata: { name: string } }).metadata.name, o),
       remove: (o: unknown) => seen.delete((o as { metadata: { name: string } }).metadata.name),
     };
-    watches = await startWatches(
-      loadKubeConfig(api.writeKubeconfig(join(dir, 'kubeconfig'))),
+    watches = (await startWatches(
+      kubeconfigConnection(api.writeKubeconfig(join(dir, 'kubeconfig'))),
       'node-a',
       { services: handlers, endpointSlices: handlers, node: { upsert: () => {}, remove: () => {} }, changed: () => {}, rejected: (kind, why, count) => rejected.push({ kind, why, count }) },
       pino({ level: 'silent' }),
       backoff,
-    );
+    )) ?? undefined;
     return { seen, rejected };
   }
 

@@ -16,7 +16,9 @@ import { BoundedFrequencyRunner } from './runner.js';
 import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
-import { loadKubeConfig, startWatches } from './watch.js';
+import { connect } from '../kube/connection.js';
+import { REFLECTOR_BACKOFF } from './backoff.js';
+import { startWatches } from './watch.js';
 
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */
 export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Promise<number> {
@@ -26,6 +28,8 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
 }
 
 export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, signals: NodeJS.EventEmitter = process): Promise<number> {
+  // First: without a way to the API server there is nothing to proxy.
+  const api = connect(cfg.kubeconfig || null);
   const metrics = createMetrics();
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
@@ -36,8 +40,15 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   // Then the lists go out at once: the API's answers, the conntrack library and the
   // servers are waited for together, and the first sync needs the lists only.
   let runner: BoundedFrequencyRunner | null = null;
+  const stopSignal = new Promise<string>((resolve) => {
+    signals.once('SIGTERM', () => resolve('SIGTERM'));
+    signals.once('SIGINT', () => resolve('SIGINT'));
+  });
+  // A start that never syncs (RBAC or TLS refusing us) still stops cleanly.
+  const stopRequested = new AbortController();
+  void stopSignal.then(() => stopRequested.abort());
   const watching = startWatches(
-    loadKubeConfig(cfg.kubeconfig || null),
+    api,
     cfg.hostnameOverride,
     {
       services: {
@@ -61,6 +72,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
       },
     },
     log,
+    REFLECTOR_BACKOFF,
+    stopRequested.signal,
   );
   // Stale flows are first deleted after the first sync: the library loads meanwhile.
   const conntrack = chooseConntrackCleaner(runCommand, log);
@@ -98,7 +111,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
   const watches = await watching;
-  runner.start();
+  // Without the informers' objects a sync would remove every service's rules: none then.
+  if (watches) runner.start();
 
   // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
   // found once per sync period, and repaired by the full sync that follows at once.
@@ -115,13 +129,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     );
   }, cfg.syncPeriodMs);
 
-  const signal = await new Promise<string>((resolve) => {
-    signals.once('SIGTERM', () => resolve('SIGTERM'));
-    signals.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await stopSignal;
   log.info({ signal }, 'stopping; rules stay in place');
   clearInterval(damageCheck);
-  await watches.stop();
+  await watches?.stop();
   await runner.stop();
   healthChecks.close();
   await servers.close();
