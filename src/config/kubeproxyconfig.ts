@@ -8,7 +8,7 @@ import { isRecord } from '../kube/objects.js';
 import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName } from './options.js';
+import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName, type UserspaceConfig } from './options.js';
 
 export class ConfigError extends Error {}
 
@@ -104,10 +104,21 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
     throw new ConfigError(`logging.verbosity: ${JSON.stringify(cfg.verbosity)} is not a non-negative integer`);
   }
   if (cfg.conntrack) validateConntrack(cfg.conntrack);
+  if (cfg.userspace) validateUserspace(cfg.userspace);
   if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
     throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
   }
   return cfg;
+}
+
+function validateUserspace(u: UserspaceConfig): void {
+  if (u.udpIdleTimeoutMs <= 0) throw new ConfigError('--udp-timeout: must be greater than 0');
+  for (const [field, ms] of [
+    ['--udp-timeout', u.udpIdleTimeoutMs],
+    ['--userspace-max-connection-age', u.maxConnectionAgeMs],
+  ] as const) {
+    if (ms > MAX_TIMER_MS) throw new ConfigError(`${field}: ${formatDuration(ms)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest a timer can wait`);
+  }
 }
 
 /** The conntrack section: counts within int32, timeouts 0 (leave as is) or whole seconds a sysctl takes. */
