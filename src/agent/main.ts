@@ -32,7 +32,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   });
   const configured = mode.configure(cfg);
   await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
-  const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
+  const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
   const conntrack = await chooseConntrackCleaner(runCommand, log);
   const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => conntrack.delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };

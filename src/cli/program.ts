@@ -13,7 +13,7 @@ import {
 import { parseDuration } from '../config/duration.js';
 import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
 import { MAX_CONNECTION_AGE_ANNOTATION } from '../kube/objects.js';
-import { formatPortRange, parsePortRange } from '../modes/userspace/ports.js';
+import { formatPortRange, parsePortRange } from '../config/portrange.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
 import type { DestinationSpec, Origin, SourceSpec, TraceProtocol, TraceQuery } from '../trace/types.js';
 

@@ -8,7 +8,16 @@
 import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
-import { parsePortRange } from './ports.js';
+import { appliers } from '../iptables/mode.js';
+import { USERSPACE_CHAINS } from './chains.js';
+import { PromEndpointStats } from './metrics.js';
+import { parsePortRange } from '../../config/portrange.js';
+import { Proxier } from './proxier.js';
+import { NO_STATS } from './stats.js';
+import { UserspaceSyncer } from './syncer.js';
+
+/** TCP connections one listener carries at once; the kernel's backlog holds the next ones. */
+const MAX_CONNECTIONS_PER_LISTENER = 16_384;
 
 export function userspaceOptions(cfg: ProxyConfig): UserspaceTextOptions {
   const u = userspaceConfig(cfg);
@@ -34,13 +43,32 @@ export const userspaceMode: ProxyMode = {
       dataplane: () => {
         throw new Error('trace is not available in userspace mode yet');
       },
-      syncer: async () => {
-        throw new Error('the userspace proxier is not in this build yet');
+      syncer: async (host) => {
+        const u = userspaceConfig(cfg);
+        const proxier = new Proxier({
+          scheduler: u.scheduler,
+          maxConnectionAgeMs: u.maxConnectionAgeMs,
+          udpIdleTimeoutMs: u.udpIdleTimeoutMs,
+          maxConnections: MAX_CONNECTIONS_PER_LISTENER,
+          stats: host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS,
+          log: host.log,
+        });
+        return new UserspaceSyncer(await appliers(host), proxier, opts, host.log);
       },
     };
   },
 
-  async cleanup(_host: Host): Promise<boolean> {
-    return true;
+  async cleanup(host: Host): Promise<boolean> {
+    let clean = true;
+    for (const [family, applier] of await appliers(host)) {
+      try {
+        await applier.cleanup((table, name) => table === 'nat' && (USERSPACE_CHAINS as readonly string[]).includes(name));
+        host.log.info({ family }, 'removed the userspace chains and jumps');
+      } catch (err) {
+        clean = false;
+        host.log.error({ family, err: (err as Error).message }, 'cleanup failed');
+      }
+    }
+    return clean;
   },
 };

@@ -6,13 +6,9 @@
  * the same model always gets the same ports.
  */
 
-export interface PortRange {
-  first: number;
-  last: number;
-}
+import type { PortRange } from '../../config/portrange.js';
 
-/** Below the node port range and the kernel's ephemeral ports, so neither can hold them. */
-export const DEFAULT_PORT_RANGE: PortRange = { first: 28_000, last: 29_999 };
+export type { PortRange };
 
 export interface PortAllocation {
   ports: Map<string, number>;
@@ -48,18 +44,4 @@ export function allocatePorts(keys: readonly string[], range: PortRange, held: R
     taken.add(next++);
   }
   return { ports, unplaced };
-}
-
-/** `--proxy-port-range`: `FIRST-LAST`, `FIRST+COUNT` or one port; null when malformed. */
-export function parsePortRange(text: string): PortRange | null {
-  const m = /^(\d{1,5})(?:([-+])(\d{1,5}))?$/.exec(text.trim());
-  if (!m) return null;
-  const first = Number(m[1]);
-  const last = m[2] === undefined ? first : m[2] === '-' ? Number(m[3]) : first + Number(m[3]);
-  if (first < 1 || last > 65_535 || last < first) return null;
-  return { first, last };
-}
-
-export function formatPortRange(r: PortRange): string {
-  return r.first === r.last ? `${r.first}` : `${r.first}-${r.last}`;
 }
