@@ -1,7 +1,8 @@
 /** userspace mode's pure parts: listener port allocation, which listeners a model asks for, the annotation. */
 import { describe, expect, it } from 'vitest';
 import { connectionAge } from '../src/modes/userspace/age.js';
-import { allocatePorts, parsePortRange } from '../src/modes/userspace/ports.js';
+import { parsePortRange } from '../src/config/portrange.js';
+import { allocatePorts } from '../src/modes/userspace/ports.js';
 import { renderUserspace } from '../src/modes/userspace/render.js';
 import { pipeline } from './support/pipeline.js';
 
@@ -101,5 +102,32 @@ describe('userspace listeners', () => {
     expect(connectionAge(web, 60_000)).toEqual({ ms: 60_000, problem: expect.stringMatching(/"soon" is not a duration/) });
     expect(connectionAge({ ...web, maxConnectionAge: '0' }, 60_000)).toEqual({ ms: 0, problem: null });
     expect(connectionAge({ ...web, maxConnectionAge: '2m' }, 0)).toEqual({ ms: 120_000, problem: null });
+  });
+});
+
+describe('userspace trace', () => {
+  const p = pipeline(CLUSTER, ['--proxy-mode', 'userspace', '--hostname-override', 'node-a']);
+
+  it('names the capture rule and listener, and the endpoints its scheduler picks from', () => {
+    const t = p.trace({ src: '10.244.0.9', dst: '10.96.0.20', dstPort: 80 });
+    const rule = t.path.steps.find((s) => s.kind === 'rule');
+    expect(rule).toMatchObject({ chain: 'KUBE-PORTALS-CONTAINER', result: 'match', role: { kind: 'proxied', listener: 'shop/web:http TCP' } });
+    expect(t.destinations.map((d) => [d.verdict, d.address, d.probability])).toEqual([
+      ['dnat', '10.244.0.5:8080', 0.5],
+      ['dnat', '10.244.1.5:8080', 0.5],
+    ]);
+    expect(t.why.join('\n')).toMatch(/endpoint sees node-a's address, not 10.244.0.9/);
+  });
+
+  it('sends node port traffic from outside to the external listener, local endpoints only', () => {
+    const t = p.trace({ src: '203.0.113.5', dst: '192.168.1.10', dstPort: 30080, from: 'external' });
+    const rule = t.path.steps.find((s) => s.kind === 'rule');
+    expect(rule).toMatchObject({ chain: 'KUBE-NODEPORT-CONTAINER', role: { kind: 'proxied', listener: 'shop/web:http TCP external' } });
+    expect(t.destinations.map((d) => d.address)).toEqual(['10.244.0.5:8080']);
+  });
+
+  it('captures nothing that is not a service of this node', () => {
+    const t = p.trace({ src: '10.244.0.9', dst: '10.96.0.99', dstPort: 80 });
+    expect(t.destinations.map((d) => d.verdict)).toEqual(['no-match']);
   });
 });

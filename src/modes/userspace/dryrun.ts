@@ -9,7 +9,7 @@ import type { FamilyModel, NodeContext } from '../../model/types.js';
 import { FAMILY_BANNER, jumpCommands } from '../iptables/dryrun.js';
 import { restoreText } from '../iptables/ruleset.js';
 import { connectionAge, describeAge } from './age.js';
-import { renderUserspace, type Listener, type UserspaceOptions } from './render.js';
+import { renderUserspace, type Listener, type UserspaceOptions, type UserspacePlan } from './render.js';
 
 export interface UserspaceTextOptions extends UserspaceOptions {
   scheduler: 'rr' | 'lc';
@@ -47,8 +47,8 @@ function listenerLines(l: Listener, node: NodeContext, opts: UserspaceTextOption
   return lines;
 }
 
-export function userspaceRulesText(model: FamilyModel, node: NodeContext, opts: UserspaceTextOptions, explain: boolean): string {
-  const plan = renderUserspace(model, node, opts);
+/** `plan`: what the agent runs (its listeners' ports); a dry run renders its own. */
+export function userspaceRulesText(model: FamilyModel, node: NodeContext, opts: UserspaceTextOptions, explain: boolean, plan: UserspacePlan = renderUserspace(model, node, opts)): string {
   const listeners = plan.listeners.flatMap((l) => listenerLines(l, node, opts, explain));
   return [
     FAMILY_BANNER[model.family],

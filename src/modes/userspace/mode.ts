@@ -9,7 +9,10 @@ import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
 import { appliers } from '../iptables/mode.js';
+import type { FamilyModel, NodeContext } from '../../model/types.js';
 import { USERSPACE_CHAINS } from './chains.js';
+import { UserspaceDataplane } from './dataplane.js';
+import { renderUserspace } from './render.js';
 import { PromEndpointStats } from './metrics.js';
 import { parsePortRange } from '../../config/portrange.js';
 import { Proxier } from './proxier.js';
@@ -37,12 +40,13 @@ export const userspaceMode: ProxyMode = {
 
   configure(cfg: ProxyConfig): ConfiguredMode {
     const opts = userspaceOptions(cfg);
+    // Once the agent runs listeners, /debug/rules and its traces show their ports.
+    let live: Proxier | null = null;
+    const plan = (model: FamilyModel, node: NodeContext) => renderUserspace(model, node, opts, live?.held(model.family), live?.unusable(model.family));
     return {
       name: 'userspace',
-      rulesText: (model, node, explain) => userspaceRulesText(model, node, opts, explain),
-      dataplane: () => {
-        throw new Error('trace is not available in userspace mode yet');
-      },
+      rulesText: (model, node, explain) => userspaceRulesText(model, node, opts, explain, plan(model, node)),
+      dataplane: (model, node) => new UserspaceDataplane(plan(model, node), node, opts.scheduler),
       syncer: async (host) => {
         const u = userspaceConfig(cfg);
         const proxier = new Proxier({
@@ -53,6 +57,7 @@ export const userspaceMode: ProxyMode = {
           stats: host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS,
           log: host.log,
         });
+        live = proxier;
         return new UserspaceSyncer(await appliers(host), proxier, opts, host.log);
       },
     };
