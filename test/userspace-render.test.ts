@@ -81,7 +81,7 @@ endpoints:
 describe('userspace listeners', () => {
   const p = pipeline(CLUSTER, ['--proxy-mode', 'userspace', '--hostname-override', 'node-a']);
   const model = p.build.model.families.IPv4;
-  const plan = renderUserspace(model, p.build.model.node, { nodePortAddresses: [], localhostNodePorts: true, portRange: { first: 28000, last: 28009 } });
+  const plan = renderUserspace(model, p.build.model.node, { clusterCIDRs: ['10.244.0.0/16'], nodePortAddresses: [], localhostNodePorts: true, portRange: { first: 28000, last: 28009 } });
 
   it('gives external traffic a listener of its own when its policy picks other endpoints', () => {
     const byKey = new Map(plan.listeners.map((l) => [l.key, l]));
@@ -89,6 +89,9 @@ describe('userspace listeners', () => {
     expect(byKey.get('shop/web:http TCP external')!.set.endpoints.map((e) => e.address)).toEqual(['10.244.0.5:8080']);
     const rules = plan.ruleset.services.flatMap((s) => s.shared.map((r) => `${r.chain} ${r.rule}`));
     expect(rules).toContain('KUBE-NODEPORT-CONTAINER -m comment --comment "shop/web:http node port" -m tcp -p tcp --dport 30080 -j REDIRECT --to-ports 28001');
+    // Pods and the node itself are served by the cluster set, as the kernel modes short-circuit them.
+    expect(rules).toContain('KUBE-NODEPORT-CONTAINER -m comment --comment "shop/web:http node port from pods" -m tcp -p tcp -s 10.244.0.0/16 --dport 30080 -j REDIRECT --to-ports 28000');
+    expect(rules).toContain('KUBE-NODEPORT-HOST -m comment --comment "shop/web:http node port" -m tcp -p tcp --dport 30080 -j REDIRECT --to-ports 28000');
     expect(rules).toContain('KUBE-PORTALS-HOST -m comment --comment "shop/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j REDIRECT --to-ports 28000');
   });
 

@@ -16,6 +16,9 @@ export interface UserspaceTextOptions extends UserspaceOptions {
   maxConnectionAgeMs: number;
 }
 
+/** Endpoints named on a listener's line; --explain lists them all. */
+const LISTED_ENDPOINTS = 8;
+
 export const SCHEDULER_NAMES = { rr: 'round-robin', lc: 'least connections' } as const;
 
 export const SOURCE_IP_NOTE = [
@@ -33,7 +36,8 @@ function scheduling(l: Listener, opts: UserspaceTextOptions): string {
 
 function listenerLines(l: Listener, node: NodeContext, opts: UserspaceTextOptions, explain: boolean): string[] {
   const n = l.set.endpoints.length;
-  const where = n === 0 ? 'no endpoints: connections refused' : `${n} endpoint${n === 1 ? '' : 's'}`;
+  const shown = l.set.endpoints.slice(0, LISTED_ENDPOINTS).map((e) => e.address);
+  const where = n === 0 ? 'no endpoints: connections reset' : `${shown.join(', ')}${n > shown.length ? ` (+${n - shown.length} more)` : ''}`;
   const lines = [`${l.port}/${l.protocol.toLowerCase()} ${l.key}: ${l.captures.join(', ')} -> ${where}`];
   if (!explain) return lines;
   const sp = l.servicePort;

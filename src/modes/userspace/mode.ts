@@ -27,6 +27,7 @@ export function userspaceOptions(cfg: ProxyConfig): UserspaceTextOptions {
   const portRange = parsePortRange(u.portRange);
   if (portRange === null) throw new Error(`--proxy-port-range: ${JSON.stringify(u.portRange)} is not FIRST-LAST`);
   return {
+    clusterCIDRs: cfg.clusterCIDRs,
     nodePortAddresses: cfg.nodePortAddresses,
     localhostNodePorts: cfg.iptables.localhostNodePorts,
     portRange,

@@ -13,6 +13,7 @@ import { localhostNodePortsOn, nodePortIPs } from '../../model/nodeports.js';
 import { externallyAccessible } from '../../model/policy.js';
 import type { EndpointSet, FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
 import type { Rule, IptablesRuleset, ServicePortRules } from '../iptables/ruleset.js';
+import { parseCIDR } from '../../net/ip.js';
 import { comment } from '../iptables/render.js';
 import { NODEPORT_CONTAINER, NODEPORT_HOST, PORTALS_CONTAINER, PORTALS_HOST, USERSPACE_CHAINS, userspaceJumps } from './chains.js';
 import { allocatePorts, type PortRange } from './ports.js';
@@ -23,6 +24,8 @@ export type ListenerProtocol = 'TCP' | 'UDP';
 export type ListenerScope = 'service' | 'external';
 
 export interface UserspaceOptions {
+  /** Pod CIDRs, any family: pods reach external addresses as the node does (externalTrafficPolicy Local). */
+  clusterCIDRs: string[];
   nodePortAddresses: string[];
   localhostNodePorts: boolean;
   portRange: PortRange;
@@ -86,13 +89,33 @@ function refusal(sp: ServicePort): string | null {
 
 const PROTO = { TCP: 'tcp', UDP: 'udp' } as const;
 
-function captureRules(l: Listener, nodePortDsts: string[] | null, noLoopback: boolean): Rule[] {
+interface CaptureContext {
+  nodePortDsts: string[] | null;
+  noLoopback: boolean;
+  /** This family's pod CIDR, or null. */
+  podCIDR: string | null;
+}
+
+/**
+ * `insiders`: under externalTrafficPolicy Local, the port of the service port's own
+ * listener (the cluster set), where pods and the node itself go for external addresses
+ * and node ports, as in the kernel modes; null otherwise.
+ */
+function captureRules(l: Listener, ctx: CaptureContext, insiders: number | null): Rule[] {
   const sp = l.servicePort;
   const proto = PROTO[l.protocol];
-  const to = `-j REDIRECT --to-ports ${l.port}`;
   const out: Rule[] = [];
-  const both = (chains: [string, string], text: string, match: string) => {
-    for (const chain of chains) out.push({ table: 'nat', chain, rule: `${comment(`${sp.name} ${text}`)} -m ${proto} -p ${proto} ${match} ${to}` });
+  const rule = (chain: string, text: string, match: string, port: number) =>
+    out.push({ table: 'nat', chain, rule: `${comment(`${sp.name} ${text}`)} -m ${proto} -p ${proto} ${match} -j REDIRECT --to-ports ${port}` });
+  const both = ([container, host]: [string, string], text: string, match: string) => {
+    if (insiders === null) {
+      rule(container, text, match, l.port);
+      rule(host, text, match, l.port);
+      return;
+    }
+    if (ctx.podCIDR !== null && !/(^| )-s /.test(match)) rule(container, `${text} from pods`, `-s ${ctx.podCIDR} ${match}`, insiders);
+    rule(container, text, match, l.port);
+    rule(host, text, match, insiders);
   };
   const portals: [string, string] = [PORTALS_CONTAINER, PORTALS_HOST];
   const external = l.scope === 'external' || !splitsExternal(sp);
@@ -106,8 +129,8 @@ function captureRules(l: Listener, nodePortDsts: string[] | null, noLoopback: bo
   }
   if (sp.nodePort !== 0) {
     const nodePorts: [string, string] = [NODEPORT_CONTAINER, NODEPORT_HOST];
-    if (nodePortDsts === null) both(nodePorts, 'node port', `${noLoopback ? '! -d 127.0.0.0/8 ' : ''}--dport ${sp.nodePort}`);
-    else for (const ip of nodePortDsts) both(nodePorts, 'node port', `-d ${ip} --dport ${sp.nodePort}`);
+    if (ctx.nodePortDsts === null) both(nodePorts, 'node port', `${ctx.noLoopback ? '! -d 127.0.0.0/8 ' : ''}--dport ${sp.nodePort}`);
+    else for (const ip of ctx.nodePortDsts) both(nodePorts, 'node port', `-d ${ip} --dport ${sp.nodePort}`);
   }
   return out;
 }
@@ -149,8 +172,11 @@ export function renderUserspace(
     unusable,
   );
   for (const key of unplaced) refused.push({ servicePort: key, reason: 'no free listener port left in --proxy-port-range' });
-  const nodePortDsts = nodePortIPs(model.family, node, opts.nodePortAddresses, opts.localhostNodePorts);
-  const noLoopback = model.family === 'IPv4' && !localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts);
+  const ctx: CaptureContext = {
+    nodePortDsts: nodePortIPs(model.family, node, opts.nodePortAddresses, opts.localhostNodePorts),
+    noLoopback: model.family === 'IPv4' && !localhostNodePortsOn(opts.nodePortAddresses, opts.localhostNodePorts),
+    podCIDR: opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null,
+  };
 
   const listeners: Listener[] = [];
   const services: ServicePortRules[] = [];
@@ -160,7 +186,8 @@ export function renderUserspace(
     const l: Listener = { key: w.key, family: model.family, protocol: w.sp.protocol as ListenerProtocol, port, scope: w.scope, servicePort: w.sp, set: w.set, captures: [] };
     l.captures = captures(l);
     listeners.push(l);
-    services.push({ key: w.key, shared: captureRules(l, nodePortDsts, noLoopback), chains: [], rules: { start: 0, endpoints: 0, end: 0 } });
+    const insiders = w.scope === 'external' && w.sp.externalTrafficPolicy === 'Local' ? (ports.get(`${w.sp.name} ${w.sp.protocol}`) ?? null) : null;
+    services.push({ key: w.key, shared: captureRules(l, ctx, insiders), chains: [], rules: { start: 0, endpoints: 0, end: 0 } });
   }
   return {
     family: model.family,

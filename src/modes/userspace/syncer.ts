@@ -1,8 +1,9 @@
 /**
  * The userspace sync: render each family's plan with the ports the listeners hold, open
  * the new listeners, restore the capture rules (the iptables applier, as iptables mode),
- * then close the listeners nothing points at any more. Every sync is whole: the rules are
- * one or two per address of each service port, small next to iptables mode's.
+ * then close the listeners nothing points at any more. Every sync restores all capture
+ * rules (one or two per address of each service port, small next to iptables mode's);
+ * a full one also ensures the jumps and canary chains.
  */
 import type { Logger } from 'pino';
 import type { IPFamily } from '../../model/types.js';
@@ -49,7 +50,7 @@ export class UserspaceSyncer implements Syncer {
   }
 
   async sync(req: SyncRequest): Promise<SyncResult> {
-    const reason = this.needFull ? 'required' : null;
+    const reason = this.needFull ? 'required' : req.all ? 'node changed' : null;
     try {
       for (const [family, applier] of this.appliers) {
         const model = req.model.familyModel(family);
@@ -64,7 +65,9 @@ export class UserspaceSyncer implements Syncer {
         const ruleset = { ...plan.ruleset, services: plan.ruleset.services.filter((s) => open.has(s.key)) };
         this.report(plan, failed);
         await applier.restore({ what: `${family} userspace capture rules`, chunks: restoreChunks(ruleset), lines: 0 });
-        await applier.ensureJumps(ruleset.jumps);
+        // As iptables mode: jumps and canaries are checked on full syncs only, so that damage
+        // is found (and said) by the damage check rather than silently patched.
+        if (this.needFull) await applier.ensureJumps(ruleset.jumps);
         this.lastJumps = ruleset.jumps;
         await this.proxier.retire({ ...plan, listeners: plan.listeners.filter((l) => open.has(l.key)) });
       }
@@ -72,8 +75,9 @@ export class UserspaceSyncer implements Syncer {
       this.needFull = true;
       return { ok: false, full: true, error: (err as Error).message };
     }
+    const full = this.needFull;
     this.needFull = false;
-    return { ok: true, full: true, reason };
+    return { ok: true, full, reason };
   }
 
   private report(plan: UserspacePlan, failed: string[]): void {
