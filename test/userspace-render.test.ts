@@ -1,9 +1,13 @@
 /** userspace mode's pure parts: listener port allocation, which listeners a model asks for, the annotation. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connectionAge } from '../src/modes/userspace/age.js';
 import { parsePortRange } from '../src/config/portrange.js';
 import { allocatePorts } from '../src/modes/userspace/ports.js';
 import { renderUserspace } from '../src/modes/userspace/render.js';
+import { cli } from './support/cli.js';
 import { pipeline } from './support/pipeline.js';
 
 const RANGE = { first: 100, last: 102 };
@@ -132,5 +136,28 @@ describe('userspace trace', () => {
   it('captures nothing that is not a service of this node', () => {
     const t = p.trace({ src: '10.244.0.9', dst: '10.96.0.99', dstPort: 80 });
     expect(t.destinations.map((d) => d.verdict)).toEqual(['no-match']);
+  });
+});
+
+describe('userspace flags and configuration', () => {
+  it('takes the flags, and upstream\'s portRange and udpIdleTimeout from a KubeProxyConfiguration', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kpt-us-cfg-'));
+    const file = join(dir, 'config.yaml');
+    writeFileSync(file, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nportRange: "30000+99"\nudpIdleTimeout: 1s\n');
+    const r = cli(['--config', file, '--userspace-scheduler', 'lc', '--userspace-max-connection-age', '5m', '--write-config-to', '-']);
+    rmSync(dir, { recursive: true, force: true });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('portRange: 30000-30099');
+    expect(r.stdout).toContain('udpIdleTimeout: 1s');
+    expect(r.stderr).toBe('');
+  });
+
+  it('refuses a malformed --proxy-port-range and a zero --udp-timeout with a clear error', () => {
+    const bad = cli(['--dry-run', '--proxy-mode', 'userspace', '--proxy-port-range', '9-1', '--from-file', '-'], '');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--proxy-port-range.*FIRST-LAST/);
+    const zero = cli(['--dry-run', '--proxy-mode', 'userspace', '--udp-timeout', '0', '--from-file', '-'], '');
+    expect(zero.code).not.toBe(0);
+    expect(zero.stderr).toMatch(/--udp-timeout: must be greater than 0/);
   });
 });

@@ -8,6 +8,7 @@ import { isRecord } from '../kube/objects.js';
 import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
+import { formatPortRange, parsePortRange } from './portrange.js';
 import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName, type UserspaceConfig } from './options.js';
 
 export class ConfigError extends Error {}
@@ -36,7 +37,6 @@ const UPSTREAM_FIELDS = new Set([
   'detectLocal',
   'oomScoreAdj',
   'configSyncPeriod',
-  'portRange',
   'windowsRunAsService',
 ]);
 const UPSTREAM_IPTABLES_FIELDS = new Set(['snatNodeInternalIP']);
@@ -165,6 +165,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   const layer: ConfigLayer = {};
   const iptables: NonNullable<ConfigLayer['iptables']> = {};
   const conntrack: NonNullable<ConfigLayer['conntrack']> = {};
+  const userspace: NonNullable<ConfigLayer['userspace']> = {};
 
   for (const [key, value] of Object.entries(doc)) {
     if (value === null || value === undefined) continue;
@@ -190,6 +191,18 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
       case 'healthzBindAddress':
       case 'metricsBindAddress':
         layer[key] = expect<string>(typeof value === 'string', value, key, 'a string');
+        break;
+      case 'portRange': {
+        // Upstream's userspace-era fields; an empty range is upstream's "any port".
+        const text = expect<string>(typeof value === 'string', value, key, 'a string');
+        if (text === '') break;
+        const range = parsePortRange(text);
+        if (range === null) throw new ConfigError(`${key}: ${JSON.stringify(text)} is not FIRST-LAST, FIRST+COUNT or PORT`);
+        userspace.portRange = formatPortRange(range);
+        break;
+      }
+      case 'udpIdleTimeout':
+        userspace.udpIdleTimeoutMs = duration(value, key);
         break;
       case 'detectLocalMode':
         if (value !== '' && value !== DETECT_LOCAL_MODE) {
@@ -245,6 +258,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   }
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
   if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
+  if (Object.keys(userspace).length > 0) layer.userspace = userspace;
   return { layer, warnings };
 }
 
@@ -285,6 +299,8 @@ export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
           },
         }
       : {}),
+    // userspace mode's upstream fields, only when set; its scheduler and max age are flags only.
+    ...(cfg.userspace ? { portRange: cfg.userspace.portRange, udpIdleTimeout: formatDuration(cfg.userspace.udpIdleTimeoutMs) } : {}),
     logging: { verbosity: cfg.verbosity },
   });
 }
