@@ -12,6 +12,7 @@ import { FakeIptables } from '../src/modes/iptables/fake.js';
 import { binaries } from '../src/modes/iptables/variant.js';
 import { Proxier } from '../src/modes/userspace/proxier.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
+import { userspaceMode } from '../src/modes/userspace/mode.js';
 import { UserspaceSyncer } from '../src/modes/userspace/syncer.js';
 import { endpointSlice, service } from './support/objects.js';
 
@@ -106,5 +107,19 @@ describe('userspace syncer', () => {
     expect((await h.sync()).ok).toBe(true);
     expect(h.portals()).toHaveLength(2);
     expect(h.portals().join('\n')).not.toContain(`--to-ports ${first}\n`);
+  });
+
+  it('--cleanup removes its chains and the jumps to them, and leaves everything else', async () => {
+    const first = await freeRange(3);
+    const h = await harness(first);
+    h.state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));
+    expect((await h.sync()).ok).toBe(true);
+    // Someone else's rule in the same built-in chain stays.
+    await h.fake.run('iptables', ['-w', '5', '-t', 'nat', '-A', 'PREROUTING', '-p', 'tcp', '--dport', '2222', '-j', 'ACCEPT']);
+    expect(await userspaceMode.cleanup({ run: h.fake.run, log, sysctl: { ensure: async () => {} } })).toBe(true);
+    const nat = h.fake.chains('IPv4', 'nat');
+    for (const c of ['KUBE-PORTALS-CONTAINER', 'KUBE-PORTALS-HOST', 'KUBE-NODEPORT-CONTAINER', 'KUBE-NODEPORT-HOST']) expect(nat).not.toContain(c);
+    expect(h.fake.rules('IPv4', 'nat', 'PREROUTING')).toEqual(['-p tcp --dport 2222 -j ACCEPT']);
+    expect(h.fake.rules('IPv4', 'nat', 'OUTPUT')).toEqual([]);
   });
 });

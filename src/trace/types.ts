@@ -167,6 +167,8 @@ export interface Outcome {
 export interface PathSegment {
   steps: Step[];
   branches: Branch[];
+  /** What picks among the branches, when not a rule's `-m statistic` (a proxy's scheduler, say). */
+  chooser?: string;
   outcome: Outcome | null;
 }
 

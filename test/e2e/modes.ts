@@ -39,6 +39,8 @@ export interface E2EMode {
   needsAgent: string | null;
   /** Whether the mode sets route_localnet for node ports on 127.0.0.1. */
   setsRouteLocalnet: boolean;
+  /** How a UDP client that keeps its source port reaches a new backend: its stale conntrack entries deleted, or its proxy session ended. */
+  udpMovesBy: 'conntrack' | 'sessions';
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -92,6 +94,7 @@ export const E2E_MODES: E2EMode[] = [
     noEndpoints: 'refused',
     needsAgent: null,
     setsRouteLocalnet: true,
+    udpMovesBy: 'conntrack',
   },
   {
     name: 'userspace',
@@ -113,6 +116,7 @@ export const E2E_MODES: E2EMode[] = [
     noEndpoints: 'reset',
     needsAgent: 'userspace mode proxies through the agent: with no agent running, nothing listens behind the capture rules',
     setsRouteLocalnet: false,
+    udpMovesBy: 'sessions',
   },
 ];
 

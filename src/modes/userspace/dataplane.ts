@@ -108,7 +108,7 @@ export class UserspaceDataplane implements Dataplane {
       }
       if (!found && skipped > 0) steps.push({ kind: 'skipped', table: 'nat', chain, count: skipped });
     }
-    const path: PathSegment = { steps, branches: [], outcome: null };
+    const path: PathSegment = { steps, branches: [], outcome: null, chooser: `the listener's scheduler: ${SCHEDULER_NAMES[this.scheduler]}` };
     const outcomes: Outcome[] = [];
     const base = { masquerade: false, delivery: null, markedBy: null, sticky: false, reason: null } as const;
     if (!found) {

@@ -36,9 +36,12 @@ export class UserspaceSyncer implements Syncer {
   requireFullSync(reason: string): void {
     if (!this.needFull) this.log.warn({ reason }, 'full resync required');
     this.needFull = true;
+    this.applied.clear();
   }
 
   private lastJumps: JumpRule[] = [];
+  /** The restore input last applied per family. */
+  private readonly applied = new Map<IPFamily, Buffer>();
 
   async damage(): Promise<string | null> {
     for (const [family, applier] of this.appliers) {
@@ -64,7 +67,14 @@ export class UserspaceSyncer implements Syncer {
         const open = new Set(plan.listeners.filter((l) => !failed.includes(l.key)).map((l) => l.key));
         const ruleset = { ...plan.ruleset, services: plan.ruleset.services.filter((s) => open.has(s.key)) };
         this.report(plan, failed);
-        await applier.restore({ what: `${family} userspace capture rules`, chunks: restoreChunks(ruleset), lines: 0 });
+        // Unchanged rules are not written again: a restore at every periodic sync would only
+        // race whoever else edits the nat table, for nothing.
+        const text = Buffer.concat(restoreChunks(ruleset));
+        if (this.needFull || !this.applied.get(family)?.equals(text)) {
+          this.applied.delete(family);
+          await applier.restore({ what: `${family} userspace capture rules`, chunks: [text], lines: 0 });
+          this.applied.set(family, text);
+        }
         // As iptables mode: jumps and canaries are checked on full syncs only, so that damage
         // is found (and said) by the damage check rather than silently patched.
         if (this.needFull) await applier.ensureJumps(ruleset.jumps);
