@@ -99,6 +99,13 @@ describe('userspace listeners', () => {
     expect(rules).toContain('KUBE-PORTALS-HOST -m comment --comment "shop/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20 --dport 80 -j REDIRECT --to-ports 28000');
   });
 
+  it('says in --explain that the backend sees the node\'s address, and what keeps the client\'s', () => {
+    const text = p.dryRunText(true);
+    expect(text).toMatch(/# source IP: the agent opens its own connection to the endpoint, so the backend sees this\n# node's address, never the client's/);
+    expect(text).toMatch(/--proxy-mode iptables/);
+    expect(text).toMatch(/#   28000\/tcp shop\/web:http TCP: cluster IP 10.96.0.20:80 -> 10.244.0.5:8080, 10.244.1.5:8080/);
+  });
+
   it('refuses SCTP by name, and proxies the rest', () => {
     expect(plan.refused).toEqual([{ servicePort: 'telco/sig:s SCTP', reason: expect.stringMatching(/SCTP is not proxied in userspace mode/) }]);
     expect(plan.listeners).toHaveLength(2);

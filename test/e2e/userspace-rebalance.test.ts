@@ -105,5 +105,13 @@ describe.runIf(canRun)('userspace mode rebalances long-lived connections onto a 
     // Without a max age nothing moves: the new pod gets no traffic from the clients already connected.
     expect(result.pinned!.after['web-3']).toBe(0);
     expect(result.pinned!.reconnects).toBe(0);
+
+    // The agent's metrics say the same per endpoint: connections open to the new pod, bytes to and from it.
+    const metrics = (await cluster.exec(cluster.node('node-a'), 'curl', ['-s', '--max-time', '2', 'http://127.0.0.1:10249/metrics'])).stdout;
+    const web3 = `${cluster.pod('web-3').ip}:9000`;
+    const value = (name: string, labels: string) => Number(new RegExp(`^${name}\\{${labels.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    expect(value('kubeproxy_ts_userspace_endpoint_active_connections', `listener="${NS}/rebalanced:app TCP",endpoint="${web3}"`)).toBeGreaterThan(0);
+    expect(value('kubeproxy_ts_userspace_endpoint_active_connections', `listener="${NS}/pinned:app TCP",endpoint="${web3}"`)).toBeNaN();
+    expect(value('kubeproxy_ts_userspace_endpoint_bytes_total', `listener="${NS}/rebalanced:app TCP",endpoint="${web3}",direction="from_endpoint"`)).toBeGreaterThan(0);
   }, 60_000);
 });
