@@ -51,6 +51,9 @@ interface Pair {
 export class TcpListener {
   private readonly server: net.Server;
   private readonly pairs = new Set<Pair>();
+  /** Clients whose endpoint connection is still being made. */
+  private readonly pending = new Set<net.Socket>();
+  private closed = false;
   private maxAgeMs: number;
 
   constructor(
@@ -87,8 +90,10 @@ export class TcpListener {
     this.maxAgeMs = ms;
   }
 
-  /** Stops accepting and resets every connection it carries. */
+  /** Stops accepting and resets every connection it carries or is connecting. */
   close(): Promise<void> {
+    this.closed = true;
+    for (const c of this.pending) c.resetAndDestroy();
     for (const p of this.pairs) {
       p.client.resetAndDestroy();
       p.backend.resetAndDestroy();
@@ -114,12 +119,14 @@ export class TcpListener {
     // Until the pair is joined, a client error only destroys the client (and a pending connect with it).
     client.on('error', ignore);
     client.setKeepAlive(true, KEEPALIVE_MS);
+    this.pending.add(client);
+    client.once('close', () => this.pending.delete(client));
     this.connect(client, client.remoteAddress ?? '', new Set(), 0);
   }
 
   private connect(client: net.Socket, clientIP: string, tried: Set<string>, attempt: number): void {
     if (client.destroyed) return;
-    const b = this.balancer.pick(clientIP, tried);
+    const b = this.closed ? null : this.balancer.pick(clientIP, tried);
     if (b === null || attempt >= CONNECT_TIMEOUTS_MS.length) {
       // As the kernel modes' REJECT: the client learns at once there is nowhere to go.
       client.resetAndDestroy();
@@ -128,7 +135,8 @@ export class TcpListener {
     b.active++;
     const backend = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_MS });
     const timer = setTimeout(() => backend.destroy(new Error('connect timeout')), CONNECT_TIMEOUTS_MS[attempt]);
-    const clientGone = () => backend.destroy();
+    // Through `failed`, so the endpoint's count and the timer are undone.
+    const clientGone = () => backend.destroy(new Error('client gone'));
     const failed = (err: Error) => {
       clearTimeout(timer);
       client.off('close', clientGone);
@@ -145,6 +153,13 @@ export class TcpListener {
       clearTimeout(timer);
       client.off('close', clientGone);
       backend.off('error', failed);
+      this.pending.delete(client);
+      if (this.closed) {
+        b.active--;
+        client.resetAndDestroy();
+        backend.resetAndDestroy();
+        return;
+      }
       this.balancer.connected(clientIP, b);
       this.join(client, backend, b);
     });
