@@ -122,4 +122,28 @@ describe('userspace syncer', () => {
     expect(h.fake.rules('IPv4', 'nat', 'PREROUTING')).toEqual(['-p tcp --dport 2222 -j ACCEPT']);
     expect(h.fake.rules('IPv4', 'nat', 'OUTPUT')).toEqual([]);
   });
+
+  it('keeps a service\'s open connections while other services come and go', async () => {
+    const first = await freeRange(3);
+    const h = await harness(first);
+    const echo = net.createServer((c) => (c.on('error', () => {}), c.pipe(c)));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => echo.close(r)));
+    const port = (echo.address() as net.AddressInfo).port;
+    h.state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80, targetPort: port }]));
+    h.state.upsertSlice(endpointSlice('ns', 'a', 'a-1', [{ name: 'http', port }], [{ ip: '127.0.0.1', nodeName: 'node-a' }]));
+    expect((await h.sync()).ok).toBe(true);
+    const c = net.connect(first, '127.0.0.1');
+    closers.push(() => c.destroy());
+    let closed = false;
+    c.on('close', () => (closed = true));
+    const roundTrip = (text: string) => new Promise<string>((resolve) => (c.once('data', (d) => resolve(String(d))), c.write(text)));
+    expect(await roundTrip('one')).toBe('one');
+    h.state.upsertService(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
+    await h.sync();
+    h.state.deleteService(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
+    await h.sync();
+    expect(closed).toBe(false);
+    expect(await roundTrip('two')).toBe('two');
+  });
 });
