@@ -360,7 +360,7 @@ describe('flags', () => {
 
   it('--help groups the flags by what they are for', () => {
     const headings = cli(['--help']).stdout.split('\n').filter((l) => /^\S.*:$/.test(l));
-    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'Conntrack (set by the node agent at start-up):', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
+    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'userspace mode:', 'Conntrack (set by the node agent at start-up):', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
   });
 
   it('--help wins over other flags and does not read files', () => {

@@ -46,7 +46,8 @@ for (const mode of GOLDEN_MODES) {
   });
 }
 
-describe('iptables golden outputs pass iptables-restore --test', () => {
+// userspace mode's capture rules are iptables-restore input too.
+describe.each(['iptables', 'userspace'])('%s golden outputs pass iptables-restore --test', (mode) => {
   const canRun = privilegedTestsCanRun('iptables-restore --test of golden files', ['ip', 'iptables-restore', 'ip6tables-restore']);
   let ns: Netns | undefined;
   beforeAll(() => {
@@ -56,7 +57,7 @@ describe('iptables golden outputs pass iptables-restore --test', () => {
 
   for (const name of cases) {
     it.runIf(canRun)(name, () => {
-      const byFamily = splitFamilies(readFileSync(goldenPath(name, 'iptables.txt'), 'utf8'));
+      const byFamily = splitFamilies(readFileSync(goldenPath(name, `${mode}.txt`), 'utf8'));
       expect(restoreTest(ns!, 'IPv4', byFamily.IPv4)).toBeNull();
       expect(restoreTest(ns!, 'IPv6', byFamily.IPv6)).toBeNull();
     });

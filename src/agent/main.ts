@@ -36,7 +36,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   });
   const configured = mode.configure(cfg);
   // A node whose kernel cannot run the mode fails here, before the API hears from it.
-  const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
+  const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
   // Then the lists go out at once: the API's answers, the conntrack library and the
   // servers are waited for together, and the first sync needs the lists only.
   let runner: BoundedFrequencyRunner | null = null;

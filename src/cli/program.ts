@@ -12,6 +12,8 @@ import {
 } from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
 import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
+import { MAX_CONNECTION_AGE_ANNOTATION } from '../kube/objects.js';
+import { formatPortRange, parsePortRange } from '../config/portrange.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
 import type { DestinationSpec, Origin, SourceSpec, TraceProtocol, TraceQuery } from '../trace/types.js';
 
@@ -57,6 +59,12 @@ function durationValue(v: string): number {
   const ms = parseDuration(v);
   if (ms === null) throw new InvalidArgumentError('want a duration like 30s, 1m or 500ms');
   return ms;
+}
+
+function portRangeValue(v: string): string {
+  const r = parsePortRange(v);
+  if (r === null) throw new InvalidArgumentError('want FIRST-LAST, FIRST+COUNT or PORT, within 1-65535');
+  return formatPortRange(r);
 }
 
 function intValue(v: string): number {
@@ -107,6 +115,9 @@ const RENDER_FLAGS = [
   '--iptables-masquerade-bit',
   '--iptables-localhost-nodeports',
   '--conntrack-tcp-be-liberal',
+  '--proxy-port-range',
+  '--userspace-scheduler',
+  '--userspace-max-connection-age',
   '--config',
   '--from-file',
   '--kubeconfig',
@@ -128,6 +139,7 @@ const GROUP = {
   common: 'Proxy:',
   iptables: 'iptables mode:',
   conntrack: 'Conntrack (set by the node agent at start-up):',
+  userspace: 'userspace mode:',
   agent: 'Node agent:',
   offline: 'Offline (--dry-run, trace):',
   other: 'Other:',
@@ -147,6 +159,15 @@ export function buildProgram(): Command {
     .addOption(group(GROUP.iptables, new Option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)').argParser(boolValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
+    .addOption(group(GROUP.userspace, new Option('--userspace-scheduler <name>', 'how a listener picks an endpoint: rr (round-robin) or lc (least connections) (default rr)').choices(['rr', 'lc'])))
+    .addOption(
+      group(
+        GROUP.userspace,
+        new Option('--userspace-max-connection-age <duration>', `end TCP connections older than this at a safe point, so clients reconnect and spread over all endpoints; 0 never (default 0; per Service: annotation ${MAX_CONNECTION_AGE_ANNOTATION})`).argParser(durationValue),
+      ),
+    )
+    .addOption(group(GROUP.userspace, new Option('--udp-timeout <duration>', 'how long an idle UDP client session is kept (default 250ms)').argParser(durationValue)))
+    .addOption(group(GROUP.userspace, new Option('--proxy-port-range <range>', 'local ports the listeners take: FIRST-LAST, FIRST+COUNT or PORT (default 28000-29999)').argParser(portRangeValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-max-per-core <n>', 'nf_conntrack_max per CPU; 0 leaves nf_conntrack_max as it is and ignores --conntrack-min (default 32768)').argParser(intValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-min <n>', 'nf_conntrack_max at least this, whatever the CPUs (default 131072)').argParser(intValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-tcp-timeout-established <duration>', 'idle timeout of established TCP connections; 0 leaves it as it is (default 24h)').argParser(durationValue)))
@@ -204,6 +225,12 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('conntrackUdpTimeout')) conntrack.udpTimeoutMs = o.conntrackUdpTimeout as number;
   if (given('conntrackUdpTimeoutStream')) conntrack.udpStreamTimeoutMs = o.conntrackUdpTimeoutStream as number;
   if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
+  const userspace: NonNullable<ConfigLayer['userspace']> = {};
+  if (given('userspaceScheduler')) userspace.scheduler = o.userspaceScheduler as 'rr' | 'lc';
+  if (given('userspaceMaxConnectionAge')) userspace.maxConnectionAgeMs = o.userspaceMaxConnectionAge as number;
+  if (given('udpTimeout')) userspace.udpIdleTimeoutMs = o.udpTimeout as number;
+  if (given('proxyPortRange')) userspace.portRange = o.proxyPortRange as string;
+  if (Object.keys(userspace).length > 0) layer.userspace = userspace;
   return layer;
 }
 

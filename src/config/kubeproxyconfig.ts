@@ -8,7 +8,8 @@ import { isRecord } from '../kube/objects.js';
 import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
-import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName } from './options.js';
+import { formatPortRange, parsePortRange } from './portrange.js';
+import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName, type UserspaceConfig } from './options.js';
 
 export class ConfigError extends Error {}
 
@@ -36,7 +37,6 @@ const UPSTREAM_FIELDS = new Set([
   'detectLocal',
   'oomScoreAdj',
   'configSyncPeriod',
-  'portRange',
   'windowsRunAsService',
 ]);
 const UPSTREAM_IPTABLES_FIELDS = new Set(['snatNodeInternalIP']);
@@ -104,10 +104,21 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
     throw new ConfigError(`logging.verbosity: ${JSON.stringify(cfg.verbosity)} is not a non-negative integer`);
   }
   if (cfg.conntrack) validateConntrack(cfg.conntrack);
+  if (cfg.userspace) validateUserspace(cfg.userspace);
   if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
     throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
   }
   return cfg;
+}
+
+function validateUserspace(u: UserspaceConfig): void {
+  if (u.udpIdleTimeoutMs <= 0) throw new ConfigError('--udp-timeout: must be greater than 0');
+  for (const [field, ms] of [
+    ['--udp-timeout', u.udpIdleTimeoutMs],
+    ['--userspace-max-connection-age', u.maxConnectionAgeMs],
+  ] as const) {
+    if (ms > MAX_TIMER_MS) throw new ConfigError(`${field}: ${formatDuration(ms)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest a timer can wait`);
+  }
 }
 
 /** The conntrack section: counts within int32, timeouts 0 (leave as is) or whole seconds a sysctl takes. */
@@ -154,6 +165,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   const layer: ConfigLayer = {};
   const iptables: NonNullable<ConfigLayer['iptables']> = {};
   const conntrack: NonNullable<ConfigLayer['conntrack']> = {};
+  const userspace: NonNullable<ConfigLayer['userspace']> = {};
 
   for (const [key, value] of Object.entries(doc)) {
     if (value === null || value === undefined) continue;
@@ -179,6 +191,18 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
       case 'healthzBindAddress':
       case 'metricsBindAddress':
         layer[key] = expect<string>(typeof value === 'string', value, key, 'a string');
+        break;
+      case 'portRange': {
+        // Upstream's userspace-era fields; an empty range is upstream's "any port".
+        const text = expect<string>(typeof value === 'string', value, key, 'a string');
+        if (text === '') break;
+        const range = parsePortRange(text);
+        if (range === null) throw new ConfigError(`${key}: ${JSON.stringify(text)} is not FIRST-LAST, FIRST+COUNT or PORT`);
+        userspace.portRange = formatPortRange(range);
+        break;
+      }
+      case 'udpIdleTimeout':
+        userspace.udpIdleTimeoutMs = duration(value, key);
         break;
       case 'detectLocalMode':
         if (value !== '' && value !== DETECT_LOCAL_MODE) {
@@ -234,6 +258,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   }
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
   if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
+  if (Object.keys(userspace).length > 0) layer.userspace = userspace;
   return { layer, warnings };
 }
 
@@ -274,6 +299,8 @@ export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
           },
         }
       : {}),
+    // userspace mode's upstream fields, only when set; its scheduler and max age are flags only.
+    ...(cfg.userspace ? { portRange: cfg.userspace.portRange, udpIdleTimeout: formatDuration(cfg.userspace.udpIdleTimeoutMs) } : {}),
     logging: { verbosity: cfg.verbosity },
   });
 }

@@ -37,6 +37,26 @@ export interface ProxyConfig {
    * through `conntrackConfig`), and `--write-config-to` writes no `conntrack` block.
    */
   conntrack?: ConntrackConfig;
+  /** userspace mode's settings (flags only); absent means `DEFAULT_USERSPACE`. */
+  userspace?: UserspaceConfig;
+}
+
+/** How userspace mode proxies. Durations in ms. */
+export interface UserspaceConfig {
+  /** `rr` round-robin, `lc` least connections (`--userspace-scheduler`). */
+  scheduler: 'rr' | 'lc';
+  /** Past this age a TCP connection is ended at a safe point, so clients spread again; 0 never (`--userspace-max-connection-age`). */
+  maxConnectionAgeMs: number;
+  /** An idle UDP client session is closed after this (`--udp-timeout`, as upstream). */
+  udpIdleTimeoutMs: number;
+  /** Local ports the listeners take (`--proxy-port-range`, as upstream): `FIRST-LAST`. */
+  portRange: string;
+}
+
+export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, portRange: '28000-29999' };
+
+export function userspaceConfig(cfg: ProxyConfig): UserspaceConfig {
+  return cfg.userspace ?? DEFAULT_USERSPACE;
 }
 
 /** KubeProxyConntrackConfiguration, durations in ms. A 0 (or false) leaves the node's value as it is. */
@@ -87,17 +107,19 @@ export const DEFAULT_CONFIG: ProxyConfig = {
 };
 
 /** A partial configuration from one source (file or flags). */
-export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'conntrack'>> & {
+export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'conntrack' | 'userspace'>> & {
   iptables?: Partial<ProxyConfig['iptables']>;
   conntrack?: Partial<ConntrackConfig>;
+  userspace?: Partial<UserspaceConfig>;
 };
 
 export function mergeConfig(...layers: ConfigLayer[]): ProxyConfig {
   let out: ProxyConfig = structuredClone(DEFAULT_CONFIG);
   for (const l of layers) {
-    const { iptables, conntrack, ...rest } = l;
+    const { iptables, conntrack, userspace, ...rest } = l;
     out = { ...out, ...rest, iptables: { ...out.iptables, ...iptables } };
     if (conntrack) out.conntrack = { ...conntrackConfig(out), ...conntrack };
+    if (userspace) out.userspace = { ...userspaceConfig(out), ...userspace };
   }
   return out;
 }

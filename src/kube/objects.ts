@@ -10,6 +10,8 @@ export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-nam
 export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const SOURCE_RANGES_ANNOTATION = 'service.beta.kubernetes.io/load-balancer-source-ranges';
+/** userspace mode: a duration (or `0`) that overrides `--userspace-max-connection-age` for the Service. */
+export const MAX_CONNECTION_AGE_ANNOTATION = 'userspace.kube-proxy-ts.io/max-connection-age';
 
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 export type TrafficPolicy = 'Cluster' | 'Local';
@@ -49,6 +51,8 @@ export interface ServiceInfo {
   /** Seconds of ClientIP affinity, or null for None. */
   affinityTimeoutSeconds: number | null;
   healthCheckNodePort: number;
+  /** The MAX_CONNECTION_AGE_ANNOTATION as written, or null; userspace mode reads it. */
+  maxConnectionAge: string | null;
 }
 
 export interface SlicePort {

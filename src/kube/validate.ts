@@ -7,6 +7,7 @@
 import { parseCIDR, parseIP, type IPFamily, type ParsedCIDR, type ParsedIP } from '../net/ip.js';
 import {
   SERVICE_NAME_LABEL,
+  MAX_CONNECTION_AGE_ANNOTATION,
   SOURCE_RANGES_ANNOTATION,
   type Problem,
   type Protocol,
@@ -270,6 +271,7 @@ export function validateService(obj: unknown): Validated<ServiceInfo> {
       internalTrafficPolicy: policy(spec.internalTrafficPolicy, 'spec.internalTrafficPolicy'),
       affinityTimeoutSeconds,
       healthCheckNodePort: port(spec.healthCheckNodePort, 'spec.healthCheckNodePort', true),
+      maxConnectionAge: meta.annotations[MAX_CONNECTION_AGE_ANNOTATION] ?? null,
     };
   });
 }

@@ -144,6 +144,7 @@ function servicePorts(svc: ServiceInfo, family: IPFamily, slices: EndpointSliceI
       internalTrafficPolicy: svc.internalTrafficPolicy,
       sessionAffinity: svc.affinityTimeoutSeconds === null ? null : { timeoutSeconds: svc.affinityTimeoutSeconds },
       healthCheckNodePort: externalTrafficPolicy === 'Local' ? svc.healthCheckNodePort : 0,
+      maxConnectionAge: svc.maxConnectionAge,
       endpoints,
       cluster: clusterEndpoints(endpoints, node),
       local: localEndpoints(endpoints),

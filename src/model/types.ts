@@ -65,6 +65,8 @@ export interface ServicePort {
   sessionAffinity: SessionAffinity | null;
   /** 0 unless externalTrafficPolicy is Local on a load balancer. */
   healthCheckNodePort: number;
+  /** The Service's userspace max-connection-age annotation as written (unchecked), or null. */
+  maxConnectionAge?: string | null;
   /** Every known endpoint of this port in this family, sorted by address. */
   endpoints: Endpoint[];
   /** Endpoints for Cluster-policy traffic (topology and terminating fallback applied). */

@@ -6,6 +6,7 @@
  * `ProxyMode` and is added to `registry.ts`.
  */
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { ProxyConfig, ProxyModeName } from '../config/options.js';
 import type { Runner } from '../exec/command.js';
 import type { Sysctls } from '../exec/sysctl.js';
@@ -17,6 +18,8 @@ export interface Host {
   run: Runner;
   sysctl: Sysctls;
   log: Logger;
+  /** Where a mode registers metrics of its own (the agent's registry); absent outside the agent. */
+  metrics?: Registry;
 }
 
 export interface ProxyMode {

@@ -87,7 +87,7 @@ class PathPrinter {
     }
     if (seg.outcome) this.lines.push(`${indent}=> ${outcomeText(seg.outcome)}`);
     if (seg.branches.length === 0) return;
-    this.lines.push(`${indent}one of ${seg.branches.length} ways (-m statistic):`);
+    this.lines.push(`${indent}one of ${seg.branches.length} ways (${seg.chooser ?? '-m statistic'}):`);
     const first = seg.branches[0]!;
     const chain = this.chain;
     seg.branches.forEach((b, i) => {

@@ -92,7 +92,9 @@ export type RuleRole =
   /** Drop: a Local traffic policy and no endpoint on this node. */
   | { kind: 'no-local-endpoints' }
   /** Drop: the source is outside loadBalancerSourceRanges. */
-  | { kind: 'source-ranges' };
+  | { kind: 'source-ranges' }
+  /** Captured into a proxy's listener (userspace mode), which connects to the endpoint itself. */
+  | { kind: 'proxied'; listener: string; port: number };
 
 /** A rule by its place: 1-based index in its chain, as `iptables -L --line-numbers` counts. */
 export interface RuleRef {
@@ -165,6 +167,8 @@ export interface Outcome {
 export interface PathSegment {
   steps: Step[];
   branches: Branch[];
+  /** What picks among the branches, when not a rule's `-m statistic` (a proxy's scheduler, say). */
+  chooser?: string;
   outcome: Outcome | null;
 }
 

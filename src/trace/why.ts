@@ -180,6 +180,9 @@ const clusterCIDROf = (r: RuleRole | null) => (r?.kind === 'masquerade' && r.bec
 
 function masquerade(o: Outcome, c: MasqueradeContext): string {
   const why = o.markedBy?.role;
+  if (why?.kind === 'proxied') {
+    return `Proxied: the agent's listener ${why.port} (${why.listener}) opens its own connection to the endpoint, so the endpoint sees ${c.here}'s address, not ${c.src}.`;
+  }
   if (o.markedBy) {
     if (why?.kind !== 'masquerade') return `Masqueraded: marked by ${o.markedBy.table} ${o.markedBy.chain} rule ${o.markedBy.rule}.`;
     switch (why.because) {

@@ -158,7 +158,8 @@ for (const mode of E2E_MODES) {
       const late = answers(client).filter((a) => a.answer && a.t > Math.max(first.clusterIP!, first.nodePort!) + 200);
       expect(late.length).toBeGreaterThan(0);
       expect(late.every((a) => a.answer!.startsWith('web-2 '))).toBe(true);
-      expect(await deletedEntries()).toBeGreaterThanOrEqual(before + 2);
+      if (mode.udpMovesBy === 'conntrack') expect(await deletedEntries()).toBeGreaterThanOrEqual(before + 2);
+      else console.log(`${mode.name}: skipped "stale conntrack entries deleted": the agent ends the client's session to the old backend instead`);
     });
 
     it('a Service that started without an endpoint: its first endpoint answers within 2 s', async () => {

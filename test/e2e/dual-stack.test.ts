@@ -18,7 +18,7 @@ import { privilegedTestsCanRun } from '../support/privileges.js';
 import { clientIP, TestCluster, type NsProcess, type ProbeResult, type Where } from '../support/topology.js';
 import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
-import { E2E_MODES } from './modes.js';
+import { E2E_MODES, sourceIP } from './modes.js';
 
 const NS = 'e2e6';
 const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
@@ -83,15 +83,15 @@ for (const mode of E2E_MODES) {
       const client = cluster.pod('client-a');
       const first = await firstAnswer('IPv6 ClusterIP answers', client, 'fd00:10:96::10', 80);
       expect(first.ok && first.client).toMatch(/^\[.*\]:\d+$/);
-      expect(clientIP(first)).toBe(client.ip6);
+      sourceIP(mode, 'the endpoint sees the IPv6 pod source IP', () => expect(clientIP(first)).toBe(client.ip6));
       const many = await cluster.tcpMany(client, 'fd00:10:96::10', 80, 40);
       expect(many.every((r) => r.ok)).toBe(true);
       expect(answered(many)).toEqual(new Set(['web-a1', 'web-b1']));
-      expect(clients(many)).toEqual(new Set([client.ip6]));
+      sourceIP(mode, 'every endpoint sees the IPv6 pod source IP', () => expect(clients(many)).toEqual(new Set([client.ip6])));
       // And from the other node's pod, which reaches web-a1 across the LAN.
       const fromB = await cluster.tcpMany(cluster.pod('client-b'), 'fd00:10:96::10', 80, 30);
       expect(answered(fromB)).toEqual(new Set(['web-a1', 'web-b1']));
-      expect(clients(fromB)).toEqual(new Set([cluster.pod('client-b').ip6]));
+      sourceIP(mode, 'the other node\'s pod keeps its IPv6 source IP', () => expect(clients(fromB)).toEqual(new Set([cluster.pod('client-b').ip6])));
     });
 
     it('rejects IPv6 connections to a service without endpoints at once', async () => {
@@ -102,12 +102,12 @@ for (const mode of E2E_MODES) {
       // the one for the SYN sent again after 1 s; IPv4 reports at once. Hence 2 s, not 500 ms.
       await eventually('no-endpoint REJECT over IPv6', async () => {
         const p = await cluster.tcp(cluster.pod('client-a'), 'fd00:10:96::11', 80, { timeoutMs: 2000 });
-        return !p.ok && p.error === 'refused' ? p : undefined;
+        return !p.ok && p.error === mode.noEndpoints ? p : undefined;
       });
       // Refused, not dropped: the answer comes well before the probe would time out (5 s).
       const started = Date.now();
       const r = await cluster.tcp(cluster.pod('client-b'), 'fd00:10:96::11', 80, { timeoutMs: 5000 });
-      expect(r).toEqual({ ok: false, error: 'refused' });
+      expect(r).toEqual({ ok: false, error: mode.noEndpoints });
       expect(Date.now() - started).toBeLessThan(2500);
     });
 
@@ -136,7 +136,7 @@ for (const mode of E2E_MODES) {
       // A pod, inside fd00:10:244::/56, keeps its own address through the cluster IP.
       const pod = await firstAnswer('client-a -> masq6 cluster IP', cluster.pod('client-a'), 'fd00:10:96::31', 80);
       expect(pod.ok && pod.pod).toBe('web-b1');
-      expect(clientIP(pod)).toBe(cluster.pod('client-a').ip6);
+      sourceIP(mode, 'a pod keeps its IPv6 address through the cluster IP', () => expect(clientIP(pod)).toBe(cluster.pod('client-a').ip6));
       // node-b itself is outside it: its connection to the cluster IP leaves with node-b's
       // LAN address, and reaches web-b1 masqueraded to the bridge's address.
       const nodeB = cluster.node('node-b');
@@ -157,9 +157,9 @@ for (const mode of E2E_MODES) {
       const ext = cluster.external!;
       const r = await firstAnswer('external -> node-a IPv6:30090', ext, cluster.node('node-a').ip6, 30090);
       expect(r.ok && r.pod).toBe('web-a1');
-      expect(clientIP(r)).toBe(ext.ip6);
+      sourceIP(mode, 'externalTrafficPolicy Local keeps the external IPv6 client address', () => expect(clientIP(r)).toBe(ext.ip6));
       const many = await cluster.tcpMany(ext, cluster.node('node-a').ip6, 30090, 10);
-      expect(clients(many)).toEqual(new Set([ext.ip6]));
+      sourceIP(mode, 'externalTrafficPolicy Local keeps it on every connection', () => expect(clients(many)).toEqual(new Set([ext.ip6])));
       // node-b has no local endpoint: it drops rather than forwards.
       const b = await cluster.tcp(ext, cluster.node('node-b').ip6, 30090, { timeoutMs: 1000 });
       expect(b.ok).toBe(false);
@@ -185,7 +185,7 @@ for (const mode of E2E_MODES) {
         expect(rs.every((r) => r.ok)).toBe(true);
         // Without affinity, 30 connections would land on one of two endpoints with p = 2^-29.
         expect(answered(rs).size).toBe(1);
-        expect(clients(rs)).toEqual(new Set([client.ip6]));
+        sourceIP(mode, 'the sticky endpoint sees the IPv6 client address', () => expect(clients(rs)).toEqual(new Set([client.ip6])));
       }
     });
 
@@ -217,7 +217,7 @@ for (const mode of E2E_MODES) {
           const rs = await cluster.tcpMany(client, ip, 80, 20);
           expect(rs.every((r) => r.ok)).toBe(true);
           expect(answered(rs)).toEqual(new Set([v6 ? 'web-b1' : 'web-a1']));
-          expect(clients(rs)).toEqual(new Set([v6 ? client.ip6 : client.ip]));
+          sourceIP(mode, `${c.name} on ${ip} keeps the pod source address`, () => expect(clients(rs)).toEqual(new Set([v6 ? client.ip6 : client.ip])));
         }
       }
     });
@@ -231,7 +231,7 @@ for (const mode of E2E_MODES) {
         return r.ok ? r : undefined;
       });
       expect(first.ok && first.pod).toBe('web-a1');
-      expect(first.ok && first.client).toBe(`[${cluster.pod('client-a').ip6}]:40053`);
+      sourceIP(mode, 'the endpoint sees the IPv6 UDP client address and port', () => expect(first.ok && first.client).toBe(`[${cluster.pod('client-a').ip6}]:40053`));
       // web-a1 keeps running: only a deleted conntrack entry sends this client elsewhere.
       api.apply(endpointSlice6(NS, 'dns6', 'dns6-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web6('web-b1')));
       const moved = await eventually('same client, same source port, new backend', async () => {

@@ -31,6 +31,16 @@ export interface E2EMode {
   familyRules(text: string, family: Family): string;
   /** What /debug/rules shows for the cluster IP of a service port (`ns/name:port`), either family. */
   clusterIPRuleOf(servicePort: string, ip: string, port: number): RegExp;
+  /** Why endpoints never see the client's own address in this mode; null when they do. */
+  hidesSourceIP: string | null;
+  /** What a client sees connecting to a service without endpoints. */
+  noEndpoints: 'refused' | 'reset';
+  /** Why service traffic stops while no agent runs on the node; null when the rules carry it alone. */
+  needsAgent: string | null;
+  /** Whether the mode sets route_localnet for node ports on 127.0.0.1. */
+  setsRouteLocalnet: boolean;
+  /** How a UDP client that keeps its source port reaches a new backend: its stale conntrack entries deleted, or its proxy session ended. */
+  udpMovesBy: 'conntrack' | 'sessions';
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -48,6 +58,16 @@ const IPTABLES_BANNER: Record<Family, string> = {
   IPv6: '# ==== IPv6: ip6tables-restore input ====',
 };
 
+/** Each family's section starts with its banner; the IPv6 one, when there is one, comes second. */
+function iptablesFamilyRules(text: string, family: Family): string {
+  const start = text.indexOf(IPTABLES_BANNER[family]);
+  if (start < 0) return '';
+  const next = family === 'IPv4' ? text.indexOf(IPTABLES_BANNER.IPv6, start) : -1;
+  return text.slice(start, next < 0 ? undefined : next);
+}
+
+const USERSPACE_PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'handle ClusterIPs; NOTE: this must be before the NodePort rules', '-j', 'KUBE-PORTALS-CONTAINER'];
+
 const PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES'];
 
 export const E2E_MODES: E2EMode[] = [
@@ -64,18 +84,45 @@ export const E2E_MODES: E2EMode[] = [
     hooked: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-C', ...PORTALS])).status === 0,
     wreck6: (cluster, node) => flushTables('ip6tables', cluster, node),
     present6: async (cluster, node) => (await cluster.exec(node, 'ip6tables', ['-w', '-t', 'nat', '-S', 'KUBE-SERVICES'])).status === 0,
-    familyRules(text, family) {
-      // Each family's section starts with its banner; the IPv6 one, when there is one, comes second.
-      const start = text.indexOf(IPTABLES_BANNER[family]);
-      if (start < 0) return '';
-      const next = family === 'IPv4' ? text.indexOf(IPTABLES_BANNER.IPv6, start) : -1;
-      return text.slice(start, next < 0 ? undefined : next);
-    },
+    familyRules: iptablesFamilyRules,
     clusterIPRuleOf: (servicePort, ip, port) =>
       new RegExp(
         `^-A KUBE-SERVICES -m comment --comment "${escape(servicePort)} cluster IP" -m tcp -p tcp -d ${escape(ip)} --dport ${port} -j KUBE-SVC-`,
         'm',
       ),
+    hidesSourceIP: null,
+    noEndpoints: 'refused',
+    needsAgent: null,
+    setsRouteLocalnet: true,
+    udpMovesBy: 'conntrack',
+  },
+  {
+    name: 'userspace',
+    tools: ['iptables', 'iptables-restore'],
+    tools6: ['ip6tables', 'ip6tables-restore', 'ip6tables-save'],
+    wreck: (cluster, node) => flushTables('iptables', cluster, node),
+    present: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-S', 'KUBE-PORTALS-CONTAINER'])).status === 0,
+    clusterIPRule: /^-A KUBE-PORTALS-CONTAINER -m comment --comment "e2e\/web:http cluster IP" -m tcp -p tcp -d 10.96.0.10 --dport 80 -j REDIRECT --to-ports \d+$/m,
+    async unhook(cluster, node) {
+      expect((await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-D', ...USERSPACE_PORTALS])).status).toBe(0);
+    },
+    hooked: async (cluster, node) => (await cluster.exec(node, 'iptables', ['-w', '-t', 'nat', '-C', ...USERSPACE_PORTALS])).status === 0,
+    wreck6: (cluster, node) => flushTables('ip6tables', cluster, node),
+    present6: async (cluster, node) => (await cluster.exec(node, 'ip6tables', ['-w', '-t', 'nat', '-S', 'KUBE-PORTALS-CONTAINER'])).status === 0,
+    familyRules: iptablesFamilyRules,
+    clusterIPRuleOf: (servicePort, ip, port) =>
+      new RegExp(`^-A KUBE-PORTALS-CONTAINER -m comment --comment "${escape(servicePort)} cluster IP" -m tcp -p tcp -d ${escape(ip)} --dport ${port} -j REDIRECT --to-ports \\d+$`, 'm'),
+    hidesSourceIP: 'userspace mode proxies through the agent: endpoints see the node\'s address, never the client\'s',
+    noEndpoints: 'reset',
+    needsAgent: 'userspace mode proxies through the agent: with no agent running, nothing listens behind the capture rules',
+    setsRouteLocalnet: false,
+    udpMovesBy: 'sessions',
   },
 ];
 
+
+/** Asserts what only modes that keep the client's address can; says why it is skipped otherwise. */
+export function sourceIP(mode: E2EMode, what: string, check: () => void): void {
+  if (mode.hidesSourceIP === null) check();
+  else console.log(`${mode.name}: skipped "${what}": ${mode.hidesSourceIP}`);
+}

@@ -104,12 +104,12 @@ export class IptablesApplier {
    * Removes the chains kube-proxy owns (ours or upstream's) in nat, filter and mangle and
    * every rule that jumps to them, leaving everything else; nothing to do on a clean node.
    */
-  async cleanup(): Promise<void> {
+  async cleanup(isOwned?: (table: CleanupTable, name: string) => boolean): Promise<void> {
     for (const table of CLEANUP_TABLES) {
       const r = await this.run(this.bin.save, ['-t', table]);
       // A table the kernel does not have holds nothing of ours.
       if (r.status !== 0) continue;
-      const input = cleanupRestore(table, r.stdout);
+      const input = cleanupRestore(table, r.stdout, isOwned && ((name) => isOwned(table, name)));
       if (input !== null) await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(input)], lines: input.split('\n').length });
     }
   }

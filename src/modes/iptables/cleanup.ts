@@ -16,13 +16,13 @@ function targetOf(args: string[]): string | null {
 }
 
 /** Restore input that cleans `table`, or null when nothing of ours is in it. */
-export function cleanupRestore(table: CleanupTable, saved: string): string | null {
+export function cleanupRestore(table: CleanupTable, saved: string, isOwned: (name: string) => boolean = (name) => isOwnedChain(table, name)): string | null {
   const lines = saved.split('\n');
   const owned: string[] = [];
   for (const line of lines) {
     if (!line.startsWith(':')) continue;
     const name = line.slice(1, line.indexOf(' '));
-    if (isOwnedChain(table, name)) owned.push(name);
+    if (isOwned(name)) owned.push(name);
   }
   const out = [`*${table}`];
   // Jumps into our chains first: a chain can only be deleted once nothing refers to it.
@@ -30,7 +30,7 @@ export function cleanupRestore(table: CleanupTable, saved: string): string | nul
     if (!line.startsWith('-A ')) continue;
     const [, chain, ...args] = tokenize(line);
     const target = targetOf(args);
-    if (chain !== undefined && !isOwnedChain(table, chain) && target !== null && isOwnedChain(table, target)) out.push(`-D ${line.slice(3)}`);
+    if (chain !== undefined && !isOwned(chain) && target !== null && isOwned(target)) out.push(`-D ${line.slice(3)}`);
   }
   if (owned.length === 0 && out.length === 1) return null;
   for (const c of owned) out.push(`:${c} - [0:0]`);

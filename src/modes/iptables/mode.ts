@@ -44,7 +44,7 @@ async function families(host: Host, choice: VariantChoice): Promise<IPFamily[]> 
   return out;
 }
 
-async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
+export async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
   const choice = await hostVariant(host);
   return new Map((await families(host, choice)).map((f) => [f, new IptablesApplier(f, host.run, choice.bin[f])] as const));
 }

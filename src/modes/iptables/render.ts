@@ -69,7 +69,7 @@ const NODEPORTS_TAIL_COMMENT = 'kubernetes service nodeports; NOTE: this must be
 // else means a bug upstream of the renderer, and is refused rather than written.
 const SAFE_COMMENT = /^[A-Za-z0-9 _.:/;\-[\]>]+$/;
 
-function comment(text: string): string {
+export function comment(text: string): string {
   if (!SAFE_COMMENT.test(text) || text.length > 255) throw new Error(`unsafe iptables comment: ${JSON.stringify(text)}`);
   return text.includes(' ') ? `-m comment --comment "${text}"` : `-m comment --comment ${text}`;
 }

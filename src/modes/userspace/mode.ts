@@ -1,0 +1,80 @@
+/**
+ * userspace mode: the agent itself proxies service traffic. iptables rules (upstream's
+ * old userspace chains) REDIRECT each service address and node port to a local listener
+ * of the agent, which connects to an endpoint it picks. Slower than the kernel modes, and
+ * the backend sees the node's address; in exchange, the proxy balances what the kernel
+ * cannot: it can end long-lived connections so that clients spread over new pods.
+ */
+import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
+import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
+import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
+import { appliers } from '../iptables/mode.js';
+import type { FamilyModel, NodeContext } from '../../model/types.js';
+import { USERSPACE_CHAINS } from './chains.js';
+import { UserspaceDataplane } from './dataplane.js';
+import { renderUserspace } from './render.js';
+import { PromEndpointStats } from './metrics.js';
+import { parsePortRange } from '../../config/portrange.js';
+import { Proxier } from './proxier.js';
+import { NO_STATS } from './stats.js';
+import { UserspaceSyncer } from './syncer.js';
+
+/** TCP connections one listener carries at once; the kernel's backlog holds the next ones. */
+const MAX_CONNECTIONS_PER_LISTENER = 16_384;
+
+export function userspaceOptions(cfg: ProxyConfig): UserspaceTextOptions {
+  const u = userspaceConfig(cfg);
+  const portRange = parsePortRange(u.portRange);
+  if (portRange === null) throw new Error(`--proxy-port-range: ${JSON.stringify(u.portRange)} is not FIRST-LAST`);
+  return {
+    clusterCIDRs: cfg.clusterCIDRs,
+    nodePortAddresses: cfg.nodePortAddresses,
+    localhostNodePorts: cfg.iptables.localhostNodePorts,
+    portRange,
+    scheduler: u.scheduler,
+    maxConnectionAgeMs: u.maxConnectionAgeMs,
+  };
+}
+
+export const userspaceMode: ProxyMode = {
+  name: 'userspace',
+
+  configure(cfg: ProxyConfig): ConfiguredMode {
+    const opts = userspaceOptions(cfg);
+    // Once the agent runs listeners, /debug/rules and its traces show their ports.
+    let live: Proxier | null = null;
+    const plan = (model: FamilyModel, node: NodeContext) => renderUserspace(model, node, opts, live?.held(model.family), live?.unusable(model.family));
+    return {
+      name: 'userspace',
+      rulesText: (model, node, explain) => userspaceRulesText(model, node, opts, explain, plan(model, node)),
+      dataplane: (model, node) => new UserspaceDataplane(plan(model, node), node, opts.scheduler),
+      syncer: async (host) => {
+        const u = userspaceConfig(cfg);
+        const proxier = new Proxier({
+          scheduler: u.scheduler,
+          maxConnectionAgeMs: u.maxConnectionAgeMs,
+          udpIdleTimeoutMs: u.udpIdleTimeoutMs,
+          maxConnections: MAX_CONNECTIONS_PER_LISTENER,
+          stats: host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS,
+          log: host.log,
+        });
+        live = proxier;
+        return new UserspaceSyncer(await appliers(host), proxier, opts, host.log);
+      },
+    };
+  },
+
+  async cleanup(host: Host): Promise<boolean> {
+    let clean = true;
+    for (const [family, applier] of await appliers(host)) {
+      try {
+        await applier.cleanup((table, name) => table === 'nat' && (USERSPACE_CHAINS as readonly string[]).includes(name));
+        host.log.info({ family }, 'removed the userspace chains and jumps');
+      } catch (err) {
+        clean = false;
+        host.log.error({ family, err: (err as Error).message }, 'cleanup failed');
+      }
+    }
+    return clean;
+  },
+};
