@@ -31,8 +31,9 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
-  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
+  // First: a mode the kernel cannot run says so before anything on the node changes.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
+  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
   const conntrack = await chooseConntrackCleaner(runCommand, log);
   const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => conntrack.delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };

@@ -11,7 +11,7 @@ import {
   validateConfig,
 } from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
-import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
+import { IPVS_SCHEDULERS, mergeConfig, PROXY_MODES, type ConfigLayer, type IpvsScheduler, type ProxyConfig, type ProxyModeName } from '../config/options.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
 import type { DestinationSpec, Origin, SourceSpec, TraceProtocol, TraceQuery } from '../trace/types.js';
 
@@ -107,6 +107,8 @@ const RENDER_FLAGS = [
   '--iptables-masquerade-bit',
   '--iptables-localhost-nodeports',
   '--conntrack-tcp-be-liberal',
+  '--ipvs-scheduler',
+  '--ipvs-exclude-cidrs',
   '--config',
   '--from-file',
   '--kubeconfig',
@@ -127,6 +129,7 @@ function traceCommand(program: Command): Command {
 const GROUP = {
   common: 'Proxy:',
   iptables: 'iptables mode:',
+  ipvs: 'ipvs mode:',
   conntrack: 'Conntrack (set by the node agent at start-up):',
   agent: 'Node agent:',
   offline: 'Offline (--dry-run, trace):',
@@ -147,6 +150,14 @@ export function buildProgram(): Command {
     .addOption(group(GROUP.iptables, new Option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)').argParser(boolValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-scheduler <name>', `virtual server scheduler: ${IPVS_SCHEDULERS.join(', ')} (default rr)`)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-strict-arp [bool]', 'set arp_ignore=1 and arp_announce=2, so that kube-ipvs0\'s addresses are answered for on no other link').argParser(boolValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-exclude-cidrs <cidrs>', 'virtual servers in these CIDRs (comma-separated) are not ours: never deleted')))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-sync-period <duration>', 'longest time between syncs in ipvs mode (default: --iptables-sync-period)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-min-sync-period <duration>', 'shortest time between syncs in ipvs mode (default: --iptables-min-sync-period)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-tcp-timeout <duration>', 'idle timeout of IPVS TCP connections; 0 leaves it as it is').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-tcpfin-timeout <duration>', 'timeout of IPVS TCP connections after a FIN; 0 leaves it as it is').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-udp-timeout <duration>', 'timeout of IPVS UDP flows; 0 leaves it as it is').argParser(durationValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-max-per-core <n>', 'nf_conntrack_max per CPU; 0 leaves nf_conntrack_max as it is and ignores --conntrack-min (default 32768)').argParser(intValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-min <n>', 'nf_conntrack_max at least this, whatever the CPUs (default 131072)').argParser(intValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-tcp-timeout-established <duration>', 'idle timeout of established TCP connections; 0 leaves it as it is (default 24h)').argParser(durationValue)))
@@ -204,6 +215,16 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('conntrackUdpTimeout')) conntrack.udpTimeoutMs = o.conntrackUdpTimeout as number;
   if (given('conntrackUdpTimeoutStream')) conntrack.udpStreamTimeoutMs = o.conntrackUdpTimeoutStream as number;
   if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
+  const ipvs: NonNullable<ConfigLayer['ipvs']> = {};
+  if (given('ipvsScheduler')) ipvs.scheduler = o.ipvsScheduler as IpvsScheduler;
+  if (given('ipvsStrictArp')) ipvs.strictARP = o.ipvsStrictArp as boolean;
+  if (given('ipvsExcludeCidrs')) ipvs.excludeCIDRs = splitList(o.ipvsExcludeCidrs as string);
+  if (given('ipvsSyncPeriod')) ipvs.syncPeriodMs = o.ipvsSyncPeriod as number;
+  if (given('ipvsMinSyncPeriod')) ipvs.minSyncPeriodMs = o.ipvsMinSyncPeriod as number;
+  if (given('ipvsTcpTimeout')) ipvs.tcpTimeoutMs = o.ipvsTcpTimeout as number;
+  if (given('ipvsTcpfinTimeout')) ipvs.tcpFinTimeoutMs = o.ipvsTcpfinTimeout as number;
+  if (given('ipvsUdpTimeout')) ipvs.udpTimeoutMs = o.ipvsUdpTimeout as number;
+  if (Object.keys(ipvs).length > 0) layer.ipvs = ipvs;
   return layer;
 }
 

@@ -44,13 +44,13 @@ async function families(host: Host, choice: VariantChoice): Promise<IPFamily[]> 
   return out;
 }
 
-async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
+export async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplier>> {
   const choice = await hostVariant(host);
   return new Map((await families(host, choice)).map((f) => [f, new IptablesApplier(f, host.run, choice.bin[f])] as const));
 }
 
 /** Whether the host's iptables takes MASQUERADE --random-fully; older ones refuse every restore that has it. */
-async function randomFully(host: Host, applier: IptablesApplier): Promise<boolean> {
+export async function randomFully(host: Host, applier: IptablesApplier): Promise<boolean> {
   const v = await applier.version();
   const ok = supportsRandomFully(v);
   if (!ok) host.log.warn({ version: v.version?.join('.') ?? 'unknown' }, 'this iptables has no MASQUERADE --random-fully (1.6.2 or later); masquerading without it');
