@@ -10,6 +10,8 @@ export interface KernelProbe {
   /** Whether a path exists (`/proc/net/ip_vs`, `/sys/module/dummy`). */
   exists(path: string): Promise<boolean>;
   run: Runner;
+  /** The kernel's release (`uname -r`). */
+  release: string;
 }
 
 export const IPVS_PROC = '/proc/net/ip_vs';

@@ -14,7 +14,7 @@ import { IpvsApplier } from './applier.js';
 import { IpvsDataplane } from './dataplane.js';
 import { DUMMY_DEVICE, familyRulesText } from './dryrun.js';
 import { isOwnedSet } from './ipsets.js';
-import { requireKernelSupport, IPVS_PROC } from './kernel.js';
+import { requireKernelSupport, IPVS_PROC, type KernelProbe } from './kernel.js';
 import { DEFAULT_GRACE_PERIOD_MS, deleteServiceLine } from './plan.js';
 import type { IpvsOptions } from './options.js';
 import { IpvsSyncer } from './syncer.js';
@@ -63,6 +63,21 @@ export function ipvsSysctls(cfg: ProxyConfig, kernel: string): [string, number][
 
 const seconds = (ms: number) => Math.round(ms / 1000);
 
+/**
+ * Start-up: the kernel check (before anything changes), upstream's sysctls, the
+ * iptables variant, the IPVS timeouts; then the syncer. `now`: injected for tests.
+ */
+export async function startIpvs(cfg: ProxyConfig, host: Host, probe: KernelProbe, opts: IpvsOptions, now?: () => number): Promise<IpvsSyncer> {
+  await requireKernelSupport(probe);
+  for (const [name, value] of ipvsSysctls(cfg, probe.release)) await host.sysctl.ensure(name, value);
+  const byFamily = await appliers(host);
+  const render = { ...opts, randomFully: await randomFully(host, byFamily.get('IPv4')!) };
+  const applier = new IpvsApplier(host.run, byFamily);
+  await applier.setTimeouts([seconds(cfg.ipvs.tcpTimeoutMs), seconds(cfg.ipvs.tcpFinTimeoutMs), seconds(cfg.ipvs.udpTimeoutMs)]);
+  const excludeCIDRs = cfg.ipvs.excludeCIDRs.map((c) => parseCIDR(c)).filter((c): c is ParsedCIDR => c !== null);
+  return new IpvsSyncer([...byFamily.keys()], applier, { render, excludeCIDRs, gracePeriodMs: DEFAULT_GRACE_PERIOD_MS, now }, host.log);
+}
+
 export const ipvsMode: ProxyMode = {
   name: 'ipvs',
 
@@ -73,14 +88,9 @@ export const ipvsMode: ProxyMode = {
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: (model, node) => new IpvsDataplane(model, node, opts),
       syncer: async (host) => {
-        await requireKernelSupport({ exists, run: host.run });
-        for (const [name, value] of ipvsSysctls(cfg, release())) await host.sysctl.ensure(name, value);
-        const byFamily = await appliers(host);
-        opts = { ...opts, randomFully: await randomFully(host, byFamily.get('IPv4')!) };
-        const applier = new IpvsApplier(host.run, byFamily);
-        await applier.setTimeouts([seconds(cfg.ipvs.tcpTimeoutMs), seconds(cfg.ipvs.tcpFinTimeoutMs), seconds(cfg.ipvs.udpTimeoutMs)]);
-        const excludeCIDRs = cfg.ipvs.excludeCIDRs.map((c) => parseCIDR(c)).filter((c): c is ParsedCIDR => c !== null);
-        return new IpvsSyncer([...byFamily.keys()], applier, { render: opts, excludeCIDRs, gracePeriodMs: DEFAULT_GRACE_PERIOD_MS }, host.log);
+        const syncer = await startIpvs(cfg, host, { exists, run: host.run, release: release() }, opts);
+        opts = syncer.options;
+        return syncer;
       },
     };
   },
@@ -95,7 +105,7 @@ export const ipvsMode: ProxyMode = {
  * node's other addresses in the default node port range), the iptables part and the
  * KUBE-* ipsets. A kernel without IPVS has no virtual servers to remove.
  */
-export async function cleanupIpvs(host: Host): Promise<boolean> {
+export async function cleanupIpvs(host: Host, pathExists: (path: string) => Promise<boolean> = exists): Promise<boolean> {
   let clean = true;
   const fail = (what: string, err: unknown) => {
     clean = false;
@@ -115,7 +125,7 @@ export async function cleanupIpvs(host: Host): Promise<boolean> {
       if (i >= 0) bound.add(words[i + 1]!.split('/')[0]!);
     }
   }
-  if (await exists(IPVS_PROC)) {
+  if (await pathExists(IPVS_PROC)) {
     try {
       const table = parseIpvsadmSave(await run('ipvsadm', ['-Sn']));
       const ours = [...table.values()].filter((vs) => {

@@ -50,6 +50,11 @@ export class IpvsSyncer implements Syncer {
     this.now = opts.now ?? Date.now;
   }
 
+  /** What it renders with, as the host's tools allow (`--random-fully`): the dry run and trace show the same. */
+  get options(): IpvsOptions {
+    return this.opts.render;
+  }
+
   requireFullSync(reason: string): void {
     if (this.state) this.log.warn({ reason }, 'full resync required');
     this.state = null;
