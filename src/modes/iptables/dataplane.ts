@@ -340,6 +340,8 @@ export class IptablesDataplane implements Dataplane {
         }
         case 'MASQUERADE':
           flow.masquerade = true;
+          // A MASQUERADE no mark led to (ipvs mode's hairpin set) is its own reason.
+          flow.markedBy ??= ref;
           flow.stack = [];
           continue;
         case 'unsupported':

@@ -14,7 +14,7 @@ import type { ChainRole, Dataplane, DataplaneTrace, Packet } from '../../trace/t
 import { IPVS_HOOK, IPVS_TABLE, IptablesDataplane } from '../iptables/dataplane.js';
 import type { PacketState } from '../iptables/match.js';
 import { IptablesTable, rulesetTables } from '../iptables/tables.js';
-import { PROXY_FIREWALL } from './iptables.js';
+import { PROXY_FIREWALL, SOURCE_RANGES_FIREWALL } from './iptables.js';
 import type { Ipset } from './ipsets.js';
 import type { IpvsOptions } from './options.js';
 import { renderIpvs, type RenderedVirtualServer } from './render.js';
@@ -36,7 +36,7 @@ function schedulerNote(vs: RenderedVirtualServer, n: number): string {
 }
 
 /** Rules of a virtual server's chain: the real servers it can pick, each with its odds. */
-function virtualServerRules(vs: RenderedVirtualServer): string[] {
+export function virtualServerRules(vs: RenderedVirtualServer): string[] {
   const live = vs.realServers.filter((rs) => rs.weight > 0);
   if (live.length === 0) return ['-m comment --comment "no real servers: IPVS answers ICMP port unreachable" -j REJECT'];
   const sticky = vs.persistence === null ? '' : ` -m recent --set --name ${virtualServerChain(vs)}`;
@@ -45,20 +45,30 @@ function virtualServerRules(vs: RenderedVirtualServer): string[] {
   return live.map((rs, i) => {
     const p = rs.weight / left;
     left -= rs.weight;
-    const stat = i < live.length - 1 ? ` -m statistic --mode random --probability ${p}` : '';
+    const stat = i < live.length - 1 ? ` -m statistic --mode random --probability ${Number(p.toFixed(10))}` : '';
     return `${note}${stat}${sticky} -j DNAT --to-destination ${rs.address}`;
   });
 }
 
+/** Node port virtual servers are reached through this chain, entered only for addresses that have them. */
+const NODE_PORTS = 'NODE-PORTS';
+
 function ipvsTable(servers: readonly RenderedVirtualServer[]): IptablesTable {
   const t = new IptablesTable(IPVS_TABLE);
   const hook = t.rawRules(IPVS_HOOK);
+  const nodePorts = t.rawRules(NODE_PORTS);
+  const nodePortAddresses = new Set<string>();
   for (const vs of servers) {
     const chain = virtualServerChain(vs);
     const { ip, port } = splitAddress(vs.address);
-    hook.push({ text: `-m comment --comment "${vs.servicePort} ${vs.role}" -d ${ip} -p ${vs.protocol} -m ${vs.protocol} --dport ${port} -j ${chain}`, line: null });
+    const rule = { text: `-m comment --comment "${vs.servicePort} ${vs.role}" -d ${ip} -p ${vs.protocol} -m ${vs.protocol} --dport ${port} -j ${chain}`, line: null };
+    if (vs.role === 'node port') {
+      nodePorts.push(rule);
+      nodePortAddresses.add(ip);
+    } else hook.push(rule);
     t.rawRules(chain).push(...virtualServerRules(vs).map((text) => ({ text, line: null })));
   }
+  for (const ip of nodePortAddresses) hook.push({ text: `-m comment --comment "node ports" -d ${ip} -j ${NODE_PORTS}`, line: null });
   return t;
 }
 
@@ -93,14 +103,19 @@ function setLookup(sets: readonly Ipset[]) {
   };
 }
 
-function role(table: string, chain: string): ChainRole | null {
-  if (table === IPVS_TABLE) return chain === IPVS_HOOK ? 'service-dispatch' : 'cluster-endpoints';
-  if (table === 'filter' && chain === PROXY_FIREWALL) return 'firewall';
-  return null;
+/** Roles of the chains standing for IPVS: dispatch, and each virtual server by the endpoint set it balances over. */
+function roles(servers: readonly RenderedVirtualServer[]): (table: string, chain: string) => ChainRole | null {
+  const balancing = new Map(servers.map((vs): [string, ChainRole] => [virtualServerChain(vs), vs.localOnly ? 'local-endpoints' : 'cluster-endpoints']));
+  return (table, chain) => {
+    if (table === IPVS_TABLE) return chain === IPVS_HOOK ? 'service-dispatch' : chain === NODE_PORTS ? 'node-port-dispatch' : (balancing.get(chain) ?? null);
+    if (table === 'filter' && chain === PROXY_FIREWALL) return 'firewall';
+    if (table === 'filter' && chain === SOURCE_RANGES_FIREWALL) return 'source-ranges';
+    return null;
+  };
 }
 
 export function ipvsLabels(_sp: ServicePort): ServicePortLabels {
-  return { cluster: 'the virtual server', local: 'the virtual server (local endpoints)', external: 'the virtual server', sourceRanges: 'KUBE-SOURCE-RANGES-FIREWALL', firewall: 'KUBE-SOURCE-RANGES-FIREWALL' };
+  return { cluster: 'the virtual server', local: 'the virtual server, local endpoints only', external: 'the virtual server', sourceRanges: 'the set KUBE-LOAD-BALANCER-SOURCE-CIDR', firewall: 'KUBE-SOURCE-RANGES-FIREWALL' };
 }
 
 export class IpvsDataplane implements Dataplane {
@@ -113,7 +128,7 @@ export class IpvsDataplane implements Dataplane {
     const tables = rulesetTables(r.iptables);
     tables.set(IPVS_TABLE, ipvsTable(r.virtualServers));
     // Addresses on kube-ipvs0 are the node's own: the kernel delivers packets for them locally, where IPVS takes them.
-    this.inner = new IptablesDataplane(tables, [...node.nodeIPs, ...r.addresses], r.family, { inSet: setLookup(r.sets), roles: role });
+    this.inner = new IptablesDataplane(tables, [...node.nodeIPs, ...r.addresses], r.family, { inSet: setLookup(r.sets), roles: roles(r.virtualServers) });
   }
 
   trace(packet: Packet): DataplaneTrace {
