@@ -42,6 +42,9 @@ console.log(`  scaling: 1,000 services render in ${f(small.renderWarmMsMedian)} 
 const offline = spawnSync(process.execPath, [join(import.meta.dirname, 'offline.js')], { stdio: 'inherit' });
 if (offline.status !== 0) process.exitCode = offline.status ?? 1;
 
+const ipvs = spawnSync(process.execPath, [join(import.meta.dirname, 'ipvs.js')], { stdio: 'inherit' });
+if (ipvs.status !== 0) process.exitCode = ipvs.status ?? 1;
+
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {
   for (const script of ['agent.js', 'soak.js', 'conntrack.js']) {

@@ -196,7 +196,7 @@ describe('planIpvs', () => {
 });
 
 describe('planIpsets', () => {
-  const set = (name: string, entries: string[], type: Ipset['type'] = 'hash:ip,port'): Ipset => ({ key: 'clusterIP', name, type, family: 'IPv4', entries });
+  const set = (name: string, entries: string[], type: Ipset['type'] = 'hash:ip,port'): Ipset => ({ key: 'clusterIP', name, type, family: 'IPv4', entries: new Set(entries) });
   const saved = parseIpsetSave(
     [
       'create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1f2e3d4c',

@@ -79,7 +79,7 @@ function splitAddress(address: string): { ip: string; port: number } {
 
 /** ipset lookups: the packet's fields, as each set's type and the match's flags say, in the rendered sets. */
 function setLookup(sets: readonly Ipset[]) {
-  const byName = new Map(sets.map((s) => [s.name, { set: s, entries: new Set(s.entries) }]));
+  const byName = new Map(sets.map((s) => [s.name, { set: s, entries: s.entries }]));
   return (name: string, flags: readonly ('src' | 'dst')[], p: PacketState): boolean | null => {
     const found = byName.get(name);
     if (!found) return null;
@@ -96,7 +96,7 @@ function setLookup(sets: readonly Ipset[]) {
       } else if (dims[i] === 'net') {
         const prefix = `${parts.join(',')},`;
         const ip = ipOf(flag);
-        return found.set.entries.some((e) => e.startsWith(prefix) && cidrContains(parseCIDR(e.slice(prefix.length))!, ip));
+        return [...found.entries].some((e) => e.startsWith(prefix) && cidrContains(parseCIDR(e.slice(prefix.length))!, ip));
       }
     }
     return found.entries.has(parts.join(','));

@@ -11,20 +11,20 @@ export interface KernelSet {
   name: string;
   /** `hash:ip,port`, `bitmap:port`, ... */
   type: string;
-  entries: Set<string>;
+  entries: ReadonlySet<string>;
 }
 
 export type KernelSets = Map<string, KernelSet>;
 
 /** `ipset save` output into sets. */
 export function parseIpsetSave(text: string): KernelSets {
-  const sets: KernelSets = new Map();
+  const entries = new Map<string, { name: string; type: string; entries: Set<string> }>();
   for (const line of text.split('\n')) {
     const words = line.trim().split(/\s+/);
-    if (words[0] === 'create' && words[1]) sets.set(words[1], { name: words[1], type: words[2] ?? '', entries: new Set() });
-    else if (words[0] === 'add' && words[1] && words[2]) sets.get(words[1])?.entries.add(words[2]);
+    if (words[0] === 'create' && words[1]) entries.set(words[1], { name: words[1], type: words[2] ?? '', entries: new Set() });
+    else if (words[0] === 'add' && words[1] && words[2]) entries.get(words[1])?.entries.add(words[2]);
   }
-  return sets;
+  return entries;
 }
 
 /** Rebuild rather than edit when more entries change than this share of the set. */
@@ -36,29 +36,36 @@ export interface IpsetPlan {
   lines: string[];
   /** Sets rebuilt and swapped in. */
   rebuilt: string[];
+  /** The kernel's sets once the lines ran. */
+  after: KernelSets;
 }
 
 /** `tmp`: names for rebuilt sets, one per set rebuilt in this batch. */
 export function planIpsets(current: KernelSets, wanted: readonly Ipset[], tmp: (i: number) => string = (i) => `KUBE-TMP-${i}`): IpsetPlan {
   const lines: string[] = [];
   const rebuilt: string[] = [];
+  const after: KernelSets = new Map(current);
   const create = (name: string, set: Ipset) => lines.push(`create ${name} ${createOptions(set).join(' ')}`);
   for (const want of wanted) {
     const have = current.get(want.name);
     if (!have) {
       create(want.name, want);
       for (const e of want.entries) lines.push(`add ${want.name} ${e}`);
+      after.set(want.name, { name: want.name, type: want.type, entries: want.entries });
       continue;
     }
     if (have.type !== want.type) {
       throw new Error(`ipset ${want.name} exists as ${have.type}, not ${want.type}: run kube-proxy-ts --cleanup first`);
     }
-    const wantEntries = new Set(want.entries);
-    const added = want.entries.filter((e) => !have.entries.has(e));
-    const removed = [...have.entries].filter((e) => !wantEntries.has(e));
+    const added: string[] = [];
+    for (const e of want.entries) if (!have.entries.has(e)) added.push(e);
+    // The kernel holds more than the wanted entries it already has only when some must go.
+    const removed: string[] = [];
+    if (have.entries.size > want.entries.size - added.length) for (const e of have.entries) if (!want.entries.has(e)) removed.push(e);
     const changes = added.length + removed.length;
     if (changes === 0) continue;
-    if (changes > REBUILD_MIN && changes > REBUILD_SHARE * Math.max(have.entries.size, want.entries.length)) {
+    after.set(want.name, { name: want.name, type: want.type, entries: want.entries });
+    if (changes > REBUILD_MIN && changes > REBUILD_SHARE * Math.max(have.entries.size, want.entries.size)) {
       const name = tmp(rebuilt.length);
       create(name, want);
       for (const e of want.entries) lines.push(`add ${name} ${e}`);
@@ -69,12 +76,5 @@ export function planIpsets(current: KernelSets, wanted: readonly Ipset[], tmp: (
     for (const e of removed) lines.push(`del ${want.name} ${e}`);
     for (const e of added) lines.push(`add ${want.name} ${e}`);
   }
-  return { lines, rebuilt };
-}
-
-/** The kernel's sets after a plan for `wanted` was applied. */
-export function appliedSets(current: KernelSets, wanted: readonly Ipset[]): KernelSets {
-  const out = new Map(current);
-  for (const w of wanted) out.set(w.name, { name: w.name, type: w.type, entries: new Set(w.entries) });
-  return out;
+  return { lines, rebuilt, after };
 }

@@ -59,8 +59,8 @@ export interface Ipset {
   name: string;
   type: IpsetType;
   family: IPFamily;
-  /** Entries as `ipset add` takes them, sorted, no duplicates. */
-  entries: string[];
+  /** Entries as `ipset add` takes them, in model order. */
+  entries: ReadonlySet<string>;
 }
 
 /** `create` arguments (after the name) as upstream creates each type. */

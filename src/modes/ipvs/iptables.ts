@@ -46,7 +46,7 @@ function jumps(): JumpRule[] {
 export function renderIpvsIptables(family: IPFamily, sets: readonly Ipset[], opts: IpvsOptions): IptablesRuleset {
   const byKey = new Map(sets.map((s) => [s.key, s]));
   const set = (key: SetKey) => byKey.get(key)!;
-  const filled = (key: SetKey) => set(key).entries.length > 0;
+  const filled = (key: SetKey) => set(key).entries.size > 0;
   const match = (key: SetKey, flags: string) => `-m set --match-set ${set(key).name} ${flags}`;
   const commented = (key: SetKey, flags: string) => `-m comment --comment "${SETS[key].comment}" ${match(key, flags)}`;
   const mark = `0x${(2 ** opts.masqueradeBit).toString(16)}`;

@@ -82,6 +82,8 @@ export function planIpvs(input: PlanInput): IpvsPlan {
   for (const [key, want] of wanted) {
     const cur = current.get(key);
     after.set(key, want);
+    // The renderer hands back the very objects it rendered before for what did not change.
+    if (cur === want) continue;
     if (!cur) {
       lines.push(serviceLine('-A', want));
       for (const rs of want.realServers) lines.push(realServerLine('-a', want, rs));

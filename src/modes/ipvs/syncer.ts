@@ -12,10 +12,10 @@ import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import { restoreText } from '../iptables/ruleset.js';
 import type { IpvsApplier } from './applier.js';
 import { DUMMY_DEVICE } from './dryrun.js';
-import { appliedSets, planIpsets, type KernelSets } from './ipset-plan.js';
+import { planIpsets, type KernelSets } from './ipset-plan.js';
 import { planIpvs } from './plan.js';
 import type { IpvsOptions } from './options.js';
-import { renderIpvs, tableOf, type IpvsRendering } from './render.js';
+import { renderIpvs, type IpvsRendering } from './render.js';
 import type { IpvsTable } from './table.js';
 
 export interface IpvsSyncerOptions {
@@ -36,6 +36,15 @@ interface KernelState {
 }
 
 const PREFIX: Record<IPFamily, number> = { IPv4: 32, IPv6: 128 };
+
+/** One table of both families' virtual servers (ipvsadm holds them together); a family alone is taken as it is. */
+function wantedTable(renderings: readonly IpvsRendering[]): IpvsTable {
+  const used = renderings.filter((r) => r.table.size > 0);
+  if (used.length <= 1) return used[0]?.table ?? new Map();
+  const out: IpvsTable = new Map();
+  for (const r of used) for (const [k, vs] of r.table) if (!out.has(k)) out.set(k, vs);
+  return out;
+}
 
 export class IpvsSyncer implements Syncer {
   private state: KernelState | null = null;
@@ -94,9 +103,8 @@ export class IpvsSyncer implements Syncer {
   }
 
   private async apply(state: KernelState, renderings: IpvsRendering[], full: boolean): Promise<KernelState> {
-    const wantedSets = renderings.flatMap((r) => r.sets);
-    await this.applier.restoreIpsets(planIpsets(state.sets, wantedSets).lines);
-    const sets = appliedSets(state.sets, wantedSets);
+    const setPlan = planIpsets(state.sets, renderings.flatMap((r) => r.sets));
+    await this.applier.restoreIpsets(setPlan.lines);
 
     const iptables = new Map(state.iptables);
     for (const r of renderings) {
@@ -109,8 +117,7 @@ export class IpvsSyncer implements Syncer {
     const bind = [...wantedAddresses].filter((a) => !state.addresses.has(a));
     await this.applier.ipBatch(bind.map((a) => `address add ${a} dev ${DUMMY_DEVICE}`));
 
-    const wanted: IpvsTable = new Map();
-    for (const r of renderings) for (const [k, vs] of tableOf(r)) if (!wanted.has(k)) wanted.set(k, vs);
+    const wanted = wantedTable(renderings);
     const input = {
       current: state.table,
       wanted,
@@ -127,6 +134,6 @@ export class IpvsSyncer implements Syncer {
     const unbind = [...state.addresses].filter((a) => !wantedAddresses.has(a));
     await this.applier.ipBatch(unbind.map((a) => `address del ${a} dev ${DUMMY_DEVICE}`));
     if (plan.lines.length > 0) this.log.debug({ ipvsadm: plan.lines.length, draining: plan.draining.size }, 'virtual servers changed');
-    return { table: plan.after, sets, addresses: wantedAddresses, draining: plan.draining, iptables };
+    return { table: plan.after, sets: setPlan.after, addresses: wantedAddresses, draining: plan.draining, iptables };
   }
 }
