@@ -51,6 +51,13 @@ describe('ipvs flags', () => {
     expect(r.stdout).toContain('-A -t 10.96.10.10:80 -s wrr\n');
     expect(r.stdout).not.toContain(' -s rr');
   });
+
+  it('with --explain: what each virtual server serves, as comments that leave the sections valid input', () => {
+    const cluster = join(import.meta.dirname, 'golden', 'etp-local-with-local-endpoint', 'cluster.yaml');
+    const r = cli(['--dry-run', '--explain', '--proxy-mode', 'ipvs', '--hostname-override', 'node-a', '--from-file', cluster]);
+    expect(r.stdout).toContain('#   -t 192.0.2.70:80  shop/ingress:http load balancer IP, local set: 10.244.1.70:8080\n');
+    expect(r.stdout).toContain('#   -t 10.96.70.70:80  shop/ingress:http cluster IP, cluster set: 10.244.1.70:8080 10.244.2.70:8080\n');
+  });
 });
 
 describe('the ipvs: block of a KubeProxyConfiguration', () => {

@@ -6,9 +6,9 @@
  */
 import { access } from 'node:fs/promises';
 import { release } from 'node:os';
-import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
+import type { ProxyConfig } from '../../config/options.js';
 import { parseCIDR, type ParsedCIDR } from '../../net/ip.js';
-import { appliers, iptablesMode, randomFully } from '../iptables/mode.js';
+import { appliers, iptablesMode, iptablesOptions, randomFully } from '../iptables/mode.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { IpvsApplier } from './applier.js';
 import { IpvsDataplane } from './dataplane.js';
@@ -21,16 +21,10 @@ import { IpvsSyncer } from './syncer.js';
 import { parseIpvsadmSave } from './table.js';
 import { parseHostPort } from '../../trace/packet.js';
 
+/** The iptables mode's reading of the shared settings, and the scheduler. */
 export function ipvsOptions(cfg: ProxyConfig): IpvsOptions {
-  return {
-    scheduler: cfg.ipvs.scheduler,
-    masqueradeBit: cfg.iptables.masqueradeBit,
-    masqueradeAll: cfg.iptables.masqueradeAll,
-    clusterCIDRs: cfg.clusterCIDRs,
-    nodePortAddresses: cfg.nodePortAddresses,
-    randomFully: true,
-    dropInvalid: !conntrackConfig(cfg).tcpBeLiberal,
-  };
+  const { masqueradeBit, masqueradeAll, clusterCIDRs, nodePortAddresses, randomFully, dropInvalid } = iptablesOptions(cfg);
+  return { scheduler: cfg.ipvs.scheduler, masqueradeBit, masqueradeAll, clusterCIDRs, nodePortAddresses, randomFully, dropInvalid };
 }
 
 const exists = (path: string) => access(path).then(
