@@ -200,6 +200,18 @@ describe('ipvs syncer', () => {
     expect([...h.fake.device!]).toEqual(['10.96.45.12/32']);
   });
 
+  it('rebuilds a set that mostly changes and swaps it in, leaving no temporary set', async () => {
+    const h = new Harness().apply(node(NODE, '192.168.1.10'), web, webSlice(['10.244.1.7']));
+    const syncer = await h.start();
+    await h.sync(syncer);
+    for (let i = 0; i < 100; i++) h.apply(service('bulk', `s${i}`, `10.96.200.${i}`, [{ port: 80, targetPort: 8080 }]));
+    expect((await h.sync(syncer)).ok).toBe(true);
+    const batch = h.lastCalls.find((c) => c.cmd === 'ipset')!.input!;
+    expect(batch).toContain('swap KUBE-TMP-0 KUBE-CLUSTER-IP\ndestroy KUBE-TMP-0\n');
+    expect(h.fake.sets.get('KUBE-CLUSTER-IP')!.entries.size).toBe(101);
+    expect([...h.fake.sets.keys()].filter((n) => n.startsWith('KUBE-TMP'))).toEqual([]);
+  });
+
   it('after a failed sync, reads the kernel again and converges', async () => {
     const h = new Harness().apply(node(NODE, '192.168.1.10'), web, webSlice(['10.244.1.7']));
     const syncer = await h.start();
@@ -215,11 +227,13 @@ describe('ipvs syncer', () => {
     expect(h.fake.saved()).toContain('-a -t 10.96.45.12:80 -r 10.244.2.9:8080 -m -w 1');
   });
 
-  it('reports a deleted kube-ipvs0 as damage', async () => {
+  it('reports a deleted jump rule or kube-ipvs0 as damage', async () => {
     const h = new Harness().apply(web, webSlice(['10.244.1.7']));
     const syncer = await h.start();
     await h.sync(syncer);
     expect(await syncer.damage()).toBeNull();
+    await h.fake.run('iptables', ['-t', 'filter', '-D', 'INPUT', '-m', 'comment', '--comment', 'kubernetes ipvs access filter', '-j', 'KUBE-IPVS-FILTER']);
+    expect(await syncer.damage()).toBe('IPv4 jump rule from filter INPUT to KUBE-IPVS-FILTER is gone');
     h.fake.device = null;
     expect(await syncer.damage()).toBe('kube-ipvs0 is gone');
   });

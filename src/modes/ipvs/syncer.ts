@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { IPFamily } from '../../model/types.js';
 import type { ParsedCIDR } from '../../net/ip.js';
 import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
-import { restoreText } from '../iptables/ruleset.js';
+import { restoreText, type JumpRule } from '../iptables/ruleset.js';
 import type { IpvsApplier } from './applier.js';
 import { DUMMY_DEVICE } from './dryrun.js';
 import { planIpsets, type KernelSets } from './ipset-plan.js';
@@ -48,6 +48,8 @@ function wantedTable(renderings: readonly IpvsRendering[]): IpvsTable {
 
 export class IpvsSyncer implements Syncer {
   private state: KernelState | null = null;
+  /** Each family's jump rules as last ensured. */
+  private readonly jumps = new Map<IPFamily, JumpRule[]>();
   private readonly now: () => number;
 
   constructor(
@@ -73,6 +75,9 @@ export class IpvsSyncer implements Syncer {
     if (!(await this.applier.deviceExists())) return `${DUMMY_DEVICE} is gone`;
     for (const [family, iptables] of this.applier.iptables) {
       if (!(await iptables.canaryPresent())) return `${family} canary chain is gone`;
+      // Someone deleting a jump rule leaves the canary, and every service, unreachable.
+      const gone = await iptables.missingJump(this.jumps.get(family) ?? []);
+      if (gone) return `${family} jump rule from ${gone.table} ${gone.chain} to ${gone.args.at(-1)} is gone`;
     }
     return null;
   }
@@ -111,6 +116,7 @@ export class IpvsSyncer implements Syncer {
       const text = restoreText(r.iptables);
       if (full || iptables.get(r.family) !== text) await this.applier.restoreIptables(r.iptables);
       iptables.set(r.family, text);
+      this.jumps.set(r.family, r.iptables.jumps);
     }
 
     const wantedAddresses = new Set(renderings.flatMap((r) => r.addresses.map((a) => `${a}/${PREFIX[r.family]}`)));
