@@ -3,6 +3,8 @@
  *
  * Render: 10,000 services x 10 endpoints through the iptables renderer (targets:
  * < 300 ms, < 150 MB above the process's footprint before rendering).
+ * ipvs: render + diff at the same size with one endpoint changed (target: a handful of
+ * ipvsadm lines, < 100 ms).
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';

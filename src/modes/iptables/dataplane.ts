@@ -321,10 +321,13 @@ export class IptablesDataplane implements Dataplane {
           flow.dnatBy = ref;
           flow.stack = [];
           if (flow.table === IPVS_TABLE) {
-            // IPVS sends the packet on to the real server itself: out through nat POSTROUTING.
+            // IPVS sends the packet on to the real server itself, as the node sends its own: filter OUTPUT, nat POSTROUTING.
             flow.delivery = packet.from === 'node' ? 'out' : 'forward';
-            flow.hooks = [{ table: 'nat', chain: 'POSTROUTING' }];
-            record({ kind: 'route', dst: target.to, to: flow.delivery });
+            flow.hooks = [
+              { table: 'filter', chain: 'OUTPUT' },
+              { table: 'nat', chain: 'POSTROUTING' },
+            ];
+            record({ kind: 'route', dst: target.to, to: 'out' });
           }
           continue;
         case 'MARK': {
