@@ -108,7 +108,6 @@ const RENDER_FLAGS = [
   '--iptables-localhost-nodeports',
   '--conntrack-tcp-be-liberal',
   '--ipvs-scheduler',
-  '--ipvs-exclude-cidrs',
   '--config',
   '--from-file',
   '--kubeconfig',
@@ -151,7 +150,7 @@ export function buildProgram(): Command {
     .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
     .addOption(group(GROUP.ipvs, new Option('--ipvs-scheduler <name>', `virtual server scheduler: ${IPVS_SCHEDULERS.join(', ')} (default rr)`)))
-    .addOption(group(GROUP.ipvs, new Option('--ipvs-strict-arp [bool]', 'set arp_ignore=1 and arp_announce=2, so that kube-ipvs0\'s addresses are answered for on no other link').argParser(boolValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-strict-arp [bool]', 'set arp_ignore=1 and arp_announce=2: the node answers no ARP for kube-ipvs0\'s addresses on its other links').argParser(boolValue)))
     .addOption(group(GROUP.ipvs, new Option('--ipvs-exclude-cidrs <cidrs>', 'virtual servers in these CIDRs (comma-separated) are not ours: never deleted')))
     .addOption(group(GROUP.ipvs, new Option('--ipvs-sync-period <duration>', 'longest time between syncs in ipvs mode (default: --iptables-sync-period)').argParser(durationValue)))
     .addOption(group(GROUP.ipvs, new Option('--ipvs-min-sync-period <duration>', 'shortest time between syncs in ipvs mode (default: --iptables-min-sync-period)').argParser(durationValue)))

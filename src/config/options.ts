@@ -47,7 +47,7 @@ export type IpvsScheduler = (typeof IPVS_SCHEDULERS)[number];
 /** KubeProxyIPVSConfiguration, durations in ms. */
 export interface IpvsConfig {
   scheduler: IpvsScheduler;
-  /** Sets arp_ignore=1 and arp_announce=2, so that kube-ipvs0's addresses are not answered for on other links. */
+  /** Sets arp_ignore=1 and arp_announce=2: the node answers no ARP for kube-ipvs0's addresses on its other links. */
   strictARP: boolean;
   /** Virtual servers inside these CIDRs are someone else's: never deleted. */
   excludeCIDRs: string[];
