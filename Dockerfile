@@ -22,7 +22,7 @@ FROM node:20-bookworm-slim
 # the conntrack command does it where the library does not load. kmod: modprobe for the
 # modules iptables loads on demand, from the host's /lib/modules.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables libnetfilter-conntrack3 conntrack kmod \
+ && apt-get install -y --no-install-recommends iptables libnetfilter-conntrack3 conntrack kmod ipset ipvsadm \
  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app

@@ -3,6 +3,8 @@
  *
  * Render: 10,000 services x 10 endpoints through the iptables renderer (targets:
  * < 300 ms, < 150 MB above the process's footprint before rendering).
+ * ipvs: render + diff at the same size with one endpoint changed (target: a handful of
+ * ipvsadm lines, < 100 ms).
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -41,6 +43,9 @@ console.log(`  scaling: 1,000 services render in ${f(small.renderWarmMsMedian)} 
 
 const offline = spawnSync(process.execPath, [join(import.meta.dirname, 'offline.js')], { stdio: 'inherit' });
 if (offline.status !== 0) process.exitCode = offline.status ?? 1;
+
+const ipvs = spawnSync(process.execPath, [join(import.meta.dirname, 'ipvs.js')], { stdio: 'inherit' });
+if (ipvs.status !== 0) process.exitCode = ipvs.status ?? 1;
 
 // userspace mode's data path against a direct connection and HAProxy, on loopback.
 const userspace = spawnSync(process.execPath, [join(import.meta.dirname, 'userspace.js')], { stdio: 'inherit' });

@@ -203,11 +203,11 @@ describe('--config', () => {
   });
 
   it('warns about each unknown and unsupported field, and still runs', () => {
-    const path = config('frobnicate: 1\nconntrack: {maxPerCore: 0, turbo: true}\nipvs: {scheduler: rr}\niptables: {masqueradeBit: 10, turbo: true}\nclientConnection: {qps: 5}\n');
+    const path = config('frobnicate: 1\nconntrack: {maxPerCore: 0, turbo: true}\nipvs: {scheduler: rr, turbo: true}\niptables: {masqueradeBit: 10, turbo: true}\nclientConnection: {qps: 5}\n');
     const r = cli([...base, '--config', path]);
     expect(r.code, r.stderr).toBe(0);
     const warnings = lines(r.stderr);
-    for (const field of ['frobnicate', 'conntrack.turbo', 'ipvs', 'iptables.turbo', 'clientConnection.qps']) {
+    for (const field of ['frobnicate', 'conntrack.turbo', 'ipvs.turbo', 'iptables.turbo', 'clientConnection.qps']) {
       const hits = warnings.filter((w) => w.includes(field));
       expect(hits, `one warning for ${field} in:\n${r.stderr}`).toHaveLength(1);
       expect(hits[0]).toMatch(/^kube-proxy-ts: warning: /);
@@ -360,7 +360,7 @@ describe('flags', () => {
 
   it('--help groups the flags by what they are for', () => {
     const headings = cli(['--help']).stdout.split('\n').filter((l) => /^\S.*:$/.test(l));
-    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'userspace mode:', 'Conntrack (set by the node agent at start-up):', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
+    expect(headings).toEqual(['Proxy:', 'iptables mode:', 'ipvs mode:', 'userspace mode:', 'Conntrack (set by the node agent at start-up):', 'Node agent:', 'Offline (--dry-run, trace):', 'Other:', 'Options:', 'Commands:']);
   });
 
   it('--help wins over other flags and does not read files', () => {

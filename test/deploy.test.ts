@@ -300,15 +300,26 @@ describe('--write-config-to', () => {
     '--healthz-bind-address', '127.0.0.1:1234',
     '--metrics-bind-address', '[::1]:9999',
     '-v', '4',
+    '--ipvs-scheduler', 'sh',
+    '--ipvs-strict-arp',
+    '--ipvs-exclude-cidrs', '10.1.0.0/16',
+    '--ipvs-sync-period', '45s',
+    '--ipvs-min-sync-period', '2s',
+    '--ipvs-tcp-timeout', '15m',
+    '--ipvs-tcpfin-timeout', '30s',
+    '--ipvs-udp-timeout', '5m',
   ];
 
   it('covers every field: flags that change each one load back to the same config, without warnings', () => {
     const { written, reloaded, warnings } = roundTrip(EVERY_FIELD);
     for (const [k, v] of Object.entries(DEFAULT_CONFIG)) {
-      if (k !== 'iptables') expect(written[k as keyof ProxyConfig], `${k} differs from its default`).not.toEqual(v);
+      if (k !== 'iptables' && k !== 'ipvs') expect(written[k as keyof ProxyConfig], `${k} differs from its default`).not.toEqual(v);
     }
     for (const [k, v] of Object.entries(DEFAULT_CONFIG.iptables)) {
       expect(written.iptables[k as keyof ProxyConfig['iptables']], `iptables.${k} differs from its default`).not.toEqual(v);
+    }
+    for (const [k, v] of Object.entries(DEFAULT_CONFIG.ipvs)) {
+      expect(written.ipvs[k as keyof ProxyConfig['ipvs']], `ipvs.${k} differs from its default`).not.toEqual(v);
     }
     expect(warnings).toEqual([]);
     expect(reloaded).toEqual(written);

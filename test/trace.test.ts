@@ -64,7 +64,7 @@ describe('parseRule', () => {
     const texts = (text: string) => matchesOf(text).flatMap((m) => (m.kind === 'unsupported' ? [m.text] : []));
     expect(texts('-i eth0 -j ACCEPT')).toEqual(['-i eth0']);
     expect(texts('! -o cni0 -j ACCEPT')).toEqual(['! -o cni0']);
-    expect(texts('-m set --match-set allowed src -j ACCEPT')).toEqual(['-m set --match-set allowed src']);
+    expect(texts('-m set --match-set allowed src --return-nomatch -j ACCEPT')).toEqual(['-m set --match-set allowed src --return-nomatch']);
     expect(texts('-m statistic --mode nth --every 2 --packet 0 -j X')).toEqual(['-m statistic --mode nth --every 2 --packet 0']);
     expect(texts('-m statistic --mode random ! --probability 0.5 -j X')).toEqual(['-m statistic --mode random ! --probability 0.5']);
     expect(texts('-m statistic --mode random -j X')).toEqual(['-m statistic --mode random']);

@@ -28,8 +28,6 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
 }
 
 export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, signals: NodeJS.EventEmitter = process): Promise<number> {
-  // First: without a way to the API server there is nothing to proxy.
-  const api = connect(cfg.kubeconfig || null);
   const metrics = createMetrics();
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
@@ -37,6 +35,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   const configured = mode.configure(cfg);
   // A node whose kernel cannot run the mode fails here, before the API hears from it.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
+  // Then the way to the API server: without one there is nothing to proxy.
+  const api = connect(cfg.kubeconfig || null);
   // Then the lists go out at once: the API's answers, the conntrack library and the
   // servers are waited for together, and the first sync needs the lists only.
   let runner: BoundedFrequencyRunner | null = null;

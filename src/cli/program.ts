@@ -11,7 +11,7 @@ import {
   validateConfig,
 } from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
-import { mergeConfig, PROXY_MODES, type ConfigLayer, type ProxyConfig, type ProxyModeName } from '../config/options.js';
+import { IPVS_SCHEDULERS, mergeConfig, PROXY_MODES, type ConfigLayer, type IpvsScheduler, type ProxyConfig, type ProxyModeName } from '../config/options.js';
 import { MAX_CONNECTION_AGE_ANNOTATION } from '../kube/objects.js';
 import { formatPortRange, parsePortRange } from '../config/portrange.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
@@ -118,6 +118,7 @@ const RENDER_FLAGS = [
   '--proxy-port-range',
   '--userspace-scheduler',
   '--userspace-max-connection-age',
+  '--ipvs-scheduler',
   '--config',
   '--from-file',
   '--kubeconfig',
@@ -138,6 +139,7 @@ function traceCommand(program: Command): Command {
 const GROUP = {
   common: 'Proxy:',
   iptables: 'iptables mode:',
+  ipvs: 'ipvs mode:',
   conntrack: 'Conntrack (set by the node agent at start-up):',
   userspace: 'userspace mode:',
   agent: 'Node agent:',
@@ -159,6 +161,14 @@ export function buildProgram(): Command {
     .addOption(group(GROUP.iptables, new Option('--iptables-localhost-nodeports [bool]', 'accept node ports on 127.0.0.0/8 (IPv4)').argParser(boolValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-sync-period <duration>', 'longest time between syncs (default 30s)').argParser(durationValue)))
     .addOption(group(GROUP.iptables, new Option('--iptables-min-sync-period <duration>', 'shortest time between syncs; changes are coalesced (default 1s)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-scheduler <name>', `virtual server scheduler: ${IPVS_SCHEDULERS.join(', ')} (default rr)`)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-strict-arp [bool]', 'set arp_ignore=1 and arp_announce=2: the node answers no ARP for kube-ipvs0\'s addresses on its other links').argParser(boolValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-exclude-cidrs <cidrs>', 'virtual servers in these CIDRs (comma-separated) are not ours: never deleted')))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-sync-period <duration>', 'longest time between syncs in ipvs mode (default: --iptables-sync-period)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-min-sync-period <duration>', 'shortest time between syncs in ipvs mode (default: --iptables-min-sync-period)').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-tcp-timeout <duration>', 'idle timeout of IPVS TCP connections; 0 leaves it as it is').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-tcpfin-timeout <duration>', 'timeout of IPVS TCP connections after a FIN; 0 leaves it as it is').argParser(durationValue)))
+    .addOption(group(GROUP.ipvs, new Option('--ipvs-udp-timeout <duration>', 'timeout of IPVS UDP flows; 0 leaves it as it is').argParser(durationValue)))
     .addOption(group(GROUP.userspace, new Option('--userspace-scheduler <name>', 'how a listener picks an endpoint: rr (round-robin) or lc (least connections) (default rr)').choices(['rr', 'lc'])))
     .addOption(
       group(
@@ -231,6 +241,16 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('udpTimeout')) userspace.udpIdleTimeoutMs = o.udpTimeout as number;
   if (given('proxyPortRange')) userspace.portRange = o.proxyPortRange as string;
   if (Object.keys(userspace).length > 0) layer.userspace = userspace;
+  const ipvs: NonNullable<ConfigLayer['ipvs']> = {};
+  if (given('ipvsScheduler')) ipvs.scheduler = o.ipvsScheduler as IpvsScheduler;
+  if (given('ipvsStrictArp')) ipvs.strictARP = o.ipvsStrictArp as boolean;
+  if (given('ipvsExcludeCidrs')) ipvs.excludeCIDRs = splitList(o.ipvsExcludeCidrs as string);
+  if (given('ipvsSyncPeriod')) ipvs.syncPeriodMs = o.ipvsSyncPeriod as number;
+  if (given('ipvsMinSyncPeriod')) ipvs.minSyncPeriodMs = o.ipvsMinSyncPeriod as number;
+  if (given('ipvsTcpTimeout')) ipvs.tcpTimeoutMs = o.ipvsTcpTimeout as number;
+  if (given('ipvsTcpfinTimeout')) ipvs.tcpFinTimeoutMs = o.ipvsTcpfinTimeout as number;
+  if (given('ipvsUdpTimeout')) ipvs.udpTimeoutMs = o.ipvsUdpTimeout as number;
+  if (Object.keys(ipvs).length > 0) layer.ipvs = ipvs;
   return layer;
 }
 

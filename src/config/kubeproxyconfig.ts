@@ -9,7 +9,7 @@ import { yaml } from '../kube/yaml.js';
 import { parseCIDR } from '../net/ip.js';
 import { formatDuration, parseDuration } from './duration.js';
 import { formatPortRange, parsePortRange } from './portrange.js';
-import { PROXY_MODES, type ConfigLayer, type ConntrackConfig, type ProxyConfig, type ProxyModeName, type UserspaceConfig } from './options.js';
+import { DEFAULT_IPVS, IPVS_SCHEDULERS, PROXY_MODES, type ConfigLayer, type ConntrackConfig, type IpvsConfig, type IpvsScheduler, type ProxyConfig, type ProxyModeName, type UserspaceConfig } from './options.js';
 
 export class ConfigError extends Error {}
 
@@ -31,7 +31,6 @@ const UPSTREAM_FIELDS = new Set([
   'bindAddressHardFail',
   'enableProfiling',
   'showHiddenMetricsForVersion',
-  'ipvs',
   'nftables',
   'winkernel',
   'detectLocal',
@@ -40,6 +39,7 @@ const UPSTREAM_FIELDS = new Set([
   'windowsRunAsService',
 ]);
 const UPSTREAM_IPTABLES_FIELDS = new Set(['snatNodeInternalIP']);
+const IPVS_TIMEOUT_FIELDS = { tcpTimeout: 'tcpTimeoutMs', tcpFinTimeout: 'tcpFinTimeoutMs', udpTimeout: 'udpTimeoutMs' } as const;
 
 export interface LoadedConfig {
   layer: ConfigLayer;
@@ -104,6 +104,7 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
     throw new ConfigError(`logging.verbosity: ${JSON.stringify(cfg.verbosity)} is not a non-negative integer`);
   }
   if (cfg.conntrack) validateConntrack(cfg.conntrack);
+  validateIpvs(cfg.ipvs);
   if (cfg.userspace) validateUserspace(cfg.userspace);
   if (cfg.hostnameOverride !== '' && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(cfg.hostnameOverride)) {
     throw new ConfigError(`hostnameOverride: ${JSON.stringify(cfg.hostnameOverride)} is not a valid node name`);
@@ -141,6 +142,27 @@ function validateConntrack(c: ConntrackConfig): void {
   }
 }
 
+/** The ipvs section: a scheduler the kernel has, CIDRs, whole-second timeouts. */
+function validateIpvs(c: IpvsConfig): void {
+  if (!(IPVS_SCHEDULERS as readonly string[]).includes(c.scheduler)) {
+    throw new ConfigError(`ipvs.scheduler: ${JSON.stringify(c.scheduler)} is not one of ${IPVS_SCHEDULERS.join(', ')}`);
+  }
+  for (const cidr of c.excludeCIDRs) if (!parseCIDR(cidr)) throw new ConfigError(`ipvs.excludeCIDRs: ${JSON.stringify(cidr)} is not a CIDR`);
+  for (const [field, ms] of [
+    ['ipvs.syncPeriod', c.syncPeriodMs],
+    ['ipvs.minSyncPeriod', c.minSyncPeriodMs],
+  ] as const) {
+    if (ms !== null && ms > MAX_TIMER_MS) throw new ConfigError(`${field}: ${formatDuration(ms)} is longer than ${formatDuration(MAX_TIMER_MS)}, the longest a timer can wait`);
+  }
+  if (c.syncPeriodMs !== null && c.syncPeriodMs <= 0) throw new ConfigError('ipvs.syncPeriod: must be greater than 0');
+  for (const [name, key] of Object.entries(IPVS_TIMEOUT_FIELDS)) {
+    const ms = c[key];
+    // ipvsadm --set takes whole seconds; 0 leaves the kernel's value.
+    if (ms !== 0 && (ms < 1000 || ms % 1000 !== 0)) throw new ConfigError(`ipvs.${name}: ${formatDuration(ms)} is not a whole number of seconds (0 leaves the kernel's value)`);
+    if (ms > MAX_CONNTRACK_TIMEOUT_MS) throw new ConfigError(`ipvs.${name}: ${formatDuration(ms)} is too long`);
+  }
+}
+
 /** Splits a comma-separated list as upstream flags and fields take it. */
 export function splitList(s: string): string[] {
   return s
@@ -166,6 +188,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   const iptables: NonNullable<ConfigLayer['iptables']> = {};
   const conntrack: NonNullable<ConfigLayer['conntrack']> = {};
   const userspace: NonNullable<ConfigLayer['userspace']> = {};
+  const ipvs: NonNullable<ConfigLayer['ipvs']> = {};
 
   for (const [key, value] of Object.entries(doc)) {
     if (value === null || value === undefined) continue;
@@ -251,6 +274,23 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
           else warnings.push(`${source}: unknown field ${field} is ignored`);
         }
         break;
+      case 'ipvs':
+        for (const [k, v] of Object.entries(expect<Record<string, unknown>>(isRecord(value), value, key, 'a mapping'))) {
+          if (v === null || v === undefined) continue;
+          const field = `ipvs.${k}`;
+          if (k === 'scheduler') {
+            // Upstream treats an empty scheduler as rr.
+            const name = expect<string>(typeof v === 'string', v, field, 'a string');
+            if (name !== '') ipvs.scheduler = name as IpvsScheduler;
+          } else if (k === 'strictARP') ipvs.strictARP = expect<boolean>(typeof v === 'boolean', v, field, 'a boolean');
+          else if (k === 'excludeCIDRs') {
+            ipvs.excludeCIDRs = expect<unknown[]>(Array.isArray(v), v, field, 'a list').map((c, i) => expect<string>(typeof c === 'string', c, `${field}[${i}]`, 'a string'));
+          } else if (k === 'syncPeriod') ipvs.syncPeriodMs = duration(v, field);
+          else if (k === 'minSyncPeriod') ipvs.minSyncPeriodMs = duration(v, field);
+          else if (k in IPVS_TIMEOUT_FIELDS) ipvs[IPVS_TIMEOUT_FIELDS[k as keyof typeof IPVS_TIMEOUT_FIELDS]] = duration(v, field);
+          else warnings.push(`${source}: unknown field ${field} is ignored`);
+        }
+        break;
       default:
         if (UPSTREAM_FIELDS.has(key)) warnings.push(`${source}: ${key} is not supported yet and is ignored`);
         else warnings.push(`${source}: unknown field ${key} is ignored`);
@@ -259,6 +299,7 @@ export function loadKubeProxyConfiguration(text: string, source: string): Loaded
   if (Object.keys(iptables).length > 0) layer.iptables = iptables;
   if (Object.keys(conntrack).length > 0) layer.conntrack = conntrack;
   if (Object.keys(userspace).length > 0) layer.userspace = userspace;
+  if (Object.keys(ipvs).length > 0) layer.ipvs = ipvs;
   return { layer, warnings };
 }
 
@@ -301,6 +342,21 @@ export function formatKubeProxyConfiguration(cfg: ProxyConfig): string {
       : {}),
     // userspace mode's upstream fields, only when set; its scheduler and max age are flags only.
     ...(cfg.userspace ? { portRange: cfg.userspace.portRange, udpIdleTimeout: formatDuration(cfg.userspace.udpIdleTimeoutMs) } : {}),
+    // Only when it says something: a configuration of another mode loads back the same without it.
+    ...(cfg.mode === 'ipvs' || JSON.stringify(cfg.ipvs) !== JSON.stringify(DEFAULT_IPVS)
+      ? {
+          ipvs: {
+            scheduler: cfg.ipvs.scheduler,
+            strictARP: cfg.ipvs.strictARP,
+            excludeCIDRs: cfg.ipvs.excludeCIDRs,
+            ...(cfg.ipvs.syncPeriodMs === null ? {} : { syncPeriod: formatDuration(cfg.ipvs.syncPeriodMs) }),
+            ...(cfg.ipvs.minSyncPeriodMs === null ? {} : { minSyncPeriod: formatDuration(cfg.ipvs.minSyncPeriodMs) }),
+            tcpTimeout: formatDuration(cfg.ipvs.tcpTimeoutMs),
+            tcpFinTimeout: formatDuration(cfg.ipvs.tcpFinTimeoutMs),
+            udpTimeout: formatDuration(cfg.ipvs.udpTimeoutMs),
+          },
+        }
+      : {}),
     logging: { verbosity: cfg.verbosity },
   });
 }

@@ -31,6 +31,7 @@ export interface ProxyConfig {
     masqueradeBit: number;
     localhostNodePorts: boolean;
   };
+  ipvs: IpvsConfig;
   /**
    * The conntrack settings kube-proxy owns (`conntrack` in the file, `--conntrack-*`
    * flags). Absent when neither names one: then upstream's defaults apply (read it
@@ -58,6 +59,37 @@ export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnecti
 export function userspaceConfig(cfg: ProxyConfig): UserspaceConfig {
   return cfg.userspace ?? DEFAULT_USERSPACE;
 }
+
+/** The schedulers upstream's `ipvs.scheduler` validation accepts (`mh` since kernels 4.18). */
+export const IPVS_SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'sh', 'dh', 'sed', 'nq', 'mh'] as const;
+export type IpvsScheduler = (typeof IPVS_SCHEDULERS)[number];
+
+/** KubeProxyIPVSConfiguration, durations in ms. */
+export interface IpvsConfig {
+  scheduler: IpvsScheduler;
+  /** Sets arp_ignore=1 and arp_announce=2: the node answers no ARP for kube-ipvs0's addresses on its other links. */
+  strictARP: boolean;
+  /** Virtual servers inside these CIDRs are someone else's: never deleted. */
+  excludeCIDRs: string[];
+  /** Null: the iptables sync periods apply; set, these apply in ipvs mode (upstream keeps one pair per mode). */
+  syncPeriodMs: number | null;
+  minSyncPeriodMs: number | null;
+  /** IPVS connection timeouts (`ipvsadm --set`); 0 leaves the kernel's value. */
+  tcpTimeoutMs: number;
+  tcpFinTimeoutMs: number;
+  udpTimeoutMs: number;
+}
+
+export const DEFAULT_IPVS: IpvsConfig = {
+  scheduler: 'rr',
+  strictARP: false,
+  excludeCIDRs: [],
+  syncPeriodMs: null,
+  minSyncPeriodMs: null,
+  tcpTimeoutMs: 0,
+  tcpFinTimeoutMs: 0,
+  udpTimeoutMs: 0,
+};
 
 /** KubeProxyConntrackConfiguration, durations in ms. A 0 (or false) leaves the node's value as it is. */
 export interface ConntrackConfig {
@@ -104,11 +136,13 @@ export const DEFAULT_CONFIG: ProxyConfig = {
   syncPeriodMs: 30_000,
   minSyncPeriodMs: 1_000,
   iptables: { masqueradeAll: false, masqueradeBit: 14, localhostNodePorts: true },
+  ipvs: DEFAULT_IPVS,
 };
 
 /** A partial configuration from one source (file or flags). */
-export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'conntrack' | 'userspace'>> & {
+export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'ipvs' | 'conntrack' | 'userspace'>> & {
   iptables?: Partial<ProxyConfig['iptables']>;
+  ipvs?: Partial<IpvsConfig>;
   conntrack?: Partial<ConntrackConfig>;
   userspace?: Partial<UserspaceConfig>;
 };
@@ -116,10 +150,15 @@ export type ConfigLayer = Partial<Omit<ProxyConfig, 'iptables' | 'conntrack' | '
 export function mergeConfig(...layers: ConfigLayer[]): ProxyConfig {
   let out: ProxyConfig = structuredClone(DEFAULT_CONFIG);
   for (const l of layers) {
-    const { iptables, conntrack, userspace, ...rest } = l;
-    out = { ...out, ...rest, iptables: { ...out.iptables, ...iptables } };
+    const { iptables, ipvs, conntrack, userspace, ...rest } = l;
+    out = { ...out, ...rest, iptables: { ...out.iptables, ...iptables }, ipvs: { ...out.ipvs, ...ipvs } };
     if (conntrack) out.conntrack = { ...conntrackConfig(out), ...conntrack };
     if (userspace) out.userspace = { ...userspaceConfig(out), ...userspace };
+  }
+  // The running mode's sync periods are the ones the agent uses.
+  if (out.mode === 'ipvs') {
+    out.syncPeriodMs = out.ipvs.syncPeriodMs ?? out.syncPeriodMs;
+    out.minSyncPeriodMs = out.ipvs.minSyncPeriodMs ?? out.minSyncPeriodMs;
   }
   return out;
 }

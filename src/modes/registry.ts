@@ -5,10 +5,11 @@
  */
 import type { ProxyModeName } from '../config/options.js';
 import { iptablesMode } from './iptables/mode.js';
+import { ipvsMode } from './ipvs/mode.js';
 import type { ProxyMode } from './mode.js';
 import { userspaceMode } from './userspace/mode.js';
 
-const MODES: readonly ProxyMode[] = [iptablesMode, userspaceMode];
+const MODES: readonly ProxyMode[] = [iptablesMode, ipvsMode, userspaceMode];
 
 export function modeByName(name: ProxyModeName): ProxyMode | null {
   return MODES.find((m) => m.name === name) ?? null;

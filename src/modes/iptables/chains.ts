@@ -34,14 +34,18 @@ export function isServiceChain(name: string): boolean {
   return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p));
 }
 
+/** Chains only upstream's ipvs mode (and ours) creates: a node switching modes is cleaned of them too. */
+const IPVS_NAT_CHAINS = ['KUBE-NODE-PORT', 'KUBE-LOAD-BALANCER'];
+const IPVS_FILTER_CHAINS = ['KUBE-NODE-PORT', 'KUBE-SOURCE-RANGES-FIREWALL', 'KUBE-IPVS-FILTER', 'KUBE-IPVS-OUT-FILTER'];
+
 /**
  * The fixed chains kube-proxy creates in each table, whether ours or upstream's: with the
  * service chains, exactly what --cleanup removes. kubelet's chains (KUBE-KUBELET-CANARY,
  * KUBE-IPTABLES-HINT, KUBE-MARK-DROP) are not ours and stay.
  */
 export const OWNED_CHAINS = {
-  nat: [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, CANARY_CHAIN],
-  filter: [SERVICES, EXTERNAL_SERVICES, FORWARD, NODEPORTS, PROXY_FIREWALL, FIREWALL, CANARY_CHAIN],
+  nat: [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ, CANARY_CHAIN, ...IPVS_NAT_CHAINS],
+  filter: [SERVICES, EXTERNAL_SERVICES, FORWARD, NODEPORTS, PROXY_FIREWALL, FIREWALL, CANARY_CHAIN, ...IPVS_FILTER_CHAINS],
   mangle: [CANARY_CHAIN],
 } as const;
 

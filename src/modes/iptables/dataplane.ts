@@ -6,7 +6,7 @@
  */
 import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../../net/ip.js';
 import { packetFamily } from '../../trace/packet.js';
-import { TraceError, type Dataplane, type DataplaneTrace, type Outcome, type Packet, type PathSegment, type RuleRef, type RuleResult, type Step, type Verdict } from '../../trace/types.js';
+import { TraceError, type ChainRole, type Dataplane, type DataplaneTrace, type Outcome, type Packet, type PathSegment, type RuleRef, type RuleResult, type Step, type Verdict } from '../../trace/types.js';
 import { matchRule, type MatchContext, type PacketState } from './match.js';
 import { chainRole, portLabels } from './roles.js';
 import type { Target } from './rule.js';
@@ -78,6 +78,20 @@ function ruleRef(table: string, chain: string, index: number, rule: IptablesRule
   return { table, chain, rule: index + 1, text: rule.text, comment: rule.comment, role: rule.role };
 }
 
+/**
+ * What another mode built on these rules adds (ipvs mode): ipset lookups, its own chain
+ * roles, and a table `ipvs` whose chain `LOCAL_IN` runs after filter INPUT for packets
+ * delivered locally, as IPVS does; a DNAT there sends the packet on through nat POSTROUTING.
+ */
+export interface DataplaneExtras {
+  inSet?: MatchContext['inSet'];
+  roles?: (table: string, chain: string) => ChainRole | null;
+}
+
+/** The table of the IPVS hook: a virtual server's choice of real server, written as rules. */
+export const IPVS_TABLE = 'ipvs';
+export const IPVS_HOOK = 'LOCAL_IN';
+
 export class IptablesDataplane implements Dataplane {
   readonly mode = 'iptables';
   readonly labels = portLabels;
@@ -102,10 +116,11 @@ export class IptablesDataplane implements Dataplane {
     private readonly tables: IptablesTables,
     nodeIPs: string[],
     private readonly family: IPFamily | null = null,
+    private readonly extras: DataplaneExtras = {},
   ) {
     this.local = nodeIPs.map((t) => parseIP(t)).filter((ip): ip is ParsedIP => ip !== null);
     const loopback = (ip: ParsedIP) => cidrContains(parseCIDR(LOOPBACK[ip.family])!, ip);
-    this.ctx = { isLocal: (ip) => loopback(ip) || this.local.some((l) => l.text === ip.text) };
+    this.ctx = { isLocal: (ip) => loopback(ip) || this.local.some((l) => l.text === ip.text), inSet: extras.inSet };
   }
 
   trace(packet: Packet): DataplaneTrace {
@@ -118,6 +133,7 @@ export class IptablesDataplane implements Dataplane {
       dport: packet.dstPort,
       mark: 0,
       dnat: false,
+      bridged: packet.from === 'pod',
     };
     const first: Hook = packet.from === 'node' ? { table: 'nat', chain: 'OUTPUT' } : { table: 'nat', chain: 'PREROUTING' };
     const flow: Flow = {
@@ -153,6 +169,10 @@ export class IptablesDataplane implements Dataplane {
         ...(unhooked ? [`the input has no rule in ${first.table} ${first.chain}, so no packet reaches the proxy's chains: the jump rules are missing (the dry run lists them as comments)`] : []),
       ],
     };
+  }
+
+  private role(table: string, chain: string): ChainRole {
+    return this.extras.roles?.(table, chain) ?? chainRole(table, chain);
   }
 
   private rules(table: string, chain: string): IptablesRule[] | undefined {
@@ -217,7 +237,7 @@ export class IptablesDataplane implements Dataplane {
         }
         flow.table = hook.table;
         flow.stack.push({ chain: hook.chain, next: 0 });
-        record({ kind: 'chain', table: hook.table, chain: hook.chain, entered: 'hook', role: chainRole(hook.table, hook.chain) });
+        record({ kind: 'chain', table: hook.table, chain: hook.chain, entered: 'hook', role: this.role(hook.table, hook.chain) });
         continue;
       }
       if (!applying) {
@@ -278,7 +298,7 @@ export class IptablesDataplane implements Dataplane {
           if (flow.stack.length >= MAX_DEPTH) return finish('not-evaluable', ref, `more than ${MAX_DEPTH} nested chains: a jump loop?`);
           if (target.goto) flow.stack.pop();
           flow.stack.push({ chain: target.chain, next: 0 });
-          record({ kind: 'chain', table: flow.table, chain: target.chain, entered: target.goto ? 'goto' : 'jump', role: chainRole(flow.table, target.chain) });
+          record({ kind: 'chain', table: flow.table, chain: target.chain, entered: target.goto ? 'goto' : 'jump', role: this.role(flow.table, target.chain) });
           continue;
         case 'ACCEPT':
           if (flow.table === 'filter') flow.acceptedBy = ref;
@@ -300,6 +320,15 @@ export class IptablesDataplane implements Dataplane {
           flow.dnat = target.to;
           flow.dnatBy = ref;
           flow.stack = [];
+          if (flow.table === IPVS_TABLE) {
+            // IPVS sends the packet on to the real server itself, as the node sends its own: filter OUTPUT, nat POSTROUTING.
+            flow.delivery = packet.from === 'node' ? 'out' : 'forward';
+            flow.hooks = [
+              { table: 'filter', chain: 'OUTPUT' },
+              { table: 'nat', chain: 'POSTROUTING' },
+            ];
+            record({ kind: 'route', dst: target.to, to: 'out' });
+          }
           continue;
         case 'MARK': {
           const before = flow.state.mark;
@@ -314,6 +343,8 @@ export class IptablesDataplane implements Dataplane {
         }
         case 'MASQUERADE':
           flow.masquerade = true;
+          // A MASQUERADE no mark led to (ipvs mode's hairpin set) is its own reason.
+          flow.markedBy ??= ref;
           flow.stack = [];
           continue;
         case 'unsupported':
@@ -327,12 +358,13 @@ export class IptablesDataplane implements Dataplane {
     const local = this.ctx.isLocal(flow.state.dst);
     const filter = (chain: string): Hook => ({ table: 'filter', chain });
     const postrouting: Hook = { table: 'nat', chain: 'POSTROUTING' };
+    const ipvs: Hook[] = local && this.tables.has(IPVS_TABLE) ? [{ table: IPVS_TABLE, chain: IPVS_HOOK }] : [];
     if (packet.from === 'node') {
       flow.delivery = local ? 'local' : 'out';
-      flow.hooks = [filter('OUTPUT'), postrouting, ...(local ? [filter('INPUT')] : [])];
+      flow.hooks = [filter('OUTPUT'), postrouting, ...(local ? [filter('INPUT'), ...ipvs] : [])];
     } else {
       flow.delivery = local ? 'local' : 'forward';
-      flow.hooks = local ? [filter('INPUT')] : [filter('FORWARD'), postrouting];
+      flow.hooks = local ? [filter('INPUT'), ...ipvs] : [filter('FORWARD'), postrouting];
     }
   }
 }

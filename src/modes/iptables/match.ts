@@ -13,10 +13,14 @@ export interface PacketState {
   dport: number;
   mark: number;
   dnat: boolean;
+  /** Came in through a bridge port (`-m physdev --physdev-is-in`): taken as true for pods. */
+  bridged?: boolean;
 }
 
 export interface MatchContext {
   isLocal(ip: ParsedIP): boolean;
+  /** Whether the packet's fields (`flags`: which, in order) are in ipset `name`; null when the set is not known. */
+  inSet?(name: string, flags: readonly ('src' | 'dst')[], p: PacketState): boolean | null;
 }
 
 export type RuleMatch =
@@ -73,6 +77,15 @@ function one(m: Match, p: PacketState, ctx: MatchContext): One {
     }
     case 'comment':
       return { ok: true };
+    case 'set': {
+      const holds = ctx.inSet?.(m.name, m.flags, p) ?? null;
+      if (holds === null) return { ok: null, why: `ipset ${m.name} is not known to the trace` };
+      // A set of service addresses and ports answers for other traffic the way -d and --dport do.
+      return flip(m.negate, holds, `${m.flags.join(',')} of the packet is ${holds ? '' : 'not '}in ipset ${m.name}`, m.flags[0] === 'dst');
+    }
+    case 'physdev-is-in': {
+      return flip(m.negate, p.bridged === true, `the packet came in ${p.bridged ? 'through' : 'not through'} a bridge port`);
+    }
     case 'unsupported':
       return { ok: null, why: `${m.text} is not something the trace can evaluate` };
   }

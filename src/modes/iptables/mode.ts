@@ -50,7 +50,7 @@ export async function appliers(host: Host): Promise<Map<IPFamily, IptablesApplie
 }
 
 /** Whether the host's iptables takes MASQUERADE --random-fully; older ones refuse every restore that has it. */
-async function randomFully(host: Host, applier: IptablesApplier): Promise<boolean> {
+export async function randomFully(host: Host, applier: IptablesApplier): Promise<boolean> {
   const v = await applier.version();
   const ok = supportsRandomFully(v);
   if (!ok) host.log.warn({ version: v.version?.join('.') ?? 'unknown' }, 'this iptables has no MASQUERADE --random-fully (1.6.2 or later); masquerading without it');

@@ -17,6 +17,10 @@ export type Match =
   | { kind: 'recent'; op: 'rcheck' | 'set'; name: string; seconds: number | null }
   | { kind: 'conntrack'; negate: boolean; states: string[] }
   | { kind: 'comment'; text: string }
+  /** `-m set --match-set NAME dst,dst,src`: the packet's fields, in order, looked up in an ipset. */
+  | { kind: 'set'; negate: boolean; name: string; flags: ('src' | 'dst')[] }
+  /** `-m physdev --physdev-is-in`: the packet came in through a bridge port. */
+  | { kind: 'physdev-is-in'; negate: boolean }
   | { kind: 'unsupported'; text: string };
 
 export type Target =
@@ -169,6 +173,16 @@ function moduleMatches(m: ModuleUse): Match[] {
       const st = opt('--ctstate');
       if (!only('--ctstate') || !st?.value) return unsupported;
       return [{ kind: 'conntrack', negate: st.negate, states: st.value.split(',') }];
+    }
+    case 'set': {
+      const [name, flags, ...rest] = (opt('--match-set')?.value ?? '').split(' ');
+      const fields = (flags ?? '').split(',');
+      if (!only('--match-set') || !name || rest.length > 0 || !fields.every((f) => f === 'src' || f === 'dst')) return unsupported;
+      return [{ kind: 'set', negate: opt('--match-set')!.negate, name, flags: fields as ('src' | 'dst')[] }];
+    }
+    case 'physdev': {
+      const o = opt('--physdev-is-in');
+      return only('--physdev-is-in') && o && o.value === null ? [{ kind: 'physdev-is-in', negate: o.negate }] : unsupported;
     }
     case 'comment': {
       const c = opt('--comment');
