@@ -8,10 +8,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitFamilies } from '../src/modes/nftables/dryrun.js';
-import { endpointSlice, node, service } from './support/objects.js';
+import { endpointSlice, endpointSlice6, node, service, service6 } from './support/objects.js';
 import { pipeline } from './support/pipeline.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
-import { clientIP, EXTERNAL_IP, TestCluster } from './support/topology.js';
+import { clientIP, CLUSTER_CIDR6, EXTERNAL_IP, TestCluster } from './support/topology.js';
 
 const canRun = privilegedTestsCanRun('nftables datapath', ['ip', 'nft', 'conntrack']);
 
@@ -29,8 +29,8 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
     const [a, b] = [cluster.node('node-a'), cluster.node('node-b')];
     const [a1, a2, b1] = [cluster.pod('a1'), cluster.pod('a2'), cluster.pod('b1')];
     const items = [
-      node('node-a', a.ip),
-      node('node-b', b.ip),
+      node('node-a', [a.ip, a.ip6]),
+      node('node-b', [b.ip, b.ip6]),
       { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/16'] } },
       service('e2e', 'web', '10.96.0.20', [{ name: 'http', port: 80 }]),
       endpointSlice('e2e', 'web', 'web-1', [{ name: 'http', port: 8080 }], [
@@ -53,10 +53,20 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
         endpointSlice('e2e', name!, `${name}-1`, [{ name: 'http', port: 8080 }], [{ ip: b1.ip, nodeName: 'node-b' }]),
       ]),
     ];
+    items.push(
+      { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'v6' }, spec: { cidrs: ['fd00:10:96::/112'] } },
+      service6('e2e', 'web6', 'fd00:10:96::20', [{ name: 'http', port: 80 }]),
+      endpointSlice6('e2e', 'web6', 'web6-1', [{ name: 'http', port: 8080 }], [
+        { ip: a1.ip6, nodeName: 'node-a' },
+        { ip: b1.ip6, nodeName: 'node-b' },
+      ]),
+    );
     for (const lb of ['192.0.2.50', '192.0.2.51']) await cluster.exec(cluster.external!, 'ip', ['route', 'add', lb, 'via', a.ip]);
-    const text = pipeline(JSON.stringify({ apiVersion: 'v1', kind: 'List', items }), ['--proxy-mode', 'nftables', '--hostname-override', 'node-a', '--cluster-cidr', '10.244.0.0/16']).dryRunText();
-    const r = await cluster.exec(a, 'nft', ['-f', '-'], splitFamilies(text).IPv4);
-    expect(r.status, r.stderr).toBe(0);
+    const text = pipeline(JSON.stringify({ apiVersion: 'v1', kind: 'List', items }), ['--proxy-mode', 'nftables', '--hostname-override', 'node-a', '--cluster-cidr', `10.244.0.0/16,${CLUSTER_CIDR6}`]).dryRunText();
+    for (const script of Object.values(splitFamilies(text))) {
+      const r = await cluster.exec(a, 'nft', ['-f', '-'], script);
+      expect(r.status, r.stderr).toBe(0);
+    }
   }, 60_000);
 
   afterAll(async () => {
@@ -74,6 +84,20 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
     expect([...byPod.keys()].sort()).toEqual(['a1', 'b1']);
     expect(new Set(byPod.get('b1'))).toEqual(new Set([a1.ip]));
     expect(new Set(byPod.get('a1'))).toEqual(new Set([cluster.node('node-a').gateway]));
+  });
+
+  it('does the same in IPv6: balancing, hairpin, unserved port, unallocated address', async () => {
+    const a1 = cluster.pod('a1');
+    // IPv6 neighbour discovery across the LAN can cost the very first connection: warm it up.
+    for (let i = 0; i < 5 && !(await cluster.tcp(a1, cluster.pod('b1').ip6, 8080)).ok; i++);
+    const results = await cluster.tcpMany(a1, 'fd00:10:96::20', 80, 30);
+    const byPod = new Map<string, Set<string>>();
+    for (const r of results) if (r.ok) byPod.set(r.pod, (byPod.get(r.pod) ?? new Set()).add(clientIP(r)));
+    expect(results.every((r) => r.ok), JSON.stringify(results)).toBe(true);
+    expect(byPod.get('b1')).toEqual(new Set([a1.ip6]));
+    expect(byPod.get('a1')).toEqual(new Set([cluster.node('node-a').gateway6]));
+    expect(await cluster.tcp(a1, 'fd00:10:96::20', 81)).toEqual({ ok: false, error: 'refused' });
+    expect(await cluster.tcp(a1, 'fd00:10:96::99', 80, { timeoutMs: 700 })).toEqual({ ok: false, error: 'timeout' });
   });
 
   it('REJECTs a port of a cluster IP that the Service does not serve', async () => {
