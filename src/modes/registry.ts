@@ -6,10 +6,11 @@
 import type { ProxyModeName } from '../config/options.js';
 import { iptablesMode } from './iptables/mode.js';
 import { ipvsMode } from './ipvs/mode.js';
+import { nftablesMode } from './nftables/mode.js';
 import type { ProxyMode } from './mode.js';
 import { userspaceMode } from './userspace/mode.js';
 
-const MODES: readonly ProxyMode[] = [iptablesMode, ipvsMode, userspaceMode];
+const MODES: readonly ProxyMode[] = [iptablesMode, nftablesMode, ipvsMode, userspaceMode];
 
 export function modeByName(name: ProxyModeName): ProxyMode | null {
   return MODES.find((m) => m.name === name) ?? null;
