@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Destination, TraceResult } from '../src/trace/types.js';
 import { goldenCaseNames } from './support/golden.js';
-import { distribution, goldenTracer, type PacketSpec } from './support/trace-golden.js';
+import { distribution, goldenTracer, TRACE_MODES, type PacketSpec, type TraceMode } from './support/trace-golden.js';
 
 const OUTSIDE = '100.64.0.9';
 
@@ -26,6 +26,8 @@ interface Case {
   what: string;
   packet: PacketSpec;
   want: Expect;
+  /** nftables mode, where it differs by design (upstream's nftables mode does) or names the deciding rule. */
+  nftables?: Partial<Expect>;
 }
 
 const third = 1 / 3;
@@ -54,6 +56,7 @@ const cases: Case[] = [
     what: 'UDP to a TCP-only service port: no proxy rule applies',
     packet: { src: '10.1.2.3', dst: '172.30.0.41', dstPort: 80, protocol: 'udp' },
     want: { dist: { 'no-match': 1 }, service: null, why: [/not an address of any service port/] },
+    nftables: { dist: { reject: 1 }, by: { chain: 'cluster-ips-check', comment: 'Reject traffic to invalid ports of ClusterIPs' } },
   },
   {
     golden: 'clusterip-three-endpoints',
@@ -214,6 +217,7 @@ const cases: Case[] = [
     what: 'localhost node port (allowed by default), masqueraded with mark bit 12',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
     want: { dist: { '10.244.2.210:8080': 1 }, masq: true },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/node port of service port/, /loopback address \(never in nftables mode/] },
   },
   {
     golden: 'masquerade-all',
@@ -280,6 +284,7 @@ const cases: Case[] = [
     what: 'node port on 127.0.0.1, which --nodeport-addresses includes: served, masqueraded',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
     want: { dist: { '10.244.2.210:8080': 1 }, masq: true },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/take no node ports on 127\.0\.0\.1/] },
   },
   {
     golden: 'nodeport-addresses-localhost',
@@ -328,6 +333,7 @@ const cases: Case[] = [
     what: 'node itself -> its node port, ETP Local: masqueraded to the cluster set',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30130, from: 'node' },
     want: { dist: { '10.244.1.130:8080': third, '10.244.1.131:8080': third, '10.244.2.130:8080': third }, masq: true, why: [/traffic from node-a itself to an external address/] },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/take no node ports on 127\.0\.0\.1/] },
   },
   {
     golden: 'terminating-fallback',
@@ -410,6 +416,7 @@ const cases: Case[] = [
       by: { chain: 'KUBE-NODEPORTS', comment: 'shop/frontend:https health check node port' },
       why: [/health check node port of service port shop\/frontend:https/, /node-a has 1 local endpoint/],
     },
+    nftables: { dist: { 'no-match': 1 }, why: [/health check node port of service port shop\/frontend:https/] },
   },
   {
     golden: 'example-cluster',
@@ -428,6 +435,17 @@ const cases: Case[] = [
     want: { dist: { '10.244.0.5:53': 1 }, why: [/hinted for zone zone-a/] },
   },
 ];
+
+/**
+ * What a case expects in `mode`. The verdict, endpoints, masquerade and reasons are the
+ * same in both modes unless the case says nftables differs by design; the deciding rule
+ * is named in each mode's own terms, so iptables' chain names are not asked of nftables.
+ */
+function wanted(c: Case, mode: TraceMode): Expect {
+  if (mode === 'iptables') return c.want;
+  const ownNames = (re: RegExp) => !re.source.includes('KUBE-');
+  return { ...c.want, by: undefined, why: c.want.why?.filter(ownNames), ...c.nftables };
+}
 
 function masqOf(ds: Destination[]): Record<string, boolean> {
   return Object.fromEntries(ds.filter((d) => d.verdict === 'dnat').map((d) => [d.address!, d.masquerade]));
@@ -455,8 +473,12 @@ describe('traces through the golden cases', () => {
     expect(new Set(cases.map((c) => c.golden))).toEqual(new Set(goldens));
   });
 
-  for (const c of cases) {
-    it(`${c.golden}: ${c.what}`, () => check(goldenTracer(c.golden)(c.packet), c.want));
+  for (const mode of TRACE_MODES) {
+    describe(mode, () => {
+      for (const c of cases) {
+        it(`${c.golden}: ${c.what}`, () => check(goldenTracer(c.golden, mode)(c.packet), wanted(c, mode)));
+      }
+    });
   }
 
   it.each([

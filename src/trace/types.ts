@@ -92,7 +92,12 @@ export type RuleRole =
   /** Drop: a Local traffic policy and no endpoint on this node. */
   | { kind: 'no-local-endpoints' }
   /** Drop: the source is outside loadBalancerSourceRanges. */
-  | { kind: 'source-ranges' };
+  | { kind: 'source-ranges' }
+  /**
+   * Dispatches node ports, where the mode has no chain for that: a step of this rule is
+   * on the path only when the destination is an address that takes node ports.
+   */
+  | { kind: 'node-ports' };
 
 /** A rule by its place: 1-based index in its chain, as `iptables -L --line-numbers` counts. */
 export interface RuleRef {

@@ -60,6 +60,12 @@ function destinations(outcomes: Outcome[], sp: ServicePort | null): Destination[
   return [...out.values()];
 }
 
+/** When a mode takes node ports on loopback addresses. */
+const LOOPBACK_NODE_PORTS: Record<string, string> = {
+  iptables: 'never for IPv6; not with --iptables-localhost-nodeports=false',
+  nftables: 'never in nftables mode, as upstream',
+};
+
 const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
 
 export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeContext, labelsOf: (sp: ServicePort) => ServicePortLabels): Explanation {
@@ -100,9 +106,10 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
   }
 
-  if (role === 'node port' && !entered.has('node-port-dispatch')) {
+  const nodePortsHere = entered.has('node-port-dispatch') || steps.some((s) => s.kind === 'rule' && s.role?.kind === 'node-ports');
+  if (role === 'node port' && !nodePortsHere) {
     why.push(
-      `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (never for IPv6; not with --iptables-localhost-nodeports=false). The proxy leaves the packet alone.`,
+      `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (${LOOPBACK_NODE_PORTS[t.mode] ?? 'never'}). The proxy leaves the packet alone.`,
     );
   }
   if (sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0) {

@@ -5,8 +5,9 @@
  */
 import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
+import { NftablesDataplane } from './dataplane.js';
 import { familyRulesText } from './dryrun.js';
-import type { NftablesOptions } from './render.js';
+import { renderNftables, type NftablesOptions } from './render.js';
 import { TABLE_NAME } from './ruleset.js';
 
 export function nftablesOptions(cfg: ProxyConfig): NftablesOptions {
@@ -28,9 +29,7 @@ export const nftablesMode: ProxyMode = {
     return {
       name: 'nftables',
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
-      dataplane: () => {
-        throw new Error('trace is not available for nftables yet');
-      },
+      dataplane: (model, node) => NftablesDataplane.ofRuleset([renderNftables(model, node, opts)], node.nodeIPs),
       syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
     };
   },
