@@ -481,15 +481,22 @@ describe('traces through the golden cases', () => {
     });
   }
 
-  it.each([
-    ['large-cluster-mode', false],
-    ['large-cluster-threshold', true],
-  ])('%s: one branch per endpoint at 1/n; per-endpoint comments: %s', (golden, comments) => {
-    const r = goldenTracer(golden)({ src: '10.244.1.5', dst: '10.96.230.230', dstPort: 80 });
-    const ps = Object.values(distribution(r));
-    expect(ps.length).toBeGreaterThan(1);
-    for (const p of ps) expect(p).toBeCloseTo(1 / ps.length, 8);
-    const branchComments = r.path.branches.map((b) => b.path.steps[0]?.kind === 'rule' && b.path.steps[0].comment !== null);
-    expect(branchComments).toEqual(ps.map(() => comments));
+  describe.each(TRACE_MODES)('%s', (mode) => {
+    it.each([
+      ['large-cluster-mode', false],
+      ['large-cluster-threshold', true],
+    ])('%s: one branch per endpoint at 1/n; per-endpoint comments (iptables): %s', (golden, comments) => {
+      const r = goldenTracer(golden, mode)({ src: '10.244.1.5', dst: '10.96.230.230', dstPort: 80 });
+      const ps = Object.values(distribution(r));
+      expect(ps.length).toBeGreaterThan(1);
+      for (const p of ps) expect(p).toBeCloseTo(1 / ps.length, 8);
+      const branches = r.path.branches;
+      if (mode === 'iptables') {
+        expect(branches.map((b) => b.path.steps[0]?.kind === 'rule' && b.path.steps[0].comment !== null)).toEqual(ps.map(() => comments));
+      } else {
+        // One numgen draw, one branch per endpoint, each starting with the DNAT it chose.
+        expect(branches.map((b) => b.path.steps[0])).toEqual(ps.map(() => expect.objectContaining({ kind: 'rule', result: 'match', detail: expect.stringMatching(/^numgen gave \d+: .*destination becomes /) })));
+      }
+    });
   });
 });

@@ -127,8 +127,9 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     }
   }
 
-  const usedSvc = entered.has('cluster-endpoints');
-  const usedSvl = entered.has('local-endpoints');
+  // A balancing chain some service ports share (nftables) may be passed through without a pick.
+  const usedSvc = entered.has('cluster-endpoints') && dnats.length > 0;
+  const usedSvl = entered.has('local-endpoints') && dnats.length > 0;
   if (decided('no-endpoints')) {
     why.push(`No endpoint can serve ${sp.name} (${describeSet(sp.cluster, sp.endpoints, node)}): connections are rejected at once, so clients fail fast.`);
   } else if (role === 'cluster IP') {

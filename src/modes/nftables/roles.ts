@@ -21,16 +21,13 @@ const FIXED_ROLES: Record<string, ChainRole> = {
   [N.NODEPORT_EXTERNAL_LOCAL]: 'external-policy',
 };
 
-// The chains of service ports that keep their own (upstream's names).
-const PREFIX_ROLES: [string, ChainRole][] = [
-  ['service-', 'cluster-endpoints'],
-  ['local-', 'local-endpoints'],
-  ['external-', 'external-policy'],
-  ['endpoint-', 'endpoint'],
-];
+// The chains of service ports that keep their own: upstream's names, prefix-HASH8-base.
+const OWN_ROLES: Record<string, ChainRole> = { service: 'cluster-endpoints', local: 'local-endpoints', external: 'external-policy', endpoint: 'endpoint' };
+const OWN_CHAIN = /^(service|local|external|endpoint)-[A-Z2-7]{8}-/;
 
 export function chainRole(chain: string): ChainRole {
-  return FIXED_ROLES[chain] ?? PREFIX_ROLES.find(([prefix]) => chain.startsWith(prefix))?.[1] ?? 'other';
+  const own = OWN_CHAIN.exec(chain);
+  return FIXED_ROLES[chain] ?? (own ? OWN_ROLES[own[1]!]! : 'other');
 }
 
 /** The named sets and maps a rule looks up. */
