@@ -28,6 +28,7 @@ export const nftablesMode: ProxyMode = {
     const opts = nftablesOptions(cfg);
     return {
       name: 'nftables',
+      usesServiceCIDRs: true,
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: (model, node) => NftablesDataplane.ofRuleset([renderNftables(model, node, opts)], node.nodeIPs),
       syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
