@@ -77,6 +77,18 @@ function declareSet(s: TraceSet, decls: string[][]): void {
   }
 }
 
+/** How many more braces a line opens than it closes, outside quotes. */
+function braceDepth(line: string): number {
+  let depth = 0;
+  let quoted = false;
+  for (const c of line) {
+    if (c === '"') quoted = !quoted;
+    else if (!quoted && c === '{') depth++;
+    else if (!quoted && c === '}') depth--;
+  }
+  return depth;
+}
+
 /** Where the matching `}` of the `{` at `open` is. */
 function closing(tokens: string[], open: number): number {
   let depth = 0;
@@ -97,8 +109,14 @@ export function parseNftScript(text: string): TraceTables {
   const tables: TraceTables = new Map();
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n++) {
-    const line = lines[n]!.trim();
+    let line = lines[n]!.trim();
     if (line === '' || line.startsWith('#')) continue;
+    // A command goes on until its braces close: elements come one a line.
+    for (let depth = braceDepth(line); depth > 0 && n + 1 < lines.length; ) {
+      const more = lines[++n]!.trim();
+      depth += braceDepth(more);
+      line = `${line} ${more}`;
+    }
     const fail = (why: string): never => {
       throw new RuleSyntaxError(`line ${n + 1}: ${why}: ${line}`);
     };
