@@ -4,16 +4,10 @@
  * client is known, so `-m recent --rcheck` never holds for it.
  */
 import { cidrContains, type ParsedIP } from '../../net/ip.js';
+import type { PacketFields } from '../../trace/walk.js';
 import type { Match } from './rule.js';
 
-export interface PacketState {
-  protocol: string;
-  src: ParsedIP;
-  dst: ParsedIP;
-  dport: number;
-  mark: number;
-  dnat: boolean;
-}
+export type PacketState = PacketFields;
 
 export interface MatchContext {
   isLocal(ip: ParsedIP): boolean;

@@ -4,21 +4,10 @@
  * in priority order, rule by rule. `numgen random mod N` forks the walk N ways, so the
  * result is every way the packet can go, each with its probability.
  */
-import { cidrContains, joinHostPort, parseCIDR, parseIP, type IPFamily, type ParsedIP } from '../../net/ip.js';
+import { joinHostPort, parseIP, type IPFamily, type ParsedIP } from '../../net/ip.js';
 import { packetFamily } from '../../trace/packet.js';
-import {
-  TraceError,
-  type Dataplane,
-  type DataplaneTrace,
-  type Outcome,
-  type Packet,
-  type PathSegment,
-  type RuleRef,
-  type RuleResult,
-  type Step,
-  type Verdict,
-} from '../../trace/types.js';
-import type { RuleRole } from '../../trace/types.js';
+import { endOf, newFate, NodeAddresses, outcomeOf, packetFields, type Fate } from '../../trace/walk.js';
+import type { Dataplane, DataplaneTrace, Outcome, Packet, PathSegment, RuleRef, RuleResult, RuleRole, Step, Verdict } from '../../trace/types.js';
 import { portLabels } from './dryrun.js';
 import type { Element, Expr, ParsedRule, Selector, Verdict as NftVerdict } from './expr.js';
 import { keyName, lookup, matchExpr, readKey, showKey, type MatchContext, type PacketState } from './match.js';
@@ -27,7 +16,8 @@ import type { NftTable } from './ruleset.js';
 import { parseNftScript } from './script.js';
 import { renderedTables, ruleAt, type TraceChain, type TraceTable, type TraceTables } from './tables.js';
 
-type Hook = string | 'route';
+/** A hook's name, or `route`: the routing decision between hooks. */
+type Hook = string;
 
 interface Frame {
   table: TraceTable;
@@ -38,32 +28,17 @@ interface Frame {
   via: RuleRef | null;
 }
 
-/** The rule being applied, once its matches held (and its numgen branch was chosen). */
-interface Applying {
-  index: number;
-  ref: RuleRef;
-  detail: string | null;
-}
-
 /** One possible world of the walk; a fork copies it. */
-interface Flow {
+interface Flow extends Fate {
   state: PacketState;
   hooks: Hook[];
   /** The base chains of the current hook still to run, in priority order. */
   bases: { table: TraceTable; chain: TraceChain }[];
   stack: Frame[];
-  probability: number;
   /** Hidden rules passed since the last recorded step, in the current chain. */
   hidden: number;
   /** A rule whose numgen branch is chosen, to evaluate first when this flow resumes. */
   pending: number | null;
-  dnat: string | null;
-  dnatBy: RuleRef | null;
-  acceptedBy: RuleRef | null;
-  markedBy: RuleRef | null;
-  masquerade: boolean;
-  sticky: boolean;
-  delivery: Outcome['delivery'];
 }
 
 function copy(f: Flow): Flow {
@@ -71,7 +46,6 @@ function copy(f: Flow): Flow {
 }
 
 const MAX_DEPTH = 64;
-const LOOPBACK: Record<IPFamily, string> = { IPv4: '127.0.0.0/8', IPv6: '::1/128' };
 const FAMILIES: Record<IPFamily, string[]> = { IPv4: ['ip', 'inet'], IPv6: ['ip6', 'inet'] };
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -117,7 +91,7 @@ function dnatTarget(parts: string[], dport: number): { ip: ParsedIP; port: numbe
 export class NftablesDataplane implements Dataplane {
   readonly mode = 'nftables';
   readonly labels = portLabels;
-  private readonly local: ParsedIP[];
+  private readonly node: NodeAddresses;
 
   /** Rendered tables: rules and elements are read as the packet reaches them. */
   static ofRuleset(tables: readonly NftTable[], nodeIPs: string[]): NftablesDataplane {
@@ -134,11 +108,7 @@ export class NftablesDataplane implements Dataplane {
     private readonly tables: TraceTables,
     nodeIPs: string[],
   ) {
-    this.local = nodeIPs.map((t) => parseIP(t)).filter((ip): ip is ParsedIP => ip !== null);
-  }
-
-  private isLocal(ip: ParsedIP): boolean {
-    return cidrContains(parseCIDR(LOOPBACK[ip.family])!, ip) || this.local.some((l) => l.text === ip.text);
+    this.node = new NodeAddresses(nodeIPs);
   }
 
   /** The base chains on a hook for a family, in the order the kernel runs them. */
@@ -153,32 +123,9 @@ export class NftablesDataplane implements Dataplane {
 
   trace(packet: Packet): DataplaneTrace {
     const family = packetFamily(packet);
-    const state: PacketState = {
-      protocol: packet.protocol,
-      src: parseIP(packet.src)!,
-      dst: parseIP(packet.dst)!,
-      dport: packet.dstPort,
-      mark: 0,
-      dnat: false,
-      numgen: null,
-    };
     const first = packet.from === 'node' ? 'output' : 'prerouting';
-    const flow: Flow = {
-      state,
-      hooks: [first, 'route'],
-      bases: [],
-      stack: [],
-      probability: 1,
-      hidden: 0,
-      pending: null,
-      dnat: null,
-      dnatBy: null,
-      acceptedBy: null,
-      markedBy: null,
-      masquerade: false,
-      sticky: false,
-      delivery: null,
-    };
+    const state: PacketState = { ...packetFields(packet), numgen: null };
+    const flow: Flow = { ...newFate(), state, hooks: [first, 'route'], bases: [], stack: [], hidden: 0, pending: null };
     const outcomes: Outcome[] = [];
     const path = this.walk(flow, packet, family, outcomes);
     const unhooked = this.basesOn(family, first).length === 0;
@@ -186,7 +133,7 @@ export class NftablesDataplane implements Dataplane {
       mode: this.mode,
       family,
       packet,
-      localAddresses: [...this.local.filter((ip) => ip.family === family).map((ip) => ip.text), LOOPBACK[family]],
+      localAddresses: this.node.of(family),
       path,
       outcomes,
       assumptions: [
@@ -213,7 +160,7 @@ export class NftablesDataplane implements Dataplane {
   /** Walks one flow to its end; numgen forks walk each of their branches recursively. */
   private walk(flow: Flow, packet: Packet, family: IPFamily, outcomes: Outcome[]): PathSegment {
     const seg: PathSegment = { steps: [], branches: [], outcome: null };
-    const ctx: MatchContext = { isLocal: (ip) => this.isLocal(ip), set: (name) => flow.stack.at(-1)?.table.sets.get(name) };
+    const ctx: MatchContext = { isLocal: (ip) => this.node.isLocal(ip), set: (name) => flow.stack.at(-1)?.table.sets.get(name) };
     const record = (step: Step) => seg.steps.push(step);
     const flush = () => {
       const top = flow.stack.at(-1);
@@ -222,17 +169,7 @@ export class NftablesDataplane implements Dataplane {
     };
     const finish = (verdict: Verdict, decidedBy: RuleRef | null, reason: string | null = null): PathSegment => {
       flush();
-      const outcome: Outcome = {
-        probability: flow.probability,
-        verdict,
-        dnat: flow.dnat,
-        masquerade: flow.masquerade,
-        delivery: flow.delivery,
-        decidedBy,
-        markedBy: flow.masquerade ? flow.markedBy : null,
-        sticky: flow.sticky,
-        reason,
-      };
+      const outcome = outcomeOf(flow, verdict, decidedBy, reason);
       seg.outcome = outcome;
       outcomes.push(outcome);
       return seg;
@@ -259,7 +196,10 @@ export class NftablesDataplane implements Dataplane {
           continue;
         }
         const hook = flow.hooks.shift();
-        if (!hook) return finish(flow.dnat ? 'dnat' : flow.acceptedBy ? 'accept' : 'no-match', flow.dnatBy ?? flow.acceptedBy);
+        if (!hook) {
+          const end = endOf(flow);
+          return finish(end.verdict, end.by);
+        }
         if (hook === 'route') {
           this.route(flow, packet);
           record({ kind: 'route', dst: joinHostPort(flow.state.dst.text, flow.state.dport), to: flow.delivery! });
@@ -460,7 +400,7 @@ export class NftablesDataplane implements Dataplane {
 
   /** The routing decision after prerouting or output: deliver here, or send on. */
   private route(flow: Flow, packet: Packet): void {
-    const local = this.isLocal(flow.state.dst);
+    const local = this.node.isLocal(flow.state.dst);
     if (packet.from === 'node') {
       flow.delivery = local ? 'local' : 'out';
       flow.hooks = ['postrouting', ...(local ? ['input'] : [])];

@@ -4,16 +4,11 @@
  * connection of its client is known, so a session-affinity set never holds it yet.
  */
 import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
+import type { PacketFields } from '../../trace/walk.js';
 import { parseNumber, type Element, type Expr, type Selector, type SetRef } from './expr.js';
 import { elementsOf, indexOf, type TraceSet } from './tables.js';
 
-export interface PacketState {
-  protocol: string;
-  src: ParsedIP;
-  dst: ParsedIP;
-  dport: number;
-  mark: number;
-  dnat: boolean;
+export interface PacketState extends PacketFields {
   /** The number `numgen random` gave in this branch of the walk. */
   numgen: number | null;
 }
