@@ -6,7 +6,7 @@
 import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
 import type { PacketFields } from '../../trace/walk.js';
 import { parseNumber, type Element, type Expr, type Selector, type SetRef } from './expr.js';
-import { elementsOf, indexOf, type TraceSet } from './tables.js';
+import { findElement, type TraceSet } from './tables.js';
 
 export interface PacketState extends PacketFields {
   /** The number `numgen random` gave in this branch of the walk. */
@@ -99,7 +99,7 @@ function partHolds(text: string, v: Value, mask: number | null): boolean {
   }
 }
 
-export function elementHolds(e: Element, vs: Value[], mask: number | null = null): boolean {
+export function elementHolds(e: { key: readonly string[] }, vs: Value[], mask: number | null = null): boolean {
   return e.key.length === vs.length && e.key.every((t, i) => partHolds(t, vs[i]!, mask));
 }
 
@@ -114,9 +114,7 @@ export function lookup(ref: SetRef, vs: Value[], ctx: MatchContext, mask: number
   }
   const s = ctx.set(ref.name);
   if (!s) return { missing: `set @${ref.name} is not in the ruleset` };
-  const index = indexOf(s);
-  const exact = mask === null ? index.exact.get(showKey(vs)) : undefined;
-  const found = exact ?? (mask === null ? index.ranged : elementsOf(s)).find((e) => elementHolds(e, vs, mask)) ?? null;
+  const found = findElement(s, mask === null ? vs.map(show) : null, (key) => elementHolds({ key }, vs, mask));
   return found ? { found, set: ref.name } : { found: null, set: ref.name, dynamic: s.dynamic };
 }
 
@@ -160,7 +158,7 @@ export function matchExpr(e: Extract<Expr, { kind: 'match' }>, p: PacketState, c
   const shown = e.key.length === 1 && e.key[0]!.kind === 'mark' ? hex(vs[0]!.kind === 'number' ? vs[0]!.n : 0) : showKey(vs);
   const what = `${keyName(e.key)} is ${shown}`;
   if (Array.isArray(e.value)) {
-    const holds = elementHolds({ key: e.value, value: null, comment: null }, vs, e.mask);
+    const holds = elementHolds({ key: e.value }, vs, e.mask);
     return holds !== e.negate ? { ok: true } : { ok: false, hidden, why: what };
   }
   const r = lookup(e.value, vs, ctx, e.mask);

@@ -32,6 +32,12 @@ export interface TraceSet {
   unread: (() => Element[])[];
   /** Elements by their exact key, and those with a prefix or range in theirs: built on first lookup. */
   index?: { exact: Map<string, Element>; ranged: Element[] };
+  /**
+   * A rendered set's elements, left as the renderer wrote them: their keys are what the
+   * trace prints for packet values (canonical addresses, decimal numbers, protocol
+   * names), so they are compared as they are, and only the element found is converted.
+   */
+  rendered?: { elements: readonly RenderedElement[]; convert: (e: RenderedElement) => Element };
 }
 
 export interface TraceTable {
@@ -76,7 +82,7 @@ export function exactPart(t: string): string | null {
  * A set's elements indexed: a 10,000-service map has 100,000 elements, and a trace
  * looks up a few keys, some once per numgen branch.
  */
-export function indexOf(s: TraceSet): NonNullable<TraceSet['index']> {
+function indexOf(s: TraceSet): NonNullable<TraceSet['index']> {
   if (s.unread.length > 0 || !s.index) {
     const exact = new Map<string, Element>();
     const ranged: Element[] = [];
@@ -91,6 +97,25 @@ export function indexOf(s: TraceSet): NonNullable<TraceSet['index']> {
     s.index = { exact, ranged };
   }
   return s.index;
+}
+
+const ranged = (t: string) => t.includes('/') || t.includes('-');
+
+/**
+ * The element whose key is `exact` (the packet's values as the trace prints them; null
+ * when a mask makes them no key), or else the first whose prefixes and ranges `holds`.
+ */
+export function findElement(s: TraceSet, exact: string[] | null, holds: (key: readonly string[]) => boolean): Element | null {
+  if (s.rendered) {
+    const all = s.rendered.elements;
+    const hit =
+      (exact && all.find((e) => e.key.length === exact.length && e.key.every((t, i) => t === exact[i]))) ||
+      all.find((e) => (exact === null || e.key.some(ranged)) && holds(e.key));
+    return hit ? s.rendered.convert(hit) : null;
+  }
+  const index = indexOf(s);
+  const hit = exact ? index.exact.get(exact.map((t) => exactPart(t) ?? t).join(' . ')) : undefined;
+  return hit ?? (exact ? index.ranged : elementsOf(s)).find((e) => holds(e.key)) ?? null;
 }
 
 /** Elements of `add element ... { ... }`, read when first looked up. */
@@ -122,14 +147,20 @@ function verdictValue(text: string): Verdict {
   throw new RuleSyntaxError(`not a verdict: ${text}`);
 }
 
-function renderedElements(s: NftSet): () => Element[] {
+function renderedSet(s: NftSet): TraceSet {
   const verdicts = s.value !== undefined && 'type' in s.value && s.value.type.length === 1 && s.value.type[0] === 'verdict';
-  return () =>
-    s.elements.map((e: RenderedElement) => ({
-      key: e.key,
-      value: e.value === undefined ? null : verdicts ? verdictValue(e.value.join(' ')) : e.value,
-      comment: e.comment ?? null,
-    }));
+  const convert = (e: RenderedElement): Element => ({
+    key: e.key,
+    value: e.value === undefined ? null : verdicts ? verdictValue(e.value.join(' ')) : e.value,
+    comment: e.comment ?? null,
+  });
+  return {
+    name: s.name,
+    dynamic: s.flags.includes('dynamic') || s.flags.includes('timeout'),
+    elements: [],
+    unread: [() => s.elements.map(convert)],
+    rendered: { elements: s.elements, convert },
+  };
 }
 
 /** The rendered tables, as the trace reads them; rules and elements are shared, not copied. */
@@ -151,7 +182,7 @@ export function renderedTables(tables: readonly NftTable[]): TraceTables {
         ]),
       ),
       sets: new Map(
-        t.sets.map((s) => [s.name, { name: s.name, dynamic: s.flags.includes('dynamic') || s.flags.includes('timeout'), elements: [], unread: [renderedElements(s)] }]),
+        t.sets.map((s) => [s.name, renderedSet(s)]),
       ),
     });
   }
