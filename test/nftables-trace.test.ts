@@ -74,6 +74,16 @@ add rule ip t fwd ip saddr . th dport @allow accept
     expect(refused.outcomes[0]!.decidedBy).toMatchObject({ chain: 'fwd', rule: 0, text: 'policy drop' });
   });
 
+  it('applies the base chain\'s policy to a packet that falls off a chain it went to by goto', () => {
+    const script = `add chain ip t side
+add rule ip t fwd goto side
+add rule ip t side ip saddr 10.1.0.1 accept
+`;
+    expect(odds(traceScript(script, { src: '10.1.0.1', dst: '10.9.0.1', dstPort: 80 }))).toEqual([['accept', null, 1]]);
+    const dropped = traceScript(script, { src: '10.1.0.2', dst: '10.9.0.1', dstPort: 80 });
+    expect(dropped.outcomes[0]).toMatchObject({ verdict: 'drop', decidedBy: { chain: 'fwd', rule: 0, text: 'policy drop' } });
+  });
+
   it('forks numgen into every draw, and a draw with no element goes on to the next rule', () => {
     const script = `add map ip t be { typeof ip daddr . numgen random mod 3 : ip daddr . th dport ; }
 add element ip t be { 10.9.0.1 . 0 : 10.0.0.1 . 80 , 10.9.0.1 . 2 : 10.0.0.3 . 8080 }

@@ -39,6 +39,8 @@ interface Flow extends Fate {
   hidden: number;
   /** A rule whose numgen branch is chosen, to evaluate first when this flow resumes. */
   pending: number | null;
+  /** The base chain this walk is in: its policy applies when the packet leaves it, even by a goto's chain. */
+  base: { ref: string; chain: TraceChain } | null;
 }
 
 function copy(f: Flow): Flow {
@@ -72,17 +74,16 @@ function numgenOf(rule: ParsedRule): number | null {
   return null;
 }
 
+const policyRef = (base: NonNullable<Flow['base']>): RuleRef => ({ table: base.ref, chain: base.chain.name, rule: 0, text: 'policy drop', comment: null, role: null });
+
 const showVerdict = (v: NftVerdict) => ('chain' in v ? `${v.kind} ${v.chain}` : v.kind);
 
 /** `IP . PORT` map data or `IP[:PORT]` text as the DNAT target `IP:PORT`; null when unreadable. */
 function dnatTarget(parts: string[], dport: number): { ip: ParsedIP; port: number } | null {
-  let [addr, port] = parts.length === 2 ? [parts[0]!, parts[1]!] : [parts[0]!, null as string | null];
-  if (parts.length === 1) {
-    const bracketed = /^\[([^\]]+)\](?::([0-9]+))?$/.exec(addr);
-    const v4 = /^([0-9.]+):([0-9]+)$/.exec(addr);
-    if (bracketed) [addr, port] = [bracketed[1]!, bracketed[2] ?? null];
-    else if (v4) [addr, port] = [v4[1]!, v4[2]!];
-  }
+  let addr = parts[0]!;
+  let port = parts[1] ?? null;
+  const joined = parts.length === 1 ? (/^\[([^\]]+)\](?::([0-9]+))?$/.exec(addr) ?? /^([0-9.]+):([0-9]+)$/.exec(addr)) : null;
+  if (joined) [addr, port] = [joined[1]!, joined[2] ?? null];
   const ip = parseIP(addr);
   const n = port === null ? dport : Number(port);
   return ip && Number.isInteger(n) && n > 0 && n < 65536 ? { ip, port: n } : null;
@@ -125,7 +126,7 @@ export class NftablesDataplane implements Dataplane {
     const family = packetFamily(packet);
     const first = packet.from === 'node' ? 'output' : 'prerouting';
     const state: PacketState = { ...packetFields(packet), numgen: null };
-    const flow: Flow = { ...newFate(), state, hooks: [first, 'route'], bases: [], stack: [], hidden: 0, pending: null };
+    const flow: Flow = { ...newFate(), state, hooks: [first, 'route'], bases: [], stack: [], hidden: 0, pending: null, base: null };
     const outcomes: Outcome[] = [];
     const path = this.walk(flow, packet, family, outcomes);
     const unhooked = this.basesOn(family, first).length === 0;
@@ -145,16 +146,9 @@ export class NftablesDataplane implements Dataplane {
     };
   }
 
-  private ref(frame: Frame, index: number, comment?: string | null, role?: RuleRole | null): RuleRef {
+  private ref(frame: Frame, index: number): RuleRef {
     const rule = ruleAt(frame.chain, index, ruleRole);
-    return {
-      table: `${frame.table.family} ${frame.table.name}`,
-      chain: frame.chain.name,
-      rule: index + 1,
-      text: frame.chain.rules[index]!.text,
-      comment: comment === undefined ? rule.comment : comment,
-      role: role === undefined ? rule.role : role,
-    };
+    return { table: `${frame.table.family} ${frame.table.name}`, chain: frame.chain.name, rule: index + 1, text: frame.chain.rules[index]!.text, comment: rule.comment, role: rule.role };
   }
 
   /** Walks one flow to its end; numgen forks walk each of their branches recursively. */
@@ -190,9 +184,10 @@ export class NftablesDataplane implements Dataplane {
     for (;;) {
       const frame = flow.stack.at(-1);
       if (!frame) {
-        const base = flow.bases.shift();
-        if (base) {
-          enter(base.table, base.chain, 'hook', null);
+        const next = flow.bases.shift();
+        if (next) {
+          flow.base = { ref: `${next.table.family} ${next.table.name}`, chain: next.chain };
+          enter(next.table, next.chain, 'hook', null);
           continue;
         }
         const hook = flow.hooks.shift();
@@ -211,9 +206,7 @@ export class NftablesDataplane implements Dataplane {
       if (frame.next >= frame.chain.rules.length && flow.pending === null) {
         flush();
         flow.stack.pop();
-        if (flow.stack.length === 0 && frame.chain.policy === 'drop') {
-          return finish('drop', { table: `${frame.table.family} ${frame.table.name}`, chain: frame.chain.name, rule: 0, text: 'policy drop', comment: null, role: null });
-        }
+        if (flow.stack.length === 0 && flow.base!.chain.policy === 'drop') return finish('drop', policyRef(flow.base!));
         continue;
       }
       const index = flow.pending ?? frame.next++;
@@ -297,7 +290,7 @@ export class NftablesDataplane implements Dataplane {
           return finish('reject', decider);
         case 'return': {
           flow.stack.pop();
-          if (flow.stack.length === 0 && frame.chain.policy === 'drop') return finish('drop', ref);
+          if (flow.stack.length === 0 && flow.base!.chain.policy === 'drop') return finish('drop', policyRef(flow.base!));
           continue;
         }
         case 'continue':
