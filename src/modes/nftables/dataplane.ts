@@ -281,7 +281,7 @@ export class NftablesDataplane implements Dataplane {
           continue;
         }
         case 'accept':
-          if (flow.stack[0]!.chain.base?.type === 'filter') flow.acceptedBy = decider;
+          if (flow.base!.chain.base?.type === 'filter') flow.acceptedBy = decider;
           acceptBase();
           continue;
         case 'drop':
