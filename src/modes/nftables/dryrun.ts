@@ -16,6 +16,14 @@ export const FAMILY_BANNER: Record<IPFamily, string> = {
   IPv6: `# ==== IPv6: nft -f input (table ip6 ${TABLE_NAME}) ====`,
 };
 
+/** The chains external traffic enters: by address, and (node ports) by port. */
+function externalLabel(sp: ServicePort): string {
+  const chain = sp.externalTrafficPolicy === 'Local' ? N.EXTERNAL_LOCAL : N.EXTERNAL;
+  const byAddress = sp.externalIPs.length + sp.loadBalancerIPs.length > 0 ? [chain] : [];
+  const byPort = sp.nodePort !== 0 ? [`nodeport-${chain}`] : [];
+  return [...byAddress, ...byPort].join(' / ');
+}
+
 /** Which part of the table serves which traffic of a service port, for explanations. */
 export function portLabels(sp: ServicePort): ServicePortLabels {
   const firewall = { sourceRanges: `@${N.FIREWALL_ALLOW}`, firewall: N.FIREWALL_CHECK };
@@ -27,7 +35,7 @@ export function portLabels(sp: ServicePort): ServicePortLabels {
   return {
     cluster: `@${N.groupMap('cluster', n(sp.cluster))}`,
     local: `@${N.groupMap('local', n(sp.local))}`,
-    external: sp.externalTrafficPolicy === 'Local' ? N.EXTERNAL_LOCAL : N.EXTERNAL,
+    external: externalLabel(sp),
     ...firewall,
   };
 }

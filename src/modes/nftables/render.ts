@@ -24,8 +24,9 @@
  * verdict maps point at fixed chains (`cluster-endpoints`, `local-endpoints`, `external`,
  * `external-local` and their `nodeport-` twins, keyed by protocol and port since node
  * ports arrive on any node address), so they change only when a service's addresses or
- * policies do. A new endpoint count N adds a map and a rule (the applier keeps the
- * groups it wrote: `keepGroups`). Policies with their own needs use sets instead of
+ * policies do. An endpoint count no service port had adds a map and a rule per kind
+ * (no jump, so no validation either: as cheap as an element; the applier may keep the
+ * groups it wrote, `keepGroups`). Policies with their own needs use sets instead of
  * per-service rules: source ranges (`firewall-ips` + `firewall-allow`, an interval set
  * of `daddr . proto . port . saddr`), hairpin masquerade (`hairpin-endpoints`, `saddr .
  * daddr` of every endpoint, in postrouting, instead of a rule in each endpoint chain),
@@ -63,10 +64,10 @@ export interface NftablesOptions {
   dropInvalid: boolean;
   /**
    * Endpoint counts whose groups are declared even when no service port has that many
-   * endpoints, per kind: an applier that keeps the groups it wrote keeps an endpoint
-   * change element-only.
+   * endpoints: an applier that keeps the groups it wrote keeps an endpoint change
+   * element-only.
    */
-  keepGroups?: ReadonlyMap<N.GroupKind, readonly number[]>;
+  keepGroups?: readonly number[];
 }
 
 export const DEFAULT_NFTABLES_OPTIONS: NftablesOptions = {
@@ -251,13 +252,18 @@ function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
   return kind.startsWith('nodeport-') ? 'meta l4proto . th dport' : `${ip} daddr . meta l4proto . th dport`;
 }
 
-/** The balancing groups: per kind, a chain with one DNAT rule per endpoint count, and the counts' maps. */
+/**
+ * The balancing groups: per kind, a chain with one DNAT rule per endpoint count, and the
+ * counts' maps. Every kind has a group for every count any kind uses, so that a service
+ * port whose endpoint count changes finds its new group already there far more often.
+ */
 function groupObjects(ctx: Context, keep: NftablesOptions['keepGroups']): { chains: Chain[]; sets: NftSet[] } {
   const chains: Chain[] = [];
   const sets: NftSet[] = [];
+  const used = [...ctx.groups.values()].flatMap((byN) => [...byN.keys()]);
+  const counts = [...new Set([...used, ...(keep ?? [])])].sort((a, b) => a - b);
   for (const kind of N.GROUP_KINDS) {
     const byN = ctx.groups.get(kind)!;
-    const counts = [...new Set([...byN.keys(), ...(keep?.get(kind) ?? [])])].sort((a, b) => a - b);
     const key = groupKey(ctx.ip, kind);
     const rules: Rule[] = [];
     for (const n of counts) {
