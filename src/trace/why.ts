@@ -112,13 +112,18 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
       `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (${LOOPBACK_NODE_PORTS[t.mode] ?? 'never'}). The proxy leaves the packet alone.`,
     );
   }
-  if (sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0) {
+  const guarded = sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0;
+  const src = parseIP(p.src)!;
+  const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
+  // iptables mode's firewall also drops what its source ranges let in but nothing DNATed
+  // (externalTrafficPolicy Local without a local endpoint): that drop is not the ranges'.
+  const refusedByRanges = decided('source-ranges') && !allowedBy;
+  const noLocalEndpoints = decided('no-local-endpoints') || (decided('source-ranges') && allowedBy !== undefined);
+  if (guarded) {
     const ranges = sp.loadBalancerSourceRanges.join(', ');
     if (role === 'load balancer IP') {
-      const src = parseIP(p.src)!;
-      const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
       why.push(
-        decided('source-ranges')
+        refusedByRanges
           ? `loadBalancerSourceRanges (${ranges}) do not include ${p.src}: ${names.sourceRanges} does not let it in, and ${names.firewall} drops it.`
           : `loadBalancerSourceRanges (${ranges}): ${p.src} ${allowedBy ? `is in ${allowedBy}` : `is the load balancer IP itself (this node reaching its own VIP)`}, so ${names.sourceRanges} lets it in.`,
       );
@@ -148,7 +153,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     const client = p.from === 'node' ? `${here} itself` : p.from === 'pod' ? 'a pod' : 'an outside client';
     if (usedSvl) why.push(`externalTrafficPolicy Local: ${client} is served by ${localSet}; the client's source IP is kept.`);
     if (usedSvc) why.push(`externalTrafficPolicy Local applies to outside clients only: ${client} is served as if through the load balancer, by ${clusterSet}.`);
-    if (decided('no-local-endpoints')) {
+    if (noLocalEndpoints) {
       const hc = sp.healthCheckNodePort !== 0 ? ` Its health check node port ${sp.healthCheckNodePort} answers 503 here, so load balancers leave ${here} out.` : '';
       why.push(`externalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here}: ${client} is dropped here rather than sent to another node.${hc}`);
     }
