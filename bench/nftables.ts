@@ -26,7 +26,7 @@ renderNftables(model.families.IPv4, model.node, opts);
 const [table, renderS] = timed(() => renderNftables(model.families.IPv4, model.node, opts));
 const [script, writeS] = timed(() => scriptText(table));
 console.log('nftables, 10,000 services x 10 endpoints (IPv4)');
-console.log(`  render ${f(renderS)} s, script ${f(writeS)} s, ${(script.length / 1e6).toFixed(1)} MB, ${script.split('\n').length - 1} lines`);
+console.log(`  render (second run) ${f(renderS)} s, script text ${f(writeS)} s, ${(script.length / 1e6).toFixed(1)} MB, ${script.split('\n').length - 1} lines`);
 
 if (process.getuid?.() === 0) {
   const ns = new Netns('bench-nft');

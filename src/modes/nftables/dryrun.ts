@@ -4,9 +4,8 @@
  * then the `nft -f` script. Comments only, besides the script, so the text stays valid
  * `nft -f` input.
  */
-import { explainServicePort, type ServicePortLabels } from '../../model/explain.js';
+import { explainComments, type ServicePortLabels } from '../../model/explain.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
-import { parseCIDR } from '../../net/ip.js';
 import * as N from './names.js';
 import { renderNftables, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, scriptText, TABLE_NAME } from './ruleset.js';
@@ -40,18 +39,12 @@ export function portLabels(sp: ServicePort): ServicePortLabels {
   };
 }
 
-function explainLines(model: FamilyModel, node: NodeContext, opts: NftablesOptions): string[] {
-  const podCIDR = opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
-  const ports = model.servicePorts.flatMap((sp) => ['#', ...explainServicePort(sp, node, podCIDR, portLabels(sp)).map((l) => `#   ${l}`)]);
-  return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
-}
-
 export function familyRulesText(model: FamilyModel, node: NodeContext, opts: NftablesOptions, explain: boolean): string {
   const table = renderNftables(model, node, opts);
   return [
     FAMILY_BANNER[model.family],
     `# node ${node.nodeName}, ${model.servicePorts.length} service ports, table ${NFT_FAMILY[model.family]} ${TABLE_NAME}`,
-    ...(explain ? explainLines(model, node, opts) : []),
+    ...(explain ? explainComments(model, node, opts.clusterCIDRs, portLabels) : []),
     scriptText(table),
   ].join('\n');
 }
