@@ -323,58 +323,16 @@ const cases: Case[] = [
     want: { dist: { '10.244.1.90:8080': 0.5, '10.244.2.90:8080': 0.5 }, sticky: true, why: [/within 10800 s/] },
   },
   {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'pod -> cluster IP inside a ServiceCIDR: 1/2 to each endpoint',
-    packet: { src: '10.244.0.5', dst: '10.96.0.20', dstPort: 80 },
-    want: { dist: { '10.244.0.10:8080': 0.5, '10.244.1.10:8080': 0.5 }, masq: false, service: 'app/web:http' },
-  },
-  {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'a port the Service does not serve: no rule in iptables mode (nftables mode REJECTs it)',
-    packet: { src: '10.244.0.5', dst: '10.96.0.20', dstPort: 81 },
-    want: { dist: { 'no-match': 1 }, service: null },
-  },
-  {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'the service without endpoints: REJECT',
-    packet: { src: '10.244.0.5', dst: '10.97.0.5', dstPort: 8080 },
-    want: { dist: { reject: 1 }, by: { chain: 'KUBE-SERVICES', comment: 'app/empty:http has no endpoints' } },
-  },
-  {
     golden: 'affinity-local-policy',
     what: 'pod -> cluster IP of the sticky service: 1/2 each, sticky',
     packet: { src: '10.244.0.5', dst: '10.96.0.30', dstPort: 443 },
     want: { dist: { '10.244.0.30:8443': 0.5, '10.244.1.30:8443': 0.5 }, sticky: true, masq: false },
   },
   {
-    golden: 'affinity-local-policy',
-    what: 'allowed outside client -> LB IP, ETP Local: the local endpoint, client IP kept',
-    packet: { src: '203.0.113.5', dst: '198.51.100.30', dstPort: 443, from: 'external' },
-    want: { dist: { '10.244.0.30:8443': 1 }, masq: false },
-  },
-  {
-    golden: 'affinity-local-policy',
-    what: 'outside client not in the source ranges: DROP',
-    packet: { src: OUTSIDE, dst: '198.51.100.30', dstPort: 443, from: 'external' },
-    want: { dist: { drop: 1 }, by: { chain: 'KUBE-PROXY-FIREWALL' } },
-  },
-  {
-    golden: 'affinity-local-policy',
-    what: 'outside client -> LB IP of the UDP service without affinity: its local endpoint',
-    packet: { src: OUTSIDE, dst: '198.51.100.31', dstPort: 80, protocol: 'udp', from: 'external' },
-    want: { dist: { '10.244.0.31:8080': 1 }, masq: false },
-  },
-  {
     golden: 'duplicate-service-addresses',
     what: 'external IP two Services claim: the first one serves it',
     packet: { src: OUTSIDE, dst: '192.0.2.40', dstPort: 80, from: 'external' },
     want: { dist: { '10.244.0.40:8080': 1 }, masq: true, service: 'app/first:http' },
-  },
-  {
-    golden: 'duplicate-service-addresses',
-    what: 'the second Service keeps its own cluster IP',
-    packet: { src: '10.244.0.5', dst: '10.96.0.41', dstPort: 80 },
-    want: { dist: { '10.244.0.41:8080': 0.5, '10.244.1.41:8080': 0.5 }, service: 'app/second:http' },
   },
   {
     golden: 'slice-merge-dedup',
