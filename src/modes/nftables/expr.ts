@@ -82,7 +82,7 @@ export function tokenize(text: string): string[] {
   return out;
 }
 
-export const unquote = (t: string): string => (t.startsWith('"') ? t.slice(1, -1) : t);
+const unquote = (t: string): string => (t.startsWith('"') ? t.slice(1, -1) : t);
 
 export function parseNumber(t: string | undefined): number | null {
   if (t === undefined || !/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(t)) return null;

@@ -99,11 +99,11 @@ function partHolds(text: string, v: Value, mask: number | null): boolean {
   }
 }
 
-export function elementHolds(e: { key: readonly string[] }, vs: Value[], mask: number | null = null): boolean {
+function elementHolds(e: { key: readonly string[] }, vs: Value[], mask: number | null = null): boolean {
   return e.key.length === vs.length && e.key.every((t, i) => partHolds(t, vs[i]!, mask));
 }
 
-export type Lookup =
+type Lookup =
   | { found: Element; set: string | null }
   | { found: null; set: string | null; dynamic: boolean }
   | { missing: string };
@@ -118,7 +118,7 @@ export function lookup(ref: SetRef, vs: Value[], ctx: MatchContext, mask: number
   return found ? { found, set: ref.name } : { found: null, set: ref.name, dynamic: s.dynamic };
 }
 
-export type ExprMatch =
+type ExprMatch =
   | { ok: true; note?: string }
   /** `hidden`: it failed on destination, port or protocol, so the rule is about other traffic. */
   | { ok: false; hidden: boolean; why: string }

@@ -10,7 +10,7 @@ import { parseElements, RuleSyntaxError, tokenize } from './expr.js';
 const PRIORITY_NAMES: Record<string, number> = { raw: -300, mangle: -150, dstnat: -100, filter: 0, security: 50, srcnat: 100 };
 
 /** `dstnat`, `-110`, `dstnat - 10`, `dstnat+10`: the tokens after `priority`, up to `;`. */
-export function parsePriority(words: string[]): number | null {
+function parsePriority(words: string[]): number | null {
   const text = words.join('');
   const m = /^([a-z]+|-?[0-9]+)(?:([+-])([0-9]+))?$/.exec(text);
   if (!m) return null;

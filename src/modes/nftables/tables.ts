@@ -9,7 +9,7 @@ import type { RuleRole } from '../../trace/types.js';
 import { parseElements, parseNumber, parseRule, RuleSyntaxError, tokenize, type Element, type ParsedRule, type Verdict } from './expr.js';
 import { ruleText, tableRef, type Element as RenderedElement, type NftSet, type NftTable } from './ruleset.js';
 
-export interface TraceRule {
+interface TraceRule {
   /** The rule as `add rule ... CHAIN` takes it, comment included. */
   text: string;
   parsed?: ParsedRule & { body: string; role: RuleRole | null };
@@ -69,7 +69,7 @@ export function elementsOf(s: TraceSet): Element[] {
 }
 
 /** The canonical text of an element's key part, when it is one value (no prefix or range). */
-export function exactPart(t: string): string | null {
+function exactPart(t: string): string | null {
   if (t.includes('/') || /^[^:]*-/.test(t)) return null;
   const ip = parseIP(t);
   if (ip) return ip.text;
