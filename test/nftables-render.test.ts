@@ -111,3 +111,16 @@ describe('nftables layout', () => {
     expect(rules(false).some((r) => r.rule.includes('invalid'))).toBe(false);
   });
 });
+
+describe('nftables source ranges', () => {
+  it('keeps the outermost of overlapping ranges, and the node-allowed LB IP only when no range holds it', () => {
+    const objects = cluster([1, 1, 1]);
+    const lb = objects.services[2] as { spec: Record<string, unknown> };
+    lb.spec.loadBalancerSourceRanges = ['198.51.100.0/24', '10.0.0.0/8', '10.1.0.0/16', '10.0.0.0/8', '192.168.1.0/24'];
+    const allow = render(objects).sets.find((s) => s.name === 'firewall-allow')!.elements.map((e) => e.key.at(-1));
+    // 198.51.100.2 (the LB IP) is inside 198.51.100.0/24; the node (192.168.1.10) is allowed.
+    expect(allow).toEqual(['198.51.100.0/24', '10.0.0.0/8', '192.168.1.0/24']);
+    lb.spec.loadBalancerSourceRanges = ['192.168.0.0/16'];
+    expect(render(objects).sets.find((s) => s.name === 'firewall-allow')!.elements.map((e) => e.key.at(-1))).toEqual(['192.168.0.0/16', '198.51.100.2']);
+  });
+});

@@ -43,7 +43,7 @@
 import { nodePortIPs } from '../../model/nodeports.js';
 import { policyView } from '../../model/policy.js';
 import type { Endpoint, FamilyModel, NodeContext, ServicePort } from '../../model/types.js';
-import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
+import { cidrContains, parseCIDR, parseIP, type ParsedCIDR, type ParsedIP } from '../../net/ip.js';
 import { PROTOCOL_NAMES } from '../iptables/names.js';
 import * as N from './names.js';
 import { NFT_FAMILY, TABLE_COMMENT, TABLE_NAME, elementKey, type Chain, type Element, type NftSet, type NftTable, type Rule } from './ruleset.js';
@@ -228,9 +228,12 @@ function servicePort(sp: ServicePort, ctx: Context): void {
     if (externalLocal) addGroup(ctx, `${prefix}local` as N.GroupKind, key, view.localEndpoints);
   };
 
+  const owned = new Set<string>();
   for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs]) {
     const key = [ip, proto, port];
-    if (claim(key)) external('ip', key);
+    if (!claim(key)) continue;
+    owned.add(ip);
+    external('ip', key);
   }
   if (sp.nodePort !== 0) {
     // Node ports are not subject to loadBalancerSourceRanges, as upstream.
@@ -239,13 +242,24 @@ function servicePort(sp: ServicePort, ctx: Context): void {
   }
   if (hasEndpoints && sp.loadBalancerSourceRanges.length > 0) {
     // A node that is itself allowed reaches a VIP bound locally with the VIP as source.
-    const nodeAllowed = ctx.primaryNodeIP !== null && sp.loadBalancerSourceRanges.some((r) => cidrContains(parseCIDR(r)!, ctx.primaryNodeIP!));
+    const ranges = outermost(sp.loadBalancerSourceRanges.map((r) => parseCIDR(r)!));
+    const nodeAllowed = ctx.primaryNodeIP !== null && ranges.some((r) => cidrContains(r, ctx.primaryNodeIP!));
     for (const ip of sp.loadBalancerIPs) {
+      if (!owned.has(ip)) continue;
       ctx.firewallIPs.add({ key: [ip, proto, port], comment: name });
-      for (const range of sp.loadBalancerSourceRanges) ctx.firewallAllow.add({ key: [ip, proto, port, range] });
-      if (nodeAllowed) ctx.firewallAllow.add({ key: [ip, proto, port, ip] });
+      for (const range of ranges) ctx.firewallAllow.add({ key: [ip, proto, port, range.text] });
+      if (nodeAllowed && !ranges.some((r) => cidrContains(r, parseIP(ip)!))) ctx.firewallAllow.add({ key: [ip, proto, port, ip] });
     }
   }
+}
+
+/**
+ * The ranges no other range covers, in their order: an interval set refuses elements
+ * that overlap, and two CIDRs overlap only when one holds the other.
+ */
+function outermost(ranges: ParsedCIDR[]): ParsedCIDR[] {
+  const holds = (outer: ParsedCIDR, inner: ParsedCIDR) => outer.prefix <= inner.prefix && cidrContains(outer, { family: inner.family, bytes: inner.network, text: '' });
+  return ranges.filter((r, i) => !ranges.some((o, j) => j !== i && holds(o, r) && (o.prefix < r.prefix || j < i)));
 }
 
 function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
