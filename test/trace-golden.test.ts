@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Destination, TraceResult } from '../src/trace/types.js';
 import { goldenCaseNames } from './support/golden.js';
-import { distribution, goldenTracer, type PacketSpec } from './support/trace-golden.js';
+import { distribution, goldenTracer, TRACE_MODES, type PacketSpec, type TraceMode } from './support/trace-golden.js';
 
 const OUTSIDE = '100.64.0.9';
 
@@ -26,6 +26,8 @@ interface Case {
   what: string;
   packet: PacketSpec;
   want: Expect;
+  /** nftables mode, where it differs by design (upstream's nftables mode does) or names the deciding rule. */
+  nftables?: Partial<Expect>;
 }
 
 const third = 1 / 3;
@@ -54,6 +56,7 @@ const cases: Case[] = [
     what: 'UDP to a TCP-only service port: no proxy rule applies',
     packet: { src: '10.1.2.3', dst: '172.30.0.41', dstPort: 80, protocol: 'udp' },
     want: { dist: { 'no-match': 1 }, service: null, why: [/not an address of any service port/] },
+    nftables: { dist: { reject: 1 }, by: { chain: 'cluster-ips-check', comment: 'Reject traffic to invalid ports of ClusterIPs' } },
   },
   {
     golden: 'clusterip-three-endpoints',
@@ -214,6 +217,7 @@ const cases: Case[] = [
     what: 'localhost node port (allowed by default), masqueraded with mark bit 12',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
     want: { dist: { '10.244.2.210:8080': 1 }, masq: true },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/node port of service port/, /loopback address \(never in nftables mode/] },
   },
   {
     golden: 'masquerade-all',
@@ -280,6 +284,7 @@ const cases: Case[] = [
     what: 'node port on 127.0.0.1, which --nodeport-addresses includes: served, masqueraded',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30210, from: 'node' },
     want: { dist: { '10.244.2.210:8080': 1 }, masq: true },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/take no node ports on 127\.0\.0\.1/] },
   },
   {
     golden: 'nodeport-addresses-localhost',
@@ -318,58 +323,16 @@ const cases: Case[] = [
     want: { dist: { '10.244.1.90:8080': 0.5, '10.244.2.90:8080': 0.5 }, sticky: true, why: [/within 10800 s/] },
   },
   {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'pod -> cluster IP inside a ServiceCIDR: 1/2 to each endpoint',
-    packet: { src: '10.244.0.5', dst: '10.96.0.20', dstPort: 80 },
-    want: { dist: { '10.244.0.10:8080': 0.5, '10.244.1.10:8080': 0.5 }, masq: false, service: 'app/web:http' },
-  },
-  {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'a port the Service does not serve: no rule in iptables mode (nftables mode REJECTs it)',
-    packet: { src: '10.244.0.5', dst: '10.96.0.20', dstPort: 81 },
-    want: { dist: { 'no-match': 1 }, service: null },
-  },
-  {
-    golden: 'service-cidrs-unserved-ports',
-    what: 'the service without endpoints: REJECT',
-    packet: { src: '10.244.0.5', dst: '10.97.0.5', dstPort: 8080 },
-    want: { dist: { reject: 1 }, by: { chain: 'KUBE-SERVICES', comment: 'app/empty:http has no endpoints' } },
-  },
-  {
     golden: 'affinity-local-policy',
     what: 'pod -> cluster IP of the sticky service: 1/2 each, sticky',
     packet: { src: '10.244.0.5', dst: '10.96.0.30', dstPort: 443 },
     want: { dist: { '10.244.0.30:8443': 0.5, '10.244.1.30:8443': 0.5 }, sticky: true, masq: false },
   },
   {
-    golden: 'affinity-local-policy',
-    what: 'allowed outside client -> LB IP, ETP Local: the local endpoint, client IP kept',
-    packet: { src: '203.0.113.5', dst: '198.51.100.30', dstPort: 443, from: 'external' },
-    want: { dist: { '10.244.0.30:8443': 1 }, masq: false },
-  },
-  {
-    golden: 'affinity-local-policy',
-    what: 'outside client not in the source ranges: DROP',
-    packet: { src: OUTSIDE, dst: '198.51.100.30', dstPort: 443, from: 'external' },
-    want: { dist: { drop: 1 }, by: { chain: 'KUBE-PROXY-FIREWALL' } },
-  },
-  {
-    golden: 'affinity-local-policy',
-    what: 'outside client -> LB IP of the UDP service without affinity: its local endpoint',
-    packet: { src: OUTSIDE, dst: '198.51.100.31', dstPort: 80, protocol: 'udp', from: 'external' },
-    want: { dist: { '10.244.0.31:8080': 1 }, masq: false },
-  },
-  {
     golden: 'duplicate-service-addresses',
     what: 'external IP two Services claim: the first one serves it',
     packet: { src: OUTSIDE, dst: '192.0.2.40', dstPort: 80, from: 'external' },
     want: { dist: { '10.244.0.40:8080': 1 }, masq: true, service: 'app/first:http' },
-  },
-  {
-    golden: 'duplicate-service-addresses',
-    what: 'the second Service keeps its own cluster IP',
-    packet: { src: '10.244.0.5', dst: '10.96.0.41', dstPort: 80 },
-    want: { dist: { '10.244.0.41:8080': 0.5, '10.244.1.41:8080': 0.5 }, service: 'app/second:http' },
   },
   {
     golden: 'slice-merge-dedup',
@@ -382,6 +345,7 @@ const cases: Case[] = [
     what: 'node itself -> its node port, ETP Local: masqueraded to the cluster set',
     packet: { src: '127.0.0.1', dst: '127.0.0.1', dstPort: 30130, from: 'node' },
     want: { dist: { '10.244.1.130:8080': third, '10.244.1.131:8080': third, '10.244.2.130:8080': third }, masq: true, why: [/traffic from node-a itself to an external address/] },
+    nftables: { dist: { 'no-match': 1 }, masq: undefined, why: [/take no node ports on 127\.0\.0\.1/] },
   },
   {
     golden: 'terminating-fallback',
@@ -450,6 +414,101 @@ const cases: Case[] = [
     want: { dist: { '10.244.1.150:8080': 1 }, service: 'shop/good:http' },
   },
   {
+    golden: 'affinity-local-policy',
+    what: 'affinity, ETP Local, source ranges: an allowed client gets the local endpoint, sticky, its address kept',
+    packet: { src: '203.0.113.9', dst: '198.51.100.30', dstPort: 443, from: 'external' },
+    want: { dist: { '10.244.0.30:8443': 1 }, masq: false, sticky: true, why: [/sessionAffinity ClientIP.*within 900 s/, /source IP is kept/] },
+  },
+  {
+    golden: 'affinity-local-policy',
+    what: 'affinity, source ranges: a client outside them is dropped before any balancing',
+    packet: { src: '100.64.0.9', dst: '198.51.100.30', dstPort: 443, from: 'external' },
+    want: { dist: { drop: 1 }, why: [/do not include 100\.64\.0\.9/] },
+    nftables: { by: { chain: 'firewall-check', comment: 'loadBalancerSourceRanges' } },
+  },
+  {
+    golden: 'affinity-local-policy',
+    what: 'affinity, hairpin: the endpoint reaching its own cluster IP is masqueraded only when it lands on itself',
+    packet: { src: '10.244.0.30', dst: '10.96.0.30', dstPort: 443 },
+    want: { dist: { '10.244.0.30:8443': 0.5, '10.244.1.30:8443': 0.5 }, masq: { '10.244.0.30:8443': true, '10.244.1.30:8443': false }, sticky: true, why: [/Hairpin: to 10\.244\.0\.30:8443/] },
+  },
+  {
+    golden: 'affinity-local-policy',
+    what: 'affinity, node port from outside: not subject to source ranges, local endpoint only',
+    packet: { src: '100.64.0.9', dst: '192.168.1.10', dstPort: 30443, from: 'external' },
+    want: { dist: { '10.244.0.30:8443': 1 }, masq: false, sticky: true, why: [/guard the load balancer IPs only, not node ports/] },
+  },
+  {
+    golden: 'affinity-local-policy',
+    what: 'no affinity beside it, UDP, ETP Local: an outside client gets the local endpoint',
+    packet: { src: '100.64.0.9', dst: '198.51.100.31', dstPort: 80, from: 'external', protocol: 'udp' },
+    want: { dist: { '10.244.0.31:8080': 1 }, masq: false, sticky: false, service: 'app/plain:http' },
+  },
+  {
+    golden: 'affinity-local-policy',
+    what: 'no affinity, a pod to the LB IP: the cluster set, 1/3 each',
+    packet: { src: '10.244.3.5', dst: '198.51.100.31', dstPort: 80, protocol: 'udp' },
+    want: { dist: { '10.244.0.31:8080': third, '10.244.1.31:8080': third, '10.244.2.31:8080': third }, masq: false },
+  },
+  {
+    golden: 'duplicate-service-addresses',
+    what: 'an external IP two Services claim: the first by name serves it',
+    packet: { src: '10.244.3.5', dst: '192.0.2.40', dstPort: 80 },
+    want: { dist: { '10.244.0.40:8080': 1 }, service: 'app/first:http' },
+  },
+  {
+    golden: 'duplicate-service-addresses',
+    what: 'a node port two Services claim: the first by name serves it',
+    packet: { src: '100.64.0.9', dst: '192.168.1.10', dstPort: 30040, from: 'external' },
+    want: { dist: { '10.244.0.40:8080': 1 }, masq: true, service: 'app/first:http' },
+  },
+  {
+    golden: 'duplicate-service-addresses',
+    what: 'the other Service keeps its cluster IP',
+    packet: { src: '10.244.3.5', dst: '10.96.0.41', dstPort: 80 },
+    want: { dist: { '10.244.0.41:8080': 0.5, '10.244.1.41:8080': 0.5 }, service: 'app/second:http' },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'a served cluster-IP port inside the service CIDRs',
+    packet: { src: '10.244.3.5', dst: '10.96.0.20', dstPort: 80 },
+    want: { dist: { '10.244.0.10:8080': 0.5, '10.244.1.10:8080': 0.5 }, service: 'app/web:http' },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'a cluster IP on a port its Service does not serve: iptables leaves it alone, nftables rejects it',
+    packet: { src: '10.244.3.5', dst: '10.96.0.20', dstPort: 443 },
+    want: { dist: { 'no-match': 1 }, service: null },
+    nftables: { dist: { reject: 1 }, by: { chain: 'cluster-ips-check', comment: 'Reject traffic to invalid ports of ClusterIPs' } },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'an address of the service CIDRs no Service holds: iptables leaves it alone, nftables drops it',
+    packet: { src: '10.244.3.5', dst: '10.97.0.99', dstPort: 80 },
+    want: { dist: { 'no-match': 1 }, service: null },
+    nftables: { dist: { drop: 1 }, by: { chain: 'cluster-ips-check', comment: 'Drop traffic to unallocated ClusterIPs' } },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'the same in IPv6',
+    packet: { src: 'fd00:10:244:1::5', dst: 'fd00:10:96::99', dstPort: 80 },
+    want: { dist: { 'no-match': 1 }, service: null },
+    nftables: { dist: { drop: 1 }, by: { chain: 'cluster-ips-check', comment: 'Drop traffic to unallocated ClusterIPs' } },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'an address outside every service CIDR: left alone in both modes',
+    packet: { src: '10.244.3.5', dst: '10.98.0.1', dstPort: 80 },
+    want: { dist: { 'no-match': 1 }, service: null },
+  },
+  {
+    golden: 'service-cidrs-unserved-ports',
+    what: 'a service without endpoints inside the second ServiceCIDR: REJECT in both modes',
+    packet: { src: '10.244.3.5', dst: '10.97.0.5', dstPort: 8080 },
+    want: { dist: { reject: 1 }, why: [/No endpoint can serve app\/empty:http/] },
+    nftables: { by: { chain: 'service-endpoints-check', comment: 'app/empty:http' } },
+  },
+  {
     golden: 'example-cluster',
     what: 'node -> its own LB IP, ETP Local: masqueraded, cluster set',
     packet: { src: '192.168.10.11', dst: '192.0.2.10', dstPort: 443, from: 'node' },
@@ -464,6 +523,7 @@ const cases: Case[] = [
       by: { chain: 'KUBE-NODEPORTS', comment: 'shop/frontend:https health check node port' },
       why: [/health check node port of service port shop\/frontend:https/, /node-a has 1 local endpoint/],
     },
+    nftables: { dist: { 'no-match': 1 }, why: [/health check node port of service port shop\/frontend:https/] },
   },
   {
     golden: 'example-cluster',
@@ -482,6 +542,17 @@ const cases: Case[] = [
     want: { dist: { '10.244.0.5:53': 1 }, why: [/hinted for zone zone-a/] },
   },
 ];
+
+/**
+ * What a case expects in `mode`. The verdict, endpoints, masquerade and reasons are the
+ * same in both modes unless the case says nftables differs by design; the deciding rule
+ * is named in each mode's own terms, so iptables' chain names are not asked of nftables.
+ */
+function wanted(c: Case, mode: TraceMode): Expect {
+  if (mode === 'iptables') return c.want;
+  const ownNames = (re: RegExp) => !re.source.includes('KUBE-');
+  return { ...c.want, by: undefined, why: c.want.why?.filter(ownNames), ...c.nftables };
+}
 
 function masqOf(ds: Destination[]): Record<string, boolean> {
   return Object.fromEntries(ds.filter((d) => d.verdict === 'dnat').map((d) => [d.address!, d.masquerade]));
@@ -509,19 +580,30 @@ describe('traces through the golden cases', () => {
     expect(new Set(cases.map((c) => c.golden))).toEqual(new Set(goldens));
   });
 
-  for (const c of cases) {
-    it(`${c.golden}: ${c.what}`, () => check(goldenTracer(c.golden)(c.packet), c.want));
+  for (const mode of TRACE_MODES) {
+    describe(mode, () => {
+      for (const c of cases) {
+        it(`${c.golden}: ${c.what}`, () => check(goldenTracer(c.golden, mode)(c.packet), wanted(c, mode)));
+      }
+    });
   }
 
-  it.each([
-    ['large-cluster-mode', false],
-    ['large-cluster-threshold', true],
-  ])('%s: one branch per endpoint at 1/n; per-endpoint comments: %s', (golden, comments) => {
-    const r = goldenTracer(golden)({ src: '10.244.1.5', dst: '10.96.230.230', dstPort: 80 });
-    const ps = Object.values(distribution(r));
-    expect(ps.length).toBeGreaterThan(1);
-    for (const p of ps) expect(p).toBeCloseTo(1 / ps.length, 8);
-    const branchComments = r.path.branches.map((b) => b.path.steps[0]?.kind === 'rule' && b.path.steps[0].comment !== null);
-    expect(branchComments).toEqual(ps.map(() => comments));
+  describe.each(TRACE_MODES)('%s', (mode) => {
+    it.each([
+      ['large-cluster-mode', false],
+      ['large-cluster-threshold', true],
+    ])('%s: one branch per endpoint at 1/n; per-endpoint comments (iptables): %s', (golden, comments) => {
+      const r = goldenTracer(golden, mode)({ src: '10.244.1.5', dst: '10.96.230.230', dstPort: 80 });
+      const ps = Object.values(distribution(r));
+      expect(ps.length).toBeGreaterThan(1);
+      for (const p of ps) expect(p).toBeCloseTo(1 / ps.length, 8);
+      const branches = r.path.branches;
+      if (mode === 'iptables') {
+        expect(branches.map((b) => b.path.steps[0]?.kind === 'rule' && b.path.steps[0].comment !== null)).toEqual(ps.map(() => comments));
+      } else {
+        // One numgen draw, one branch per endpoint, each starting with the DNAT it chose.
+        expect(branches.map((b) => b.path.steps[0])).toEqual(ps.map(() => expect.objectContaining({ kind: 'rule', result: 'match', detail: expect.stringMatching(/^numgen gave \d+: .*destination becomes /) })));
+      }
+    });
   });
 });

@@ -25,10 +25,16 @@ function ruleLines(s: Extract<Step, { kind: 'rule' }>, indent: string): string[]
   return lines;
 }
 
-function routeLine(s: Extract<Step, { kind: 'route' }>): string {
-  if (s.to === 'local') return `routing: ${s.dst} is on this node -> filter INPUT`;
-  if (s.to === 'forward') return `routing: ${s.dst} is elsewhere -> filter FORWARD, nat POSTROUTING`;
-  return `routing: ${s.dst} -> filter OUTPUT, nat POSTROUTING`;
+/** Where each mode's packets go after routing, and what draws their random choices. */
+const VOCABULARY: Record<string, { local: string; forward: string; out: string; random: string }> = {
+  iptables: { local: 'filter INPUT', forward: 'filter FORWARD, nat POSTROUTING', out: 'filter OUTPUT, nat POSTROUTING', random: '-m statistic' },
+  nftables: { local: 'input hook', forward: 'forward and postrouting hooks', out: 'postrouting hook', random: 'numgen random' },
+};
+
+function routeLine(s: Extract<Step, { kind: 'route' }>, words: (typeof VOCABULARY)[string]): string {
+  if (s.to === 'local') return `routing: ${s.dst} is on this node -> ${words.local}`;
+  if (s.to === 'forward') return `routing: ${s.dst} is elsewhere -> ${words.forward}`;
+  return `routing: ${s.dst} -> ${words.out}`;
 }
 
 function outcomeText(o: Pick<Outcome, 'verdict' | 'dnat' | 'masquerade' | 'reason' | 'decidedBy'>): string {
@@ -70,6 +76,8 @@ class PathPrinter {
   readonly lines: string[] = [];
   private chain = '';
 
+  constructor(private readonly words: (typeof VOCABULARY)[string]) {}
+
   segment(seg: PathSegment, indent: string): void {
     for (let i = 0; i < seg.steps.length; i++) {
       const s = seg.steps[i]!;
@@ -87,7 +95,7 @@ class PathPrinter {
     }
     if (seg.outcome) this.lines.push(`${indent}=> ${outcomeText(seg.outcome)}`);
     if (seg.branches.length === 0) return;
-    this.lines.push(`${indent}one of ${seg.branches.length} ways (${seg.chooser ?? '-m statistic'}):`);
+    this.lines.push(`${indent}one of ${seg.branches.length} ways (${seg.chooser ?? this.words.random}):`);
     const first = seg.branches[0]!;
     const chain = this.chain;
     seg.branches.forEach((b, i) => {
@@ -97,8 +105,8 @@ class PathPrinter {
       const head = b.path.steps[0];
       if (i > 0 && head?.kind === 'rule' && b.path.outcome && shape(b.path) === shape(first.path)) {
         const entered = b.path.steps[1];
-        const target = entered?.kind === 'chain' ? entered.chain : '';
-        this.lines.push(`${indent}${fork} ${pct.padStart(6)}  rule ${head.rule} -> ${target} => ${outcomeText(b.path.outcome)} (otherwise as the first way)`);
+        const target = entered?.kind === 'chain' ? ` -> ${entered.chain}` : '';
+        this.lines.push(`${indent}${fork} ${pct.padStart(6)}  rule ${head.rule}${target} => ${outcomeText(b.path.outcome)} (otherwise as the first way)`);
         return;
       }
       this.lines.push(`${indent}${fork} ${pct.padStart(6)}`);
@@ -110,7 +118,7 @@ class PathPrinter {
   private step(s: Step, indent: string): void {
     if (s.kind === 'route') {
       this.chain = '';
-      this.lines.push(`${indent}${routeLine(s)}`);
+      this.lines.push(`${indent}${routeLine(s, this.words)}`);
       return;
     }
     const chain = chainOf(s)!;
@@ -154,7 +162,7 @@ export function formatTrace(r: TraceResult): string {
   const src = p.srcPort === null ? p.src : joinHostPort(p.src, p.srcPort);
   const out = [`${p.protocol} ${src} -> ${joinHostPort(p.dst, p.dstPort)} from ${FROM[p.from]}, entering ${r.node} (${r.family}, ${r.mode} mode)`];
   if (r.service) out.push(`${r.service.servicePort} (${r.service.protocol}), ${r.service.role}`);
-  const printer = new PathPrinter();
+  const printer = new PathPrinter(VOCABULARY[r.mode] ?? VOCABULARY.iptables!);
   printer.segment(r.path, '  ');
   out.push('', 'Path', ...printer.lines);
   const ds = r.destinations;

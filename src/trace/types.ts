@@ -94,7 +94,12 @@ export type RuleRole =
   /** Drop: the source is outside loadBalancerSourceRanges. */
   | { kind: 'source-ranges' }
   /** Captured into a proxy's listener (userspace mode), which connects to the endpoint itself. */
-  | { kind: 'proxied'; listener: string; port: number };
+  | { kind: 'proxied'; listener: string; port: number }
+  /**
+   * Dispatches node ports, where the mode has no chain for that: a step of this rule is
+   * on the path only when the destination is an address that takes node ports.
+   */
+  | { kind: 'node-ports' };
 
 /** A rule by its place: 1-based index in its chain, as `iptables -L --line-numbers` counts. */
 export interface RuleRef {

@@ -60,6 +60,12 @@ function destinations(outcomes: Outcome[], sp: ServicePort | null): Destination[
   return [...out.values()];
 }
 
+/** When a mode takes node ports on loopback addresses. */
+const LOOPBACK_NODE_PORTS: Record<string, string> = {
+  iptables: 'never for IPv6; not with --iptables-localhost-nodeports=false',
+  nftables: 'never in nftables mode, as upstream',
+};
+
 const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? '' : 's'}`;
 
 export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeContext, labelsOf: (sp: ServicePort) => ServicePortLabels): Explanation {
@@ -100,18 +106,24 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     return { service: { servicePort: sp.name, protocol: sp.protocol, role }, destinations: destinations(t.outcomes, sp), why };
   }
 
-  if (role === 'node port' && !entered.has('node-port-dispatch')) {
+  const nodePortsHere = entered.has('node-port-dispatch') || steps.some((s) => s.kind === 'rule' && s.role?.kind === 'node-ports');
+  if (role === 'node port' && !nodePortsHere) {
     why.push(
-      `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (never for IPv6; not with --iptables-localhost-nodeports=false). The proxy leaves the packet alone.`,
+      `But the rules take no node ports on ${p.dst}: --nodeport-addresses leaves it out, or it is a loopback address (${LOOPBACK_NODE_PORTS[t.mode] ?? 'never'}). The proxy leaves the packet alone.`,
     );
   }
-  if (sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0) {
+  const guarded = sp.loadBalancerSourceRanges.length > 0 && sp.loadBalancerIPs.length > 0;
+  const src = parseIP(p.src)!;
+  const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
+  // iptables mode's firewall also drops what its source ranges let in but nothing DNATed
+  // (externalTrafficPolicy Local without a local endpoint): that drop is not the ranges'.
+  const refusedByRanges = decided('source-ranges') && !allowedBy;
+  const noLocalEndpoints = decided('no-local-endpoints') || (decided('source-ranges') && allowedBy !== undefined);
+  if (guarded) {
     const ranges = sp.loadBalancerSourceRanges.join(', ');
     if (role === 'load balancer IP') {
-      const src = parseIP(p.src)!;
-      const allowedBy = sp.loadBalancerSourceRanges.find((r) => cidrContains(parseCIDR(r)!, src));
       why.push(
-        decided('source-ranges')
+        refusedByRanges
           ? `loadBalancerSourceRanges (${ranges}) do not include ${p.src}: ${names.sourceRanges} does not let it in, and ${names.firewall} drops it.`
           : `loadBalancerSourceRanges (${ranges}): ${p.src} ${allowedBy ? `is in ${allowedBy}` : `is the load balancer IP itself (this node reaching its own VIP)`}, so ${names.sourceRanges} lets it in.`,
       );
@@ -120,8 +132,9 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     }
   }
 
-  const usedSvc = entered.has('cluster-endpoints');
-  const usedSvl = entered.has('local-endpoints');
+  // A balancing chain some service ports share (nftables) may be passed through without a pick.
+  const usedSvc = entered.has('cluster-endpoints') && dnats.length > 0;
+  const usedSvl = entered.has('local-endpoints') && dnats.length > 0;
   if (decided('no-endpoints')) {
     why.push(`No endpoint can serve ${sp.name} (${describeSet(sp.cluster, sp.endpoints, node)}): connections are rejected at once, so clients fail fast.`);
   } else if (role === 'cluster IP') {
@@ -140,7 +153,7 @@ export function explainTrace(t: DataplaneTrace, model: FamilyModel, node: NodeCo
     const client = p.from === 'node' ? `${here} itself` : p.from === 'pod' ? 'a pod' : 'an outside client';
     if (usedSvl) why.push(`externalTrafficPolicy Local: ${client} is served by ${localSet}; the client's source IP is kept.`);
     if (usedSvc) why.push(`externalTrafficPolicy Local applies to outside clients only: ${client} is served as if through the load balancer, by ${clusterSet}.`);
-    if (decided('no-local-endpoints')) {
+    if (noLocalEndpoints) {
       const hc = sp.healthCheckNodePort !== 0 ? ` Its health check node port ${sp.healthCheckNodePort} answers 503 here, so load balancers leave ${here} out.` : '';
       why.push(`externalTrafficPolicy Local, and no endpoint of ${sp.name} runs on ${here}: ${client} is dropped here rather than sent to another node.${hc}`);
     }

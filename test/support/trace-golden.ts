@@ -1,16 +1,18 @@
 /**
- * Traces packets through a golden case's expected iptables output (the restore text
- * exactly as the golden file holds it, with the jump rules the agent ensures beside it),
- * with the model built from its manifests. Each trace is also run through the rules the
- * mode renders for the case's flags, and the two must agree: the text parser reads what
- * the renderer means.
+ * Traces packets through a golden case in a mode, with the model built from its
+ * manifests: through the rules the mode renders for the case's flags, and through the
+ * rules exactly as the mode's golden file holds them (iptables: with the jump rules the
+ * agent ensures beside them). The two must agree: the text parser reads what the
+ * renderer means.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { IptablesDataplane } from '../../src/modes/iptables/dataplane.js';
 import { splitFamilies } from '../../src/modes/iptables/dryrun.js';
 import { iptablesOptions } from '../../src/modes/iptables/mode.js';
 import { renderIptables } from '../../src/modes/iptables/render.js';
+import { NftablesDataplane } from '../../src/modes/nftables/dataplane.js';
+import { splitFamilies as splitNftFamilies } from '../../src/modes/nftables/dryrun.js';
 import { packetFamily } from '../../src/trace/packet.js';
 import type { Packet, TraceResult } from '../../src/trace/types.js';
 import { goldenPath, readGoldenCase } from './golden.js';
@@ -18,15 +20,29 @@ import { pipeline, type PacketSpec } from './pipeline.js';
 
 export type { PacketSpec };
 
-export function goldenTracer(name: string): (p: PacketSpec) => TraceResult {
+/** The modes whose traces the golden packets check. */
+export const TRACE_MODES = ['iptables', 'nftables'] as const;
+export type TraceMode = (typeof TRACE_MODES)[number];
+
+/**
+ * A tracer for a golden case in `mode`. Each trace also runs through the rules as the
+ * mode's golden file (or, without one, its dry run) writes them, and the two must agree.
+ */
+export function goldenTracer(name: string, mode: TraceMode = 'iptables'): (p: PacketSpec) => TraceResult {
   const c = readGoldenCase(name);
-  const p = pipeline(readFileSync(c.input, 'utf8'), c.args, name);
-  const text = splitFamilies(readFileSync(goldenPath(name, 'iptables.txt'), 'utf8'));
+  const p = pipeline(readFileSync(c.input, 'utf8'), [...c.args, '--proxy-mode', mode], name);
   const node = p.build.model.node;
+  const golden = goldenPath(name, `${mode}.txt`);
+  // Until a mode has golden files, its dry run is the text to read back.
+  const written = existsSync(golden) ? readFileSync(golden, 'utf8') : p.dryRunText();
+  const text = mode === 'iptables' ? splitFamilies(written) : splitNftFamilies(written);
   return (spec) => {
     const family = packetFamily({ protocol: 'tcp', srcPort: null, from: 'pod', ...spec } as Packet);
-    const { jumps } = renderIptables(p.build.model.families[family], node, iptablesOptions(p.config));
-    const fromText = p.trace(spec, IptablesDataplane.ofRestoreText(text[family], jumps, node.nodeIPs));
+    let fromText: TraceResult;
+    if (mode === 'iptables') {
+      const { jumps } = renderIptables(p.build.model.families[family], node, iptablesOptions(p.config));
+      fromText = p.trace(spec, IptablesDataplane.ofRestoreText(text[family], jumps, node.nodeIPs));
+    } else fromText = p.trace(spec, NftablesDataplane.ofScript(text[family], node.nodeIPs));
     expect(fromText).toEqual(p.trace(spec));
     return fromText;
   };

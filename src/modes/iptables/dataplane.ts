@@ -4,8 +4,9 @@
  * POSTROUTING), chain by chain and rule by rule. `-m statistic` forks the walk, so the
  * result is every way the packet can go, each with its probability.
  */
-import { joinHostPort, parseCIDR, parseIP, cidrContains, type IPFamily, type ParsedIP } from '../../net/ip.js';
+import { joinHostPort, parseIP, type IPFamily } from '../../net/ip.js';
 import { packetFamily } from '../../trace/packet.js';
+import { endOf, newFate, NodeAddresses, outcomeOf, packetFields, type Fate } from '../../trace/walk.js';
 import { TraceError, type ChainRole, type Dataplane, type DataplaneTrace, type Outcome, type Packet, type PathSegment, type RuleRef, type RuleResult, type Step, type Verdict } from '../../trace/types.js';
 import { matchRule, type MatchContext, type PacketState } from './match.js';
 import { chainRole, portLabels } from './roles.js';
@@ -22,7 +23,7 @@ interface Frame {
 }
 
 /** One possible world of the walk; a fork copies it. */
-interface Flow {
+interface Flow extends Fate {
   state: PacketState;
   hooks: Hook[];
   table: string;
@@ -32,13 +33,6 @@ interface Flow {
   hidden: number;
   /** A rule that matched in a fork, to apply first when this flow resumes. */
   pending: { rule: IptablesRule; ref: RuleRef; detail: string | null } | null;
-  dnat: string | null;
-  dnatBy: RuleRef | null;
-  acceptedBy: RuleRef | null;
-  markedBy: RuleRef | null;
-  masquerade: boolean;
-  sticky: boolean;
-  delivery: Outcome['delivery'];
 }
 
 function copy(f: Flow): Flow {
@@ -46,7 +40,6 @@ function copy(f: Flow): Flow {
 }
 
 const MAX_DEPTH = 64;
-const LOOPBACK: Record<IPFamily, string> = { IPv4: '127.0.0.0/8', IPv6: '::1/128' };
 
 const hex = (n: number) => `0x${n.toString(16)}`;
 
@@ -95,7 +88,7 @@ export const IPVS_HOOK = 'LOCAL_IN';
 export class IptablesDataplane implements Dataplane {
   readonly mode = 'iptables';
   readonly labels = portLabels;
-  private readonly local: ParsedIP[];
+  private readonly node: NodeAddresses;
   private readonly ctx: MatchContext;
 
   /** A rendered ruleset, with its jump rules; service chains are read as the packet reaches them. */
@@ -118,40 +111,16 @@ export class IptablesDataplane implements Dataplane {
     private readonly family: IPFamily | null = null,
     private readonly extras: DataplaneExtras = {},
   ) {
-    this.local = nodeIPs.map((t) => parseIP(t)).filter((ip): ip is ParsedIP => ip !== null);
-    const loopback = (ip: ParsedIP) => cidrContains(parseCIDR(LOOPBACK[ip.family])!, ip);
-    this.ctx = { isLocal: (ip) => loopback(ip) || this.local.some((l) => l.text === ip.text), inSet: extras.inSet };
+    this.node = new NodeAddresses(nodeIPs);
+    this.ctx = { isLocal: (ip) => this.node.isLocal(ip), inSet: extras.inSet };
   }
 
   trace(packet: Packet): DataplaneTrace {
     const family = packetFamily(packet);
     if (this.family !== null && this.family !== family) throw new TraceError(`the packet is ${family}, the ruleset ${this.family}`);
-    const state: PacketState = {
-      protocol: packet.protocol,
-      src: parseIP(packet.src)!,
-      dst: parseIP(packet.dst)!,
-      dport: packet.dstPort,
-      mark: 0,
-      dnat: false,
-      bridged: packet.from === 'pod',
-    };
+    const state: PacketState = { ...packetFields(packet), bridged: packet.from === 'pod' };
     const first: Hook = packet.from === 'node' ? { table: 'nat', chain: 'OUTPUT' } : { table: 'nat', chain: 'PREROUTING' };
-    const flow: Flow = {
-      state,
-      hooks: [first, 'route'],
-      table: 'nat',
-      stack: [],
-      probability: 1,
-      hidden: 0,
-      pending: null,
-      dnat: null,
-      dnatBy: null,
-      acceptedBy: null,
-      markedBy: null,
-      masquerade: false,
-      sticky: false,
-      delivery: null,
-    };
+    const flow: Flow = { ...newFate(), state, hooks: [first, 'route'], table: 'nat', stack: [], hidden: 0, pending: null };
     const outcomes: Outcome[] = [];
     const path = this.walk(flow, packet, outcomes);
     const unhooked = (this.rules(first.table, first.chain) ?? []).length === 0;
@@ -159,7 +128,7 @@ export class IptablesDataplane implements Dataplane {
       mode: this.mode,
       family,
       packet,
-      localAddresses: [...this.local.filter((ip) => ip.family === family).map((ip) => ip.text), LOOPBACK[family]],
+      localAddresses: this.node.of(family),
       path,
       outcomes,
       assumptions: [
@@ -200,17 +169,7 @@ export class IptablesDataplane implements Dataplane {
     };
     const finish = (verdict: Verdict, decidedBy: RuleRef | null, reason: string | null = null): PathSegment => {
       flush();
-      const outcome: Outcome = {
-        probability: flow.probability,
-        verdict,
-        dnat: flow.dnat,
-        masquerade: flow.masquerade,
-        delivery: flow.delivery,
-        decidedBy,
-        markedBy: flow.masquerade ? flow.markedBy : null,
-        sticky: flow.sticky,
-        reason,
-      };
+      const outcome = outcomeOf(flow, verdict, decidedBy, reason);
       if (host) host.branches.push({ probability: flow.probability, path: seg });
       seg.outcome = outcome;
       outcomes.push(outcome);
@@ -229,7 +188,10 @@ export class IptablesDataplane implements Dataplane {
       const frame = flow.stack.at(-1);
       if (!applying && !frame) {
         const hook = flow.hooks.shift();
-        if (!hook) return finish(flow.dnat ? 'dnat' : flow.acceptedBy ? 'accept' : 'no-match', flow.dnatBy ?? flow.acceptedBy);
+        if (!hook) {
+          const end = endOf(flow);
+          return finish(end.verdict, end.by);
+        }
         if (hook === 'route') {
           this.route(flow, packet);
           record({ kind: 'route', dst: joinHostPort(flow.state.dst.text, flow.state.dport), to: flow.delivery! });

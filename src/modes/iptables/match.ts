@@ -4,18 +4,13 @@
  * client is known, so `-m recent --rcheck` never holds for it.
  */
 import { cidrContains, type ParsedIP } from '../../net/ip.js';
+import type { PacketFields } from '../../trace/walk.js';
 import type { Match } from './rule.js';
 
-export interface PacketState {
-  protocol: string;
-  src: ParsedIP;
-  dst: ParsedIP;
-  dport: number;
-  mark: number;
-  dnat: boolean;
+export type PacketState = PacketFields & {
   /** Came in through a bridge port (`-m physdev --physdev-is-in`): taken as true for pods. */
   bridged?: boolean;
-}
+};
 
 export interface MatchContext {
   isLocal(ip: ParsedIP): boolean;

@@ -4,9 +4,10 @@
  * their own changes and say so clearly until then.
  */
 import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
-import { ModeUnavailableError, type ConfiguredMode, type Host, type ProxyMode } from '../mode.js';
+import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
+import { NftablesDataplane } from './dataplane.js';
 import { familyRulesText } from './dryrun.js';
-import type { NftablesOptions } from './render.js';
+import { renderNftables, type NftablesOptions } from './render.js';
 import { TABLE_NAME } from './ruleset.js';
 
 export function nftablesOptions(cfg: ProxyConfig): NftablesOptions {
@@ -29,9 +30,7 @@ export const nftablesMode: ProxyMode = {
       name: 'nftables',
       usesServiceCIDRs: true,
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
-      dataplane: () => {
-        throw new ModeUnavailableError('trace is not available for nftables yet; trace with --proxy-mode iptables');
-      },
+      dataplane: (model, node) => NftablesDataplane.ofRuleset([renderNftables(model, node, opts)], node.nodeIPs),
       syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
     };
   },
