@@ -348,7 +348,7 @@ describe('--write-config-to', () => {
     expect(written.clusterCIDRs).toEqual(['10.244.0.0/16']);
   });
 
-  it('writes the file and exits 0, also for a mode not implemented yet; "-" is stdout', () => {
+  it('writes the file and exits 0, whatever the mode; "-" is stdout', () => {
     const path = join(dir, 'out.conf');
     const r = cli(['--proxy-mode', 'nftables', '--cluster-cidr', '10.244.0.0/16', '--write-config-to', path]);
     expect(r).toEqual({ code: 0, stdout: '', stderr: '' });

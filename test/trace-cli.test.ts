@@ -6,8 +6,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, cliAsync, type CliResult } from './support/cli.js';
-import { PROXY_MODES } from '../src/config/options.js';
-import { implementedModes } from '../src/modes/registry.js';
 import type { TraceResult } from '../src/trace/types.js';
 
 const EXAMPLE = join(import.meta.dirname, '..', 'examples', 'cluster.yaml');
@@ -78,10 +76,6 @@ describe('kube-proxy-ts trace', () => {
     [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--protocol', 'icmp'], '--protocol'],
     [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--from', 'moon'], '--from'],
     [['--src', '10.244.0.7', '--dst', '[fd00::1]:80'], 'different IP families'],
-    // A mode this build does not implement yet, while there is one.
-    ...PROXY_MODES.filter((m) => !implementedModes().includes(m))
-      .slice(0, 1)
-      .map((m): [string[], string] => [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--proxy-mode', m], `${m} is not implemented yet`]),
   ])('%j: exit 2, one line naming %s', (flags, what) => {
     expect(oneLineFailure(cli([...base, ...flags]))).toContain(what);
   });

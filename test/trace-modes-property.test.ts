@@ -130,7 +130,7 @@ function cluster(gens: ServiceGen[]): { objects: { services: unknown[]; endpoint
 
 function configured(mode: 'iptables' | 'nftables'): ConfiguredMode {
   const cfg = parseInvocation(['--dry-run', '--proxy-mode', mode, '--hostname-override', 'node-a', '--cluster-cidr', POD_CIDR], { readFile: () => '' }, 'node-a').config;
-  return modeByName(mode)!.configure(cfg);
+  return modeByName(mode).configure(cfg);
 }
 
 /**

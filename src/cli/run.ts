@@ -8,8 +8,7 @@ import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { ClusterObjects, Problem } from '../kube/objects.js';
 import { validateNode } from '../kube/validate.js';
-import { ModeUnavailableError } from '../modes/mode.js';
-import { allModes, implementedModes, modeByName } from '../modes/registry.js';
+import { allModes, modeByName } from '../modes/registry.js';
 import { dryRun } from '../offline/dryrun.js';
 import { runTrace } from '../offline/trace.js';
 import { CommanderError, HelpRequested, parseInvocation, type Invocation } from './program.js';
@@ -75,7 +74,6 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
     return 0;
   }
 
-  // Before the mode check: a configuration for a mode not implemented yet is still worth writing.
   if (inv.writeConfig) {
     const { path, text } = inv.writeConfig;
     if (path === '-') io.stdout(text);
@@ -90,7 +88,6 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   }
 
   const mode = modeByName(inv.config.mode);
-  if (!mode) return fail(`--proxy-mode ${inv.config.mode} is not implemented yet; use ${implementedModes().join(' or ')}`);
   // The agent's modules (the API client alone takes ~0.5 s to load) only when it runs.
   if (inv.cleanup) return agent().then(({ main, log }) => main.cleanupModes(allModes(), log.createLogger(inv.verbosity)));
   if (!inv.dryRun && !inv.trace) {
@@ -101,13 +98,7 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   const offline = (objects: ClusterObjects, problems: Problem[]): number => {
     const configured = mode.configure(inv.config);
     const node = inv.config.hostnameOverride;
-    let result;
-    try {
-      result = inv.trace ? runTrace(objects, node, configured, inv.trace) : dryRun(objects, node, configured, inv.explain);
-    } catch (err) {
-      if (err instanceof ModeUnavailableError) return fail(err.message);
-      throw err;
-    }
+    const result = inv.trace ? runTrace(objects, node, configured, inv.trace) : dryRun(objects, node, configured, inv.explain);
     for (const p of [...problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
     if (!result.build.nodeKnown && !('error' in result)) {
       io.stderr(

@@ -1,7 +1,6 @@
 /**
- * The modes this build implements, by the name `--proxy-mode` and `mode:` give them.
- * Upstream's other mode names are valid configuration that this version refuses with a
- * clear error rather than silently programming something else.
+ * Every mode, by the name `--proxy-mode` and `mode:` give it. A record over the names, so
+ * a mode name without a mode does not compile.
  */
 import type { ProxyModeName } from '../config/options.js';
 import { iptablesMode } from './iptables/mode.js';
@@ -10,17 +9,13 @@ import { nftablesMode } from './nftables/mode.js';
 import type { ProxyMode } from './mode.js';
 import { userspaceMode } from './userspace/mode.js';
 
-const MODES: readonly ProxyMode[] = [iptablesMode, nftablesMode, ipvsMode, userspaceMode];
+const MODES: Readonly<Record<ProxyModeName, ProxyMode>> = { iptables: iptablesMode, nftables: nftablesMode, ipvs: ipvsMode, userspace: userspaceMode };
 
-export function modeByName(name: ProxyModeName): ProxyMode | null {
-  return MODES.find((m) => m.name === name) ?? null;
+export function modeByName(name: ProxyModeName): ProxyMode {
+  return MODES[name];
 }
 
-export function implementedModes(): ProxyModeName[] {
-  return MODES.map((m) => m.name);
-}
-
-/** Every implemented mode: `--cleanup` removes what any of them left, so a node can switch modes. */
+/** Every mode: `--cleanup` removes what any of them left, so a node can switch modes. */
 export function allModes(): readonly ProxyMode[] {
-  return MODES;
+  return Object.values(MODES);
 }

@@ -38,9 +38,7 @@ export function pipeline(manifests: string, args: string[], source = 'manifests'
   const config = parseInvocation(['--dry-run', ...args], { readFile: noFiles }, 'test-host').config;
   const parsed = parseManifests(manifests, source);
   const build = buildNodeModel(parsed.objects, config.hostnameOverride);
-  const found = modeByName(config.mode);
-  if (!found) throw new Error(`pipeline(): mode ${config.mode} is not implemented`);
-  const mode = found.configure(config);
+  const mode = modeByName(config.mode).configure(config);
   return {
     config,
     problems: parsed.problems,
