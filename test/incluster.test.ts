@@ -16,7 +16,7 @@ import { startWatches, type Watches } from '../src/agent/watch.js';
 import { explainApiError } from '../src/kube/api-errors.js';
 import { inClusterConnection } from '../src/kube/connection.js';
 import { ServiceAccountToken, TOKEN_MAX_AGE_MS } from '../src/kube/token.js';
-import { ServiceAccountVolume } from './e2e/service-account.js';
+import { ServiceAccountVolume } from './support/service-account.js';
 import { TestApiServer } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
 import { issueServing, makeCA, type CertificateAuthority, type KeyPair } from './support/pki.js';
