@@ -16,7 +16,7 @@ import { startWatches, type Watches } from '../src/agent/watch.js';
 import { explainApiError } from '../src/kube/api-errors.js';
 import { inClusterConnection } from '../src/kube/connection.js';
 import { ServiceAccountToken, TOKEN_MAX_AGE_MS } from '../src/kube/token.js';
-import { ServiceAccountVolume } from './e2e/service-account.js';
+import { ServiceAccountVolume } from './support/service-account.js';
 import { TestApiServer } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
 import { issueServing, makeCA, type CertificateAuthority, type KeyPair } from './support/pki.js';
@@ -166,7 +166,7 @@ describe('the in-cluster connection', () => {
 });
 
 describe('the service account token', () => {
-  it('is read at most a minute old, trimmed, and again at once after a refusal, reported once per token', () => {
+  it('is read at most a minute old, trimmed, and again at once after a refusal of the newest, reported once per token', () => {
     const d = mkdtempSync(join(dir, 'token-'));
     const volume = new ServiceAccountVolume(d, { token: 'one\n', 'ca.crt': '', namespace: 'kube-system' });
     let now = 0;
@@ -177,11 +177,20 @@ describe('the service account token', () => {
     now += TOKEN_MAX_AGE_MS + 1;
     expect(token.current()).toBe('two');
     volume.write({ token: 'three' });
-    expect(token.refused()).toBe(true);
-    expect(token.refused()).toBe(false);
+    // Two requests sent with "two" are refused; the first one's refusal is news.
+    const sentWithTwo = token.generation();
+    expect(token.refused(sentWithTwo)).toBe(true);
     expect(token.current()).toBe('three');
+    // The second one's, arriving after "three" was read, is old news: "three" stays.
+    expect(token.refused(sentWithTwo)).toBe(false);
+    volume.write({ token: 'four' });
+    expect(token.current()).toBe('three');
+    // "three" refused: said once, however many requests carried it.
+    expect(token.refused(token.generation())).toBe(true);
+    expect(token.refused(token.generation())).toBe(false);
+    expect(token.current()).toBe('four');
     volume.write({ token: '' });
-    expect(token.refused()).toBe(true);
+    expect(token.refused(token.generation())).toBe(true);
     expect(() => token.current()).toThrow(/is empty/);
     expect(() => new ServiceAccountToken(join(d, 'missing')).current()).toThrow(/cannot read the service account token .*ENOENT/);
   });

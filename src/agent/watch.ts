@@ -101,15 +101,15 @@ class Pacer {
     private readonly log: Logger,
     readonly stopping: AbortSignal,
     backoff: BackoffOptions,
-    private readonly unauthorized: () => void,
+    readonly credentials: Pick<ApiConnection, 'generation'> & { unauthorized(generation: number): void },
   ) {
     this.backoff = new Backoff(backoff);
   }
 
-  /** A list or watch failed: the reason the retry's line gives. */
-  failed(verb: ApiRequest['verb'], err: unknown): void {
+  /** A list or watch sent at credentials `generation` failed: the reason the retry's line gives. */
+  failed(verb: ApiRequest['verb'], err: unknown, generation: number): void {
     this.reason = explainApiError(err, { verb, resource: this.resource });
-    if (statusCodeOf(err) === 401) this.unauthorized();
+    if (statusCodeOf(err) === 401) this.credentials.unauthorized(generation);
   }
 
   private async wait(what: string): Promise<void> {
@@ -133,10 +133,10 @@ class Pacer {
     this.listedSinceWatch = false;
   }
 
-  watchEnded(startedAt: number, err: unknown): void {
+  watchEnded(startedAt: number, generation: number, err: unknown): void {
     const now = Date.now();
     this.watchEnd = { failed: err !== null && err !== undefined, lasted: now - startedAt };
-    if (err) this.failed('watch', err);
+    if (err) this.failed('watch', err, generation);
   }
 }
 
@@ -148,6 +148,7 @@ function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pac
   return async (): Promise<KubernetesListObject<KubernetesObject>> => {
     await pacer.beforeList();
     if (pacer.stopping.aborted) throw new Error('stopped');
+    const generation = pacer.credentials.generation();
     try {
       const list = await getList(kc, path);
       const items = list.items.filter(named);
@@ -157,7 +158,7 @@ function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pac
     } catch (err) {
       const malformed = (err as { malformed?: string }).malformed;
       if (malformed) rejected(kind, malformed, 1);
-      pacer.failed('list', err);
+      pacer.failed('list', err, generation);
       throw err;
     }
   };
@@ -174,6 +175,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
   guarded.watch = async (path, queryParams, callback, done) => {
     await pacer.beforeWatch();
     const startedAt = Date.now();
+    const generation = pacer.credentials.generation();
     let finished = false;
     let controller: AbortController | undefined;
     // ListWatch watches after a list even once stopped: end such a watch before it starts.
@@ -185,7 +187,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
       if (finished) return;
       finished = true;
       controller?.abort();
-      pacer.watchEnded(startedAt, err);
+      pacer.watchEnded(startedAt, generation, err);
       // ListWatch's done handler relists and re-watches, asynchronously: a failure there is ours to catch.
       Promise.resolve((done as (e: unknown) => unknown)(err)).catch((e: unknown) => {
         log.error({ kind, err: errorText(e) }, 'informer failed after its watch ended; restarting it');
@@ -252,8 +254,8 @@ export async function startWatches(
 ): Promise<Watches | null> {
   const { kc } = api;
   const watch = new Watch(kc);
-  const unauthorized = () => {
-    if (api.refused()) log.warn({ credentials: api.credentials }, `the API server answered 401 Unauthorized: it refused ${api.credentials}`);
+  const unauthorized = (generation: number) => {
+    if (api.refused(generation)) log.warn({ credentials: api.credentials }, `the API server answered 401 Unauthorized: it refused ${api.credentials}`);
   };
   const nodeSelector = `metadata.name=${nodeName}`;
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
@@ -273,7 +275,7 @@ export async function startWatches(
           void start(kind, lw);
         });
   const informer = (kind: string, resource: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
-    const pacer = new Pacer(kind, resource, log, stopping.signal, backoff, unauthorized);
+    const pacer = new Pacer(kind, resource, log, stopping.signal, backoff, { generation: () => api.generation(), unauthorized });
     const lw: ListWatch<KubernetesObject> = new ListWatch(
       watchPath(path),
       guardedWatch(watch, kind, pacer, log, handlers.rejected, () => void start(kind, lw)),

@@ -15,8 +15,10 @@ export interface ApiConnection {
   kc: KubeConfig;
   /** Where the credentials come from, for log lines. */
   credentials: string;
-  /** The API server answered 401 Unauthorized: true when this refusal is news (log it). */
-  refused(): boolean;
+  /** Taken before a request: which credentials it can carry (see token.ts). */
+  generation(): number;
+  /** The API server answered 401 Unauthorized to a request sent at `generation`: true when this is news (log it). */
+  refused(generation: number): boolean;
 }
 
 /** client-node picks the authenticator of a user by this provider name. */
@@ -49,7 +51,7 @@ export function inClusterConnection(env: NodeJS.ProcessEnv = process.env, dir = 
     currentContext: 'in-cluster',
   });
   kc.addAuthenticator(tokenAuthenticator(token));
-  return { kc, credentials: `the service account token ${token.path}`, refused: () => token.refused() };
+  return { kc, credentials: `the service account token ${token.path}`, generation: () => token.generation(), refused: (g) => token.refused(g) };
 }
 
 /** --kubeconfig's cluster and user: its credentials cannot change under us, so a 401 is news once. */
@@ -57,7 +59,7 @@ export function kubeconfigConnection(path: string): ApiConnection {
   const kc = new KubeConfig();
   kc.loadFromFile(path);
   let reported = false;
-  return { kc, credentials: `the user of ${path}`, refused: () => !reported && (reported = true) };
+  return { kc, credentials: `the user of ${path}`, generation: () => 0, refused: () => !reported && (reported = true) };
 }
 
 export function connect(kubeconfig: string | null): ApiConnection {

@@ -4,6 +4,9 @@
  * most a minute later. client-node 1.4's own reader (file_auth.js) does the same but never
  * sooner, so a token the API server refuses would keep being sent for up to a minute: here
  * a refusal (401) drops the cached token and the next request reads the file again.
+ * Requests run concurrently, so a refusal names the generation of the token its request
+ * could carry (`generation()` before sending): one that a newer token has replaced since
+ * is old news, and neither drops the new token nor is reported.
  */
 import { readFileSync } from 'node:fs';
 
@@ -12,6 +15,8 @@ export const TOKEN_MAX_AGE_MS = 60_000;
 
 export class ServiceAccountToken {
   private cached: { token: string; readAt: number } | null = null;
+  private lastRead: string | null = null;
+  private generations = 0;
   private lastRefused: string | null = null;
 
   constructor(
@@ -33,16 +38,25 @@ export class ServiceAccountToken {
       const token = text.trim();
       if (token === '') throw new Error(`the service account token ${this.path} is empty`);
       this.cached = { token, readAt: now };
+      if (token !== this.lastRead) this.generations++;
+      this.lastRead = token;
     }
     return this.cached.token;
   }
 
+  /** How many different tokens the file has held so far. */
+  generation(): number {
+    return this.generations;
+  }
+
   /**
-   * The API server answered 401: read the file again before the next request. True the
-   * first time a given token is refused, so that each refusal is reported once.
+   * The API server answered 401 to a request sent at `generation`: read the file again
+   * before the next request. True the first time a given token is refused, so that each
+   * refusal is reported once.
    */
-  refused(): boolean {
-    const token = this.cached?.token ?? null;
+  refused(generation: number): boolean {
+    if (generation < this.generations) return false;
+    const token = this.lastRead;
     this.cached = null;
     if (token === null || token === this.lastRefused) return false;
     this.lastRefused = token;

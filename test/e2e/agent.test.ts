@@ -346,5 +346,12 @@ for (const mode of E2E_MODES) {
         throw err;
       });
     });
+
+    it('asked for nothing deploy/rbac.yaml does not grant, always as its service account', () => {
+      const asked = api.requests.filter((r) => r.kind !== undefined);
+      expect(asked.length).toBeGreaterThan(0);
+      expect(asked.filter((r) => r.status === 401 || r.status === 403)).toEqual([]);
+      expect(new Set(asked.map((r) => r.user))).toEqual(new Set(['system:serviceaccount:kube-system:kube-proxy-ts']));
+    });
   });
 }

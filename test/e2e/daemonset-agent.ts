@@ -14,7 +14,7 @@ import { parse } from 'yaml';
 import type { NsProcess, TestCluster } from '../support/topology.js';
 import type { ClusterApi } from './cluster-api.js';
 import { podMountArgs, type PodMount } from './pod-mounts.js';
-import { ServiceAccountVolume } from './service-account.js';
+import { ServiceAccountVolume } from '../support/service-account.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'src', 'main.js');

@@ -19,7 +19,7 @@ import { TestCluster, type NsProcess } from '../support/topology.js';
 import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { serviceAccountVolume, startDaemonSetAgent } from './daemonset-agent.js';
 import { E2E_MODES } from './modes.js';
-import type { ServiceAccountVolume } from './service-account.js';
+import type { ServiceAccountVolume } from '../support/service-account.js';
 
 const NS = 'incluster';
 const SERVICE_ACCOUNT = 'system:serviceaccount:kube-system:kube-proxy-ts';

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { stringify as toYaml } from 'yaml';
 import { forbiddenMessage, type AccessControl } from './rbac.js';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Predicate } from './selectors.js';
@@ -186,6 +186,8 @@ export class TestApiServer {
   private readonly store = new Map<Kind, Map<string, KubeObject>>(RESOURCES.map((r) => [r.kind, new Map()]));
   private readonly watchers = new Set<Watcher>();
   private servers: http.Server[] = [];
+  /** Every socket accepted, HTTP or not yet (a TLS handshake): closeAllConnections() knows only the former. */
+  private readonly sockets = new Set<Socket>();
   private port: number;
   private readonly host: string;
   private readonly unixSocket: string | undefined;
@@ -367,6 +369,10 @@ export class TestApiServer {
     const listen = (at: { host: string; port: number } | { path: string }) => {
       const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
       const server = this.tls ? https.createServer({ cert: this.tls.cert, key: this.tls.key }, handler) : http.createServer(handler);
+      server.on('connection', (socket: Socket) => {
+        this.sockets.add(socket);
+        socket.once('close', () => this.sockets.delete(socket));
+      });
       this.servers.push(server);
       return new Promise<http.Server>((resolve, reject) => {
         server.once('error', reject);
@@ -387,6 +393,7 @@ export class TestApiServer {
     this.servers = [];
     const closing = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
     servers.forEach((s) => s.closeAllConnections());
+    for (const socket of this.sockets) socket.destroy();
     await Promise.all(closing);
   }
 
