@@ -1,0 +1,75 @@
+/**
+ * How nftables mode talks to the kernel: an nft script in, nft's answer out. In process
+ * through libnftables when it loads, else `nft -f -` (the script on stdin), chosen once
+ * with one warning saying why. Each script is one atomic transaction either way.
+ */
+import type { Logger } from 'pino';
+import type { Runner } from '../../exec/command.js';
+import { loadLibnftables, LIBRARY } from '../../../native/libnftables.js';
+
+export interface NftResult {
+  ok: boolean;
+  /** What list commands printed. */
+  output: string;
+  /** nft's own error text (what `nft -f` prints on stderr), empty when ok. */
+  error: string;
+}
+
+export interface Nft {
+  readonly kind: 'library' | 'command';
+  run(script: string): Promise<NftResult>;
+  close(): void;
+}
+
+export class NftError extends Error {
+  constructor(
+    readonly what: string,
+    readonly detail: string,
+  ) {
+    super(`${what}: ${detail}`);
+  }
+}
+
+/** Runs a script, throwing nft's error text when it fails. */
+export async function runNft(nft: Nft, what: string, script: string): Promise<string> {
+  const r = await nft.run(script);
+  if (!r.ok) throw new NftError(what, r.error.trim() || 'nft failed without saying why');
+  return r.output;
+}
+
+/** `nft -f -`: the fallback, and what a test compares the library with. */
+export function commandNft(run: Runner, bin = 'nft'): Nft {
+  return {
+    kind: 'command',
+    async run(script) {
+      const r = await run(bin, ['-f', '-'], [Buffer.from(script)]);
+      return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
+    },
+    close() {},
+  };
+}
+
+export interface NftOptions {
+  /** The library to load (a soname or a path); default libnftables.so.1. */
+  library?: string;
+}
+
+/** libnftables in process when it loads, else the nft command (with one warning). */
+export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {}): Promise<Nft> {
+  const library = opts.library ?? LIBRARY;
+  try {
+    const lib = await loadLibnftables(library);
+    log.info({ library }, 'applying nftables rules in process through libnftables');
+    return {
+      kind: 'library',
+      async run(script) {
+        const r = await lib.run(script);
+        return { ok: r.status === 0, output: r.output, error: r.status === 0 ? '' : r.error || `nft_run_cmd_from_buffer returned ${r.status}` };
+      },
+      close: () => lib.close(),
+    };
+  } catch (err) {
+    log.warn({ library, err: (err as Error).message }, 'libnftables did not load; applying nftables rules with `nft -f -` instead');
+    return commandNft(run);
+  }
+}
