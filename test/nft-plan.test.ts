@@ -10,7 +10,8 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fullTransaction, NeedsFullSync, partialTransaction, type TableChain, type TableSet, type TableState } from '../src/modes/nftables/plan.js';
+import { fullTransaction, NeedsFullSync, partialTransaction } from '../src/modes/nftables/plan.js';
+import { chainSpec, elementKey, ruleText, setSpec, type Chain, type NftSet, type NftTable } from '../src/modes/nftables/ruleset.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
@@ -32,47 +33,46 @@ const arbTable = fc
     maps: fc.subarray(MAPS),
     dynamic: fc.boolean(),
     seed: fc.array(fc.nat(1000), { minLength: 40, maxLength: 40 }),
-    baseSpec: fc.constantFrom('type nat hook prerouting priority dstnat; policy accept;', 'type nat hook prerouting priority dstnat; policy accept;', 'type nat hook prerouting priority -90; policy accept;'),
+    priority: fc.constantFrom(-100, -100, -90),
   })
-  .map(({ chains, sets, maps, dynamic, seed, baseSpec }): TableState => {
+  .map(({ chains, sets, maps, dynamic, seed, priority }): NftTable => {
     let i = 0;
     const next = () => seed[i++ % seed.length]!;
     const pick = <T>(xs: T[]): T | undefined => (xs.length === 0 ? undefined : xs[next() % xs.length]);
     const allSets = [...sets, ...(dynamic ? ['affinity'] : [])];
-    const chainRules = (name: string): string[] => {
-      const rules: string[] = [];
+    const chainRules = (name: string): Chain['rules'] => {
+      const rules: Chain['rules'] = [];
       for (let k = 0; k < next() % 4; k++) {
         const target = pick(chains.filter((c) => c !== name && CHAINS.indexOf(c) > CHAINS.indexOf(name)));
         const set = pick(allSets);
         const map = pick(maps);
         const choice = next() % 3;
-        if (choice === 0 && target) rules.push(`ip daddr ${ip(next())} goto ${target}`);
-        else if (choice === 1 && set) rules.push(`ip saddr @${set} counter accept`);
+        if (choice === 0 && target) rules.push({ rule: `ip daddr ${ip(next())} goto ${target}`, comment: next() % 2 ? `to ${target}` : undefined });
+        else if (choice === 1 && set) rules.push({ rule: `ip saddr @${set} counter accept` });
         // Maps go to c2..c5 only, and only BASE, c0 and c1 use them: no loops, which the kernel refuses.
-        else if (choice === 2 && map && CHAINS.indexOf(name) < 2) rules.push(`ip daddr vmap @${map}`);
-        else rules.push(`ip protocol udp counter return`);
+        else if (choice === 2 && map && CHAINS.indexOf(name) < 2) rules.push({ rule: `ip daddr vmap @${map}` });
+        else rules.push({ rule: 'ip protocol udp counter return' });
       }
       return rules;
     };
-    const tableChains = new Map<string, TableChain>([[BASE, { name: BASE, base: baseSpec, rules: [] }]]);
-    for (const c of chains) tableChains.set(c, { name: c, base: null, rules: chainRules(c) });
-    tableChains.set(BASE, { name: BASE, base: baseSpec, rules: chainRules(BASE) });
-    const tableSets = new Map<string, TableSet>();
-    for (const s of sets) {
-      const elements = new Map<string, null>();
-      for (let k = 0; k < next() % 6; k++) elements.set(ip(next() % 20), null);
-      tableSets.set(s, { name: s, kind: 'set', spec: 'type ipv4_addr;', elements });
+    const tableChains: Chain[] = [{ name: BASE, base: { type: 'nat', hook: 'prerouting', priority }, rules: chainRules(BASE) }];
+    for (const c of chains) tableChains.push({ name: c, rules: chainRules(c) });
+    const tableSets: NftSet[] = [];
+    const sorted = (els: Map<string, string | undefined>) => [...els].sort().map(([key, value]) => ({ key: [key], value: value === undefined ? undefined : [value] }));
+    for (const name of sets) {
+      const elements = new Map<string, undefined>();
+      for (let k = 0; k < next() % 6; k++) elements.set(ip(next() % 20), undefined);
+      tableSets.push({ kind: 'set', name, key: { type: ['ipv4_addr'] }, flags: [], elements: sorted(elements) });
     }
-    for (const m of maps) {
+    for (const name of maps) {
       const elements = new Map<string, string>();
       for (let k = 0; k < next() % 6; k++) {
         const target = pick(chains.filter((c) => CHAINS.indexOf(c) >= 2));
-        if (target) elements.set(ip(next() % 20), `${next() % 2 ? 'goto' : 'jump'} ${target}`);
-        else elements.set(ip(next() % 20), 'drop');
+        elements.set(ip(next() % 20), target ? `${next() % 2 ? 'goto' : 'jump'} ${target}` : 'drop');
       }
-      tableSets.set(m, { name: m, kind: 'map', spec: 'type ipv4_addr : verdict;', elements });
+      tableSets.push({ kind: 'map', name, key: { type: ['ipv4_addr'] }, value: { type: ['verdict'] }, flags: [], elements: sorted(elements) });
     }
-    if (dynamic) tableSets.set('affinity', { name: 'affinity', kind: 'set', spec: 'type ipv4_addr; flags dynamic,timeout; timeout 3h;', elements: new Map() });
+    if (dynamic) tableSets.push({ kind: 'set', name: 'affinity', key: { type: ['ipv4_addr'] }, flags: ['dynamic', 'timeout'], timeoutSeconds: 10800, elements: [] });
     return { family: 'ip', name: 'kube-proxy', comment: 'rules for kube-proxy', chains: tableChains, sets: tableSets };
   });
 
@@ -81,7 +81,8 @@ const arbTable = fc
 // ---------------------------------------------------------------------------------------
 
 interface ModelChain {
-  base: string | null;
+  /** What follows the name in `add chain` (chainSpec). */
+  spec: string;
   rules: string[];
 }
 interface ModelSet {
@@ -99,8 +100,9 @@ const chainRefs = (text: string) => [...text.matchAll(/\b(?:goto|jump) (\S+)/g)]
 const setRefs = (text: string) => [...text.matchAll(/@(\S+)/g)].map((m) => m[1]!);
 
 /** Applies a script atomically: the table after it, or throws (and the table is unchanged). */
-function applyModel(table: ModelTable | null, script: string): ModelTable | null {
-  let t: ModelTable | null = table && { comment: table.comment, chains: new Map([...table.chains].map(([k, c]) => [k, { base: c.base, rules: [...c.rules] }])), sets: new Map([...table.sets].map(([k, s]) => [k, { ...s, elements: new Map(s.elements) }])) };
+function applyModel(table: ModelTable | null, tx: Buffer): ModelTable | null {
+  const script = tx.toString('latin1');
+  let t: ModelTable | null = table && { comment: table.comment, chains: new Map([...table.chains].map(([k, c]) => [k, { spec: c.spec, rules: [...c.rules] }])), sets: new Map([...table.sets].map(([k, s]) => [k, { ...s, elements: new Map(s.elements) }])) };
   const need = () => {
     if (!t) throw new Error('no such table');
     return t;
@@ -127,16 +129,16 @@ function applyModel(table: ModelTable | null, script: string): ModelTable | null
   };
   for (const line of script.split('\n').filter((l) => l !== '')) {
     let m: RegExpMatchArray | null;
-    if ((m = line.match(/^add table ip kube-proxy(?: \{ comment "(.*)"; \})?$/))) {
+    if ((m = line.match(/^add table ip kube-proxy(?: \{ comment "(.*)" ; \})?$/))) {
       t ??= { comment: '', chains: new Map(), sets: new Map() };
       if (m[1] !== undefined) t.comment = m[1];
     } else if (line === 'delete table ip kube-proxy') {
       need();
       t = null;
-    } else if ((m = line.match(/^add chain ip kube-proxy (\S+)(?: \{ (.*) \})?$/))) {
+    } else if ((m = line.match(/^add chain ip kube-proxy (\S+)(.*)$/))) {
       const old = need().chains.get(m[1]!);
-      if (old && old.base !== (m[2] ?? null)) throw new Error(`chain ${m[1]} exists with another hook`);
-      if (!old) need().chains.set(m[1]!, { base: m[2] ?? null, rules: [] });
+      if (old && old.spec !== m[2]) throw new Error(`chain ${m[1]} exists with another hook`);
+      if (!old) need().chains.set(m[1]!, { spec: m[2]!, rules: [] });
     } else if ((m = line.match(/^add rule ip kube-proxy (\S+) (.*)$/))) {
       checkRefs(m[2]!);
       chain(m[1]!).rules.push(m[2]!);
@@ -146,7 +148,7 @@ function applyModel(table: ModelTable | null, script: string): ModelTable | null
       if (chain(m[1]!).rules.length > 0) throw new Error(`chain ${m[1]} not empty`);
       if (referenced(m[1]!, 'chain')) throw new Error(`chain ${m[1]} in use`);
       need().chains.delete(m[1]!);
-    } else if ((m = line.match(/^add (set|map) ip kube-proxy (\S+) \{ (.*) \}$/))) {
+    } else if ((m = line.match(/^add (set|map) ip kube-proxy (\S+) (\{ .* \})$/))) {
       const old = need().sets.get(m[2]!);
       if (old && (old.kind !== m[1] || old.spec !== m[3])) throw new Error(`set ${m[2]} exists with another declaration`);
       if (!old) need().sets.set(m[2]!, { kind: m[1] as 'set' | 'map', spec: m[3]!, elements: new Map() });
@@ -174,12 +176,20 @@ function applyModel(table: ModelTable | null, script: string): ModelTable | null
 }
 
 /** The table as comparable data: chains and sets by name, elements sorted. */
-function shape(t: ModelTable | TableState | null) {
+function shape(t: ModelTable | NftTable | null) {
   if (!t) return null;
+  const wanted = 'family' in t;
+  const model = wanted ? null : (t as ModelTable);
+  const table = wanted ? (t as NftTable) : null;
+  const byName = <T>(entries: [string, T][]) => Object.fromEntries(entries.sort(([a], [b]) => a.localeCompare(b)));
   return {
     comment: t.comment,
-    chains: Object.fromEntries([...t.chains].map(([k, c]) => [k, { base: c.base, rules: [...c.rules] }]).sort()),
-    sets: Object.fromEntries([...t.sets].map(([k, s]) => [k, { kind: s.kind, spec: s.spec, elements: [...s.elements].sort() }]).sort()),
+    chains: model
+      ? byName([...model.chains].map(([k, c]) => [k, { spec: c.spec, rules: c.rules }]))
+      : byName(table!.chains.map((c) => [c.name, { spec: chainSpec(c), rules: c.rules.map(ruleText) }])),
+    sets: model
+      ? byName([...model.sets].map(([k, s]) => [k, { kind: s.kind, spec: s.spec, elements: [...s.elements].sort() }]))
+      : byName(table!.sets.map((s) => [s.name, { kind: s.kind, spec: setSpec(s), elements: s.elements.map((e) => [elementKey(e), e.value?.join(' . ') ?? null]).sort() }])),
   };
 }
 
@@ -205,7 +215,7 @@ describe('nftables transaction planner (model)', () => {
           tx = partialTransaction(prev, want);
         } catch (err) {
           expect(err).toBeInstanceOf(NeedsFullSync);
-          expect(prev.chains.get(BASE)!.base).not.toBe(want.chains.get(BASE)!.base);
+          expect(prev.chains[0]!.base).not.toEqual(want.chains[0]!.base);
           return;
         }
         partials++;
@@ -218,11 +228,23 @@ describe('nftables transaction planner (model)', () => {
   });
 
   it('a partial transaction is empty when nothing changed, and one element swap when one endpoint did', () => {
-    const maps = new Map<string, TableSet>([['svc', { name: 'svc', kind: 'map', spec: 'type ipv4_addr : ipv4_addr;', elements: new Map([['10.96.0.1', '10.244.0.1'], ['10.96.0.2', '10.244.0.2']]) }]]);
-    const prev: TableState = { family: 'ip', name: 'kube-proxy', comment: 'c', chains: new Map(), sets: maps };
-    expect(partialTransaction(prev, prev)).toEqual({ script: '', commands: 0, full: false });
-    const want: TableState = { ...prev, sets: new Map([['svc', { ...maps.get('svc')!, elements: new Map([['10.96.0.1', '10.244.0.1'], ['10.96.0.2', '10.244.0.9']]) }]]) };
-    expect(partialTransaction(prev, want).script).toBe('delete element ip kube-proxy svc { 10.96.0.2 }\nadd element ip kube-proxy svc { 10.96.0.2 : 10.244.0.9 }\n');
+    const map = (to2: string): NftSet => ({
+      kind: 'map',
+      name: 'svc',
+      key: { type: ['ipv4_addr'] },
+      value: { type: ['ipv4_addr'] },
+      flags: [],
+      elements: [
+        { key: ['10.96.0.1'], value: ['10.244.0.1'] },
+        { key: ['10.96.0.2'], value: [to2] },
+      ],
+    });
+    const prev: NftTable = { family: 'ip', name: 'kube-proxy', comment: 'c', chains: [], sets: [map('10.244.0.2')] };
+    const none = partialTransaction(prev, prev);
+    expect([none.script.length, none.commands]).toEqual([0, 0]);
+    const one = partialTransaction(prev, { ...prev, sets: [map('10.244.0.9')] });
+    expect(one.script.toString()).toBe('delete element ip kube-proxy svc { 10.96.0.2 }\nadd element ip kube-proxy svc { 10.96.0.2 : 10.244.0.9 }\n');
+    expect(one.commands).toBe(2);
   });
 
   it('names nothing outside its own table', () => {
@@ -234,7 +256,7 @@ describe('nftables transaction planner (model)', () => {
         } catch {
           // A full one instead: covered above.
         }
-        for (const line of scripts.join('').split('\n').filter((l) => l !== '')) expect(line).toMatch(/^(add|delete|flush) (table|chain|rule|set|map|element) ip kube-proxy\b/);
+        for (const line of Buffer.concat(scripts).toString().split('\n').filter((l) => l !== '')) expect(line).toMatch(/^(add|delete|flush) (table|chain|rule|set|map|element) ip kube-proxy\b/);
       }),
       { numRuns: 200 },
     );
@@ -267,7 +289,8 @@ describe.runIf(canRun)('nftables transaction planner (kernel)', () => {
   });
   afterAll(() => ns?.remove());
 
-  const nft = (script: string) => {
+  const nft = (tx: Buffer | string) => {
+    const script = tx.toString();
     const r = ns.exec('nft', ['-f', '-'], script);
     if (r.status !== 0) throw new Error(`nft -f: ${r.stderr}\n${script}`);
   };
@@ -298,7 +321,8 @@ describe.runIf(canRun)('nftables transaction planner (kernel)', () => {
   });
 
   it('a dynamic set keeps what the kernel added to it across partial transactions', () => {
-    const [prev, want] = fc.sample(fc.tuple(arbTable, arbTable), { numRuns: 40, seed: 7 }).find(([p, w]) => p.sets.has('affinity') && w.sets.has('affinity') && p.chains.get(BASE)!.base === w.chains.get(BASE)!.base)!;
+    const hasAffinity = (t: NftTable) => t.sets.some((s) => s.name === 'affinity');
+    const [prev, want] = fc.sample(fc.tuple(arbTable, arbTable), { numRuns: 40, seed: 7 }).find(([p, w]) => hasAffinity(p) && hasAffinity(w) && chainSpec(p.chains[0]!) === chainSpec(w.chains[0]!))!;
     nft(fullTransaction(prev).script);
     nft('add element ip kube-proxy affinity { 10.1.1.1 }\n');
     nft(partialTransaction(prev, want).script);

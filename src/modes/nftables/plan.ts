@@ -8,42 +8,13 @@
  * key). Element changes need no chain validation in the kernel, which is what keeps a
  * one-endpoint change cheap at 10,000 services. Nothing outside the table is named.
  */
-
-export type NftFamily = 'ip' | 'ip6';
-
-export interface TableChain {
-  name: string;
-  /** A base chain's hook, e.g. `type nat hook prerouting priority dstnat; policy accept;`; null for a regular chain. */
-  base: string | null;
-  /** Rules, as `add rule <table> <chain>` takes them. */
-  rules: readonly string[];
-}
-
-export interface TableSet {
-  name: string;
-  kind: 'set' | 'map';
-  /** The declaration between the braces, e.g. `type ipv4_addr . inet_service : verdict;`. */
-  spec: string;
-  /**
-   * Elements by key: the value of a map element, null for a set's. A set whose elements
-   * the kernel adds itself (`update @set`, ClientIP affinity) has none here, and keeps its
-   * own across every transaction but the one that creates or replaces it.
-   */
-  elements: ReadonlyMap<string, string | null>;
-}
-
-/** One `kube-proxy` table as the planner sees it: what the renderer wants, or what was last written. */
-export interface TableState {
-  family: NftFamily;
-  name: string;
-  comment: string;
-  chains: ReadonlyMap<string, TableChain>;
-  sets: ReadonlyMap<string, TableSet>;
-}
+import { LineWriter } from '../line-writer.js';
+import { chainSpec, comment, elementKey, elementText, ruleText, setSpec, tableRef, type Chain, type Element, type NftSet, type NftTable } from './ruleset.js';
 
 export interface Transaction {
-  script: string;
-  /** nft commands in it (one per line): what the transaction-size metric counts. */
+  /** The nft script, ASCII; empty when there is nothing to change. */
+  script: Buffer;
+  /** nft commands in it (one per line): the transaction-size metric. */
   commands: number;
   full: boolean;
 }
@@ -51,101 +22,108 @@ export interface Transaction {
 /** Why a partial transaction cannot express the change; the caller writes a full one instead. */
 export class NeedsFullSync extends Error {}
 
-const escapeComment = (s: string) => s.replace(/["\\\n]/g, '');
+/** Elements per `add element` command: one command per set parses fastest, this bounds a line. */
+const ELEMENTS_PER_COMMAND = 1000;
 
 class Script {
-  private readonly lines: string[] = [];
-  constructor(private readonly table: string) {}
+  private readonly out = new LineWriter(64 * 1024);
+  private commands = 0;
+  constructor(readonly ref: string) {}
+
   add(line: string): void {
-    this.lines.push(line);
+    this.out.line(line);
+    this.commands++;
   }
-  chain(c: TableChain): void {
-    this.add(c.base ? `add chain ${this.table} ${c.name} { ${c.base} }` : `add chain ${this.table} ${c.name}`);
+  chain(c: Chain): void {
+    this.add(`add chain ${this.ref} ${c.name}${chainSpec(c)}`);
   }
-  rules(c: TableChain): void {
-    for (const r of c.rules) this.add(`add rule ${this.table} ${c.name} ${r}`);
+  rules(c: Chain): void {
+    for (const r of c.rules) this.add(`add rule ${this.ref} ${c.name} ${ruleText(r)}`);
   }
-  set(s: TableSet): void {
-    this.add(`add ${s.kind} ${this.table} ${s.name} { ${s.spec} }`);
+  set(s: NftSet): void {
+    this.add(`add ${s.kind} ${this.ref} ${s.name} ${setSpec(s)}`);
   }
-  elements(verb: 'add' | 'delete', s: TableSet, keys: Iterable<string>, withValues: boolean): void {
-    const items: string[] = [];
-    for (const k of keys) {
-      const v = s.elements.get(k);
-      items.push(withValues && s.kind === 'map' && v != null ? `${k} : ${v}` : k);
+  /** `delete` names keys only; `add` writes whole elements. */
+  elements(verb: 'add' | 'delete', s: NftSet, elements: readonly Element[]): void {
+    for (let i = 0; i < elements.length; i += ELEMENTS_PER_COMMAND) {
+      const items = elements.slice(i, i + ELEMENTS_PER_COMMAND).map((e) => elementText(e, verb === 'delete'));
+      this.add(`${verb} element ${this.ref} ${s.name} { ${items.join(', ')} }`);
     }
-    if (items.length > 0) this.add(`${verb} element ${this.table} ${s.name} { ${items.join(', ')} }`);
   }
   done(full: boolean): Transaction {
-    return { script: this.lines.length > 0 ? `${this.lines.join('\n')}\n` : '', commands: this.lines.length, full };
+    return { script: Buffer.from(this.out.bytes()), commands: this.commands, full };
   }
 }
-
-const tableRef = (t: TableState) => `${t.family} ${t.name}`;
 
 /**
  * The whole table in one transaction, whatever the kernel holds: the table is created
  * (should it be missing), deleted with everything in it, and written again, so no chain,
- * set or rule of an earlier writer survives. Atomic: packets see the old table or the new.
+ * set, rule or element of an earlier writer survives (`flush table` would keep set
+ * elements). Atomic: packets meet the old table or the new one.
  */
-export function fullTransaction(want: TableState): Transaction {
-  const ref = tableRef(want);
-  const s = new Script(ref);
-  s.add(`add table ${ref}`);
-  s.add(`delete table ${ref}`);
-  s.add(`add table ${ref} { comment "${escapeComment(want.comment)}"; }`);
+export function fullTransaction(want: NftTable): Transaction {
+  const s = new Script(tableRef(want));
+  s.add(`add table ${s.ref}`);
+  s.add(`delete table ${s.ref}`);
+  s.add(`add table ${s.ref} { ${comment(want.comment)} ; }`);
   // Every chain and set first, so that any rule or element can name any of them.
-  for (const c of want.chains.values()) s.chain(c);
-  for (const set of want.sets.values()) s.set(set);
-  for (const set of want.sets.values()) s.elements('add', set, set.elements.keys(), true);
-  for (const c of want.chains.values()) s.rules(c);
+  for (const c of want.chains) s.chain(c);
+  for (const set of want.sets) s.set(set);
+  for (const set of want.sets) s.elements('add', set, set.elements);
+  for (const c of want.chains) s.rules(c);
   return s.done(true);
 }
 
-const sameRules = (a: TableChain, b: TableChain) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
+const sameRules = (a: Chain, b: Chain) => a.rules.length === b.rules.length && a.rules.every((r, i) => ruleText(r) === ruleText(b.rules[i]!));
+
+/** Elements of `a` that `b` lacks, or holds with another value or comment. */
+function elementsNotIn(a: NftSet, b: NftSet | undefined): Element[] {
+  if (!b) return a.elements;
+  const other = new Map(b.elements.map((e) => [elementKey(e), elementText(e)]));
+  return a.elements.filter((e) => other.get(elementKey(e)) !== elementText(e));
+}
 
 /**
  * Only what changed from `prev` (the kernel's table, as last written) to `want`. Throws
- * NeedsFullSync for what a partial transaction does not change in place (another table,
- * a base chain's hook, a set's declaration).
+ * NeedsFullSync for what a partial transaction does not change in place (the table's
+ * comment, a chain's hook or comment, a set's declaration).
  */
-export function partialTransaction(prev: TableState, want: TableState): Transaction {
+export function partialTransaction(prev: NftTable, want: NftTable): Transaction {
   if (prev.family !== want.family || prev.name !== want.name || prev.comment !== want.comment) throw new NeedsFullSync('the table itself changed');
   const s = new Script(tableRef(want));
-  const rewritten: TableChain[] = [];
-  for (const c of want.chains.values()) {
-    const old = prev.chains.get(c.name);
-    if (old && old.base !== c.base) throw new NeedsFullSync(`base chain ${c.name} changed`);
+  const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
+  const prevSets = new Map(prev.sets.map((x) => [x.name, x]));
+  const wantChains = new Set(want.chains.map((c) => c.name));
+  const wantSets = new Set(want.sets.map((x) => x.name));
+
+  const rewritten: Chain[] = [];
+  for (const c of want.chains) {
+    const old = prevChains.get(c.name);
+    if (old && chainSpec(old) !== chainSpec(c)) throw new NeedsFullSync(`chain ${c.name} changed its hook or comment`);
     if (!old) s.chain(c);
     if (!old || !sameRules(old, c)) rewritten.push(c);
   }
-  for (const set of want.sets.values()) {
-    const old = prev.sets.get(set.name);
-    if (old && (old.kind !== set.kind || old.spec !== set.spec)) throw new NeedsFullSync(`${set.kind} ${set.name} changed its declaration`);
+  for (const set of want.sets) {
+    const old = prevSets.get(set.name);
+    if (old && (old.kind !== set.kind || setSpec(old) !== setSpec(set))) throw new NeedsFullSync(`${set.kind} ${set.name} changed its declaration`);
     if (!old) s.set(set);
   }
   // Elements out before rules and elements in: a key whose value changed is deleted and
   // added again; a goto to a chain about to be deleted is gone before the chain is.
-  for (const set of want.sets.values()) {
-    const old = prev.sets.get(set.name);
-    if (!old) continue;
-    const gone = [...old.elements.keys()].filter((k) => !set.elements.has(k) || set.elements.get(k) !== old.elements.get(k));
-    s.elements('delete', old, gone, false);
+  for (const set of want.sets) {
+    const old = prevSets.get(set.name);
+    if (old) s.elements('delete', old, elementsNotIn(old, set));
   }
   for (const c of rewritten) {
-    if (prev.chains.has(c.name)) s.add(`flush chain ${tableRef(want)} ${c.name}`);
+    if (prevChains.has(c.name)) s.add(`flush chain ${s.ref} ${c.name}`);
     s.rules(c);
   }
-  for (const set of want.sets.values()) {
-    const old = prev.sets.get(set.name);
-    const added = old ? [...set.elements.keys()].filter((k) => !old.elements.has(k) || old.elements.get(k) !== set.elements.get(k)) : [...set.elements.keys()];
-    s.elements('add', set, added, true);
-  }
+  for (const set of want.sets) s.elements('add', set, elementsNotIn(set, prevSets.get(set.name)));
   // Stale chains are emptied first (their rules may name each other and stale sets), then
   // stale sets and maps go (a map's elements may name stale chains), then the chains.
-  const staleChains = [...prev.chains.values()].filter((c) => !want.chains.has(c.name));
-  for (const c of staleChains) if (c.rules.length > 0) s.add(`flush chain ${tableRef(want)} ${c.name}`);
-  for (const set of prev.sets.values()) if (!want.sets.has(set.name)) s.add(`delete ${set.kind} ${tableRef(want)} ${set.name}`);
-  for (const c of staleChains) s.add(`delete chain ${tableRef(want)} ${c.name}`);
+  const staleChains = prev.chains.filter((c) => !wantChains.has(c.name));
+  for (const c of staleChains) if (c.rules.length > 0) s.add(`flush chain ${s.ref} ${c.name}`);
+  for (const set of prev.sets) if (!wantSets.has(set.name)) s.add(`delete ${set.kind} ${s.ref} ${set.name}`);
+  for (const c of staleChains) s.add(`delete chain ${s.ref} ${c.name}`);
   return s.done(false);
 }
