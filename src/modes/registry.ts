@@ -5,9 +5,10 @@
  */
 import type { ProxyModeName } from '../config/options.js';
 import { iptablesMode } from './iptables/mode.js';
+import { nftablesMode } from './nftables/mode.js';
 import type { ProxyMode } from './mode.js';
 
-const MODES: readonly ProxyMode[] = [iptablesMode];
+const MODES: readonly ProxyMode[] = [iptablesMode, nftablesMode];
 
 export function modeByName(name: ProxyModeName): ProxyMode | null {
   return MODES.find((m) => m.name === name) ?? null;

@@ -1,0 +1,53 @@
+/**
+ * nftables mode: one `kube-proxy` table per family (render.ts explains the layout).
+ * Rendering, `--dry-run` and cleanup are here; the applier, syncer and trace come with
+ * their own changes and say so clearly until then.
+ */
+import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
+import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
+import { familyRulesText } from './dryrun.js';
+import type { NftablesOptions } from './render.js';
+import { TABLE_NAME } from './ruleset.js';
+
+export function nftablesOptions(cfg: ProxyConfig): NftablesOptions {
+  return {
+    masqueradeBit: cfg.iptables.masqueradeBit,
+    masqueradeAll: cfg.iptables.masqueradeAll,
+    clusterCIDRs: cfg.clusterCIDRs,
+    // KEP-3866: nftables mode serves node ports on the node's primary IPs unless told otherwise.
+    nodePortAddresses: cfg.nodePortAddresses.length > 0 ? cfg.nodePortAddresses : ['primary'],
+    dropInvalid: !conntrackConfig(cfg).tcpBeLiberal,
+  };
+}
+
+export const nftablesMode: ProxyMode = {
+  name: 'nftables',
+
+  configure(cfg: ProxyConfig): ConfiguredMode {
+    const opts = nftablesOptions(cfg);
+    return {
+      name: 'nftables',
+      rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
+      dataplane: () => {
+        throw new Error('trace is not available for nftables yet');
+      },
+      syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
+    };
+  },
+
+  /** Deletes our tables; `--cleanup` on a node without nft has nothing of ours to remove. */
+  async cleanup(host: Host): Promise<boolean> {
+    let clean = true;
+    for (const family of ['ip', 'ip6'] as const) {
+      const listed = await host.run('nft', ['list', 'table', family, TABLE_NAME]).catch(() => null);
+      if (listed?.status !== 0) continue;
+      const r = await host.run('nft', ['delete', 'table', family, TABLE_NAME]);
+      if (r.status === 0) host.log.info({ table: `${family} ${TABLE_NAME}` }, 'removed the nftables table');
+      else {
+        clean = false;
+        host.log.error({ table: `${family} ${TABLE_NAME}`, err: r.stderr.trim() }, 'cleanup failed');
+      }
+    }
+    return clean;
+  },
+};
