@@ -158,7 +158,7 @@ for (const mode of E2E_MODES) {
       }
     });
 
-    it('serves a NodePort on 127.0.0.1 from the node itself (localhost node ports)', async () => {
+    it.runIf(mode.localhostNodePorts)('serves a NodePort on 127.0.0.1 from the node itself (localhost node ports)', async () => {
       const nodeB = cluster.node('node-b');
       expect((await cluster.exec(nodeB, 'cat', ['/proc/sys/net/ipv4/conf/all/route_localnet'])).stdout.trim()).toBe('1');
       const r = await eventually('node-b -> 127.0.0.1:30080', async () => {
@@ -166,6 +166,17 @@ for (const mode of E2E_MODES) {
         return p.ok ? p : undefined;
       });
       expect(r.ok && r.pod).toBe('web-a1');
+    });
+
+    it.runIf(!mode.localhostNodePorts)('serves a NodePort on the node IP, never on 127.0.0.1, and leaves route_localnet alone', async () => {
+      const nodeB = cluster.node('node-b');
+      expect((await cluster.exec(nodeB, 'cat', ['/proc/sys/net/ipv4/conf/all/route_localnet'])).stdout.trim()).toBe('0');
+      const r = await eventually(`node-b -> ${nodeB.ip}:30080`, async () => {
+        const p = await cluster.tcp(nodeB, nodeB.ip, 30080, { timeoutMs: 500 });
+        return p.ok ? p : undefined;
+      });
+      expect(r.ok && r.pod).toBe('web-a1');
+      expect((await cluster.tcp(nodeB, '127.0.0.1', 30080, { timeoutMs: 1000 })).ok).toBe(false);
     });
 
     it('externalTrafficPolicy Local keeps the client IP, and its health check port says 200/503', async () => {
@@ -318,6 +329,7 @@ for (const mode of E2E_MODES) {
       // What it programmed, and where a packet goes, as --dry-run and `trace` would say.
       const rules = await get('http://127.0.0.1:10249/debug/rules');
       expect(rules).toMatch(mode.clusterIPRule);
+      if (!mode.traces) return;
       const client = cluster.pod('client-a').ip;
       const trace = JSON.parse((await get(`http://127.0.0.1:10249/debug/trace?src=${client}&dst=10.96.0.10:80&output=json`)).split('\n').slice(0, -1).join('\n')) as {
         destinations: { verdict: string; address: string }[];

@@ -31,6 +31,17 @@ export interface E2EMode {
   familyRules(text: string, family: Family): string;
   /** What /debug/rules shows for the cluster IP of a service port (`ns/name:port`), either family. */
   clusterIPRuleOf(servicePort: string, ip: string, port: number): RegExp;
+  /**
+   * Whether the node serves node ports on 127.0.0.1 by default: iptables mode does
+   * (route_localnet), nftables mode, as upstream's, does not.
+   */
+  localhostNodePorts: boolean;
+  /** Whether /debug/trace can walk this mode's rules yet. */
+  traces: boolean;
+  /** How /debug/rules writes an endpoint (the DNAT target) of either family. */
+  endpointText(ip: string, port: number): string;
+  /** What the agent logs when it finds its IPv6 rules wrecked (wreck6). */
+  damage6: RegExp;
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -47,6 +58,26 @@ const IPTABLES_BANNER: Record<Family, string> = {
   IPv4: '# ==== IPv4: iptables-restore input ====',
   IPv6: '# ==== IPv6: ip6tables-restore input ====',
 };
+
+const NFT_TABLE = 'kube-proxy';
+const NFT_BANNER: Record<Family, string> = {
+  IPv4: `# ==== IPv4: nft -f input (table ip ${NFT_TABLE}) ====`,
+  IPv6: `# ==== IPv6: nft -f input (table ip6 ${NFT_TABLE}) ====`,
+};
+
+async function deleteTable(family: 'ip' | 'ip6', cluster: TestCluster, node: NodeInfo): Promise<void> {
+  expect((await cluster.exec(node, 'nft', ['delete', 'table', family, NFT_TABLE])).status).toBe(0);
+}
+
+async function tablePresent(family: 'ip' | 'ip6', cluster: TestCluster, node: NodeInfo): Promise<boolean> {
+  return (await cluster.exec(node, 'nft', ['list', 'chain', family, NFT_TABLE, 'nat-prerouting'])).status === 0;
+}
+
+/** The service-ips element of a TCP service port's cluster IP, in the nft script /debug/rules shows. */
+function nftClusterIPRule(servicePort: string, ip: string, port: number): RegExp {
+  const family = ip.includes(':') ? 'ip6' : 'ip';
+  return new RegExp(`^add element ${family} ${NFT_TABLE} service-ips \\{ ${escape(ip)} \\. tcp \\. ${port} comment "${escape(servicePort)}" : goto `, 'm');
+}
 
 const PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES'];
 
@@ -76,6 +107,36 @@ export const E2E_MODES: E2EMode[] = [
         `^-A KUBE-SERVICES -m comment --comment "${escape(servicePort)} cluster IP" -m tcp -p tcp -d ${escape(ip)} --dport ${port} -j KUBE-SVC-`,
         'm',
       ),
+    localhostNodePorts: true,
+    traces: true,
+    endpointText: (ip, port) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`),
+    damage6: /IPv6 canary chain is gone/,
+  },
+  {
+    name: 'nftables',
+    tools: ['nft'],
+    tools6: ['nft'],
+    wreck: (cluster, node) => deleteTable('ip', cluster, node),
+    present: (cluster, node) => tablePresent('ip', cluster, node),
+    clusterIPRule: nftClusterIPRule('e2e/web:http', '10.96.0.10', 80),
+    // What sends pod traffic in: the jump from the nat prerouting base chain; the table stays.
+    async unhook(cluster, node) {
+      expect((await cluster.exec(node, 'nft', ['flush', 'chain', 'ip', NFT_TABLE, 'nat-prerouting'])).status).toBe(0);
+    },
+    hooked: async (cluster, node) => /\bjump services\b/.test((await cluster.exec(node, 'nft', ['list', 'chain', 'ip', NFT_TABLE, 'nat-prerouting'])).stdout),
+    wreck6: (cluster, node) => deleteTable('ip6', cluster, node),
+    present6: (cluster, node) => tablePresent('ip6', cluster, node),
+    familyRules(text, family) {
+      const start = text.indexOf(NFT_BANNER[family]);
+      if (start < 0) return '';
+      const next = family === 'IPv4' ? text.indexOf(NFT_BANNER.IPv6, start) : -1;
+      return text.slice(start, next < 0 ? undefined : next);
+    },
+    clusterIPRuleOf: nftClusterIPRule,
+    localhostNodePorts: false,
+    traces: false,
+    endpointText: (ip, port) => `${ip} . ${port}`,
+    damage6: /IPv6 table ip6 kube-proxy or one of its base chains is gone/,
   },
 ];
 

@@ -8,6 +8,7 @@ import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { familyRulesText } from './dryrun.js';
 import type { NftablesOptions } from './render.js';
 import { TABLE_NAME } from './ruleset.js';
+import { startNftablesSyncer } from './syncer.js';
 
 export function nftablesOptions(cfg: ProxyConfig): NftablesOptions {
   return {
@@ -31,7 +32,7 @@ export const nftablesMode: ProxyMode = {
       dataplane: () => {
         throw new Error('trace is not available for nftables yet');
       },
-      syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
+      syncer: (host) => startNftablesSyncer(host, opts),
     };
   },
 

@@ -5,16 +5,25 @@
  * is kept. Every family's change goes into one transaction, so the node never holds an
  * IPv4 table of one sync beside an IPv6 table of another.
  */
+import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { FamilyModel, IPFamily, NodeContext } from '../../model/types.js';
-import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
-import { NftError, type Nft } from './nft.js';
+import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
+import { GROUP_KINDS, groupMap, type GroupKind } from './names.js';
+import { chooseNft, NftError, type Nft } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
+import { renderNftables, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, TABLE_NAME, type NftTable } from './ruleset.js';
+
+const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 
 export interface NftSyncerOptions {
   families: IPFamily[];
-  render: (model: FamilyModel, node: NodeContext) => NftTable;
+  /**
+   * The table for this model. `written` is the family's table as last written (absent for
+   * a full sync): a renderer may keep its shape where that keeps the change small.
+   */
+  render: (model: FamilyModel, node: NodeContext, written?: NftTable) => NftTable;
   fullSyncIntervalMs: number;
   /** Injected for tests: the periodic full sync is due by this clock. */
   now?: () => number;
@@ -86,10 +95,10 @@ export class NftablesSyncer implements Syncer {
     const txs: Transaction[] = [];
     try {
       for (const family of this.families) {
-        const want = this.render(req.model, family);
+        const prev = full ? undefined : this.written.get(family);
+        const want = this.render(req.model, family, prev);
         wanted.set(family, want);
-        const prev = this.written.get(family);
-        if (full || !prev) {
+        if (!prev) {
           txs.push(fullTransaction(want));
           continue;
         }
@@ -123,9 +132,36 @@ export class NftablesSyncer implements Syncer {
     return { ok: true, full: full || escalated !== null, reason: reason ?? escalated, written: { commands, bytes } };
   }
 
-  private render(source: ModelSource, family: IPFamily): NftTable {
-    const t = this.opts.render(source.familyModel(family), source.nodeContext);
+  private render(source: ModelSource, family: IPFamily, written: NftTable | undefined): NftTable {
+    const t = this.opts.render(source.familyModel(family), source.nodeContext, written);
     if (t.family !== NFT_FAMILY[family] || t.name !== TABLE_NAME) throw new Error(`rendered table ${t.family} ${t.name} for ${family}`);
     return t;
   }
+}
+
+/**
+ * The endpoint-count groups a written table declares, per kind: kept in the next render,
+ * so that a service moving to another endpoint count changes elements only, not the
+ * table's maps and rules. A full sync renders without them, and drops unused groups.
+ */
+export function writtenGroups(t: NftTable): Map<GroupKind, number[]> {
+  const out = new Map<GroupKind, number[]>(GROUP_KINDS.map((k) => [k, []]));
+  const names = new Set(t.sets.map((s) => s.name));
+  for (const kind of GROUP_KINDS) {
+    const prefix = groupMap(kind, 0).slice(0, -1);
+    for (const name of names) {
+      const n = Number(name.slice(prefix.length));
+      if (name.startsWith(prefix) && Number.isInteger(n) && n > 0 && groupMap(kind, n) === name) out.get(kind)!.push(n);
+    }
+  }
+  return out;
+}
+
+/** The syncer on this node: libnftables (or nft), IPv6 where the kernel has it. */
+export async function startNftablesSyncer(host: Host, opts: NftablesOptions): Promise<NftablesSyncer> {
+  const nft = await chooseNft(host.run, host.log);
+  const families: IPFamily[] = existsSync('/proc/sys/net/ipv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
+  const render = (model: FamilyModel, node: NodeContext, written?: NftTable) =>
+    renderNftables(model, node, written ? { ...opts, keepGroups: writtenGroups(written) } : opts);
+  return new NftablesSyncer(nft, { families, render, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
 }
