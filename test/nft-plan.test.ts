@@ -76,6 +76,16 @@ const arbTable = fc
     return { family: 'ip', name: 'kube-proxy', comment: 'rules for kube-proxy', chains: tableChains, sets: tableSets };
   });
 
+/** `prev`, and `prev` with rules inserted into some chains (what a new endpoint-count group does). */
+const arbGrown = fc.tuple(arbTable, fc.array(fc.tuple(fc.nat(20), fc.nat(20), fc.nat(255)), { minLength: 1, maxLength: 6 })).map(([prev, adds]): [NftTable, NftTable] => {
+  const chains = prev.chains.map((c) => ({ ...c, rules: [...c.rules] }));
+  for (const [which, at, n] of adds) {
+    const c = chains[which % chains.length]!;
+    c.rules.splice(at % (c.rules.length + 1), 0, { rule: `ip daddr 10.9.0.${n} counter accept` });
+  }
+  return [prev, { ...prev, chains }];
+});
+
 // ---------------------------------------------------------------------------------------
 // A model of nft applying a script to one table, refusing what the kernel refuses.
 // ---------------------------------------------------------------------------------------
@@ -142,6 +152,12 @@ function applyModel(table: ModelTable | null, tx: Buffer): ModelTable | null {
     } else if ((m = line.match(/^add rule ip kube-proxy (\S+) (.*)$/))) {
       checkRefs(m[2]!);
       chain(m[1]!).rules.push(m[2]!);
+    } else if ((m = line.match(/^insert rule ip kube-proxy (\S+) index (\d+) (.*)$/))) {
+      const c = chain(m[1]!);
+      const at = Number(m[2]);
+      if (at >= c.rules.length) throw new Error(`no rule at index ${at} of ${m[1]}`);
+      checkRefs(m[3]!);
+      c.rules.splice(at, 0, m[3]!);
     } else if ((m = line.match(/^flush chain ip kube-proxy (\S+)$/))) {
       chain(m[1]!).rules = [];
     } else if ((m = line.match(/^delete chain ip kube-proxy (\S+)$/))) {
@@ -227,6 +243,20 @@ describe('nftables transaction planner (model)', () => {
     expect(partials).toBeGreaterThan(300);
   });
 
+  it('grows a chain by inserting only the new rules, never naming the old ones again', () => {
+    fc.assert(
+      fc.property(arbGrown, ([prev, want]) => {
+        const tx = partialTransaction(prev, want);
+        const script = tx.script.toString();
+        expect(script).not.toMatch(/^flush chain/m);
+        const added = want.chains.reduce((n, c) => n + c.rules.length, 0) - prev.chains.reduce((n, c) => n + c.rules.length, 0);
+        expect(tx.commands).toBe(added);
+        expect(shape(applyModel(applyModel(null, fullTransaction(prev).script), tx.script))).toEqual(shape(want));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('a partial transaction is empty when nothing changed, and one element swap when one endpoint did', () => {
     const map = (to2: string): NftSet => ({
       kind: 'map',
@@ -256,7 +286,7 @@ describe('nftables transaction planner (model)', () => {
         } catch {
           // A full one instead: covered above.
         }
-        for (const line of Buffer.concat(scripts).toString().split('\n').filter((l) => l !== '')) expect(line).toMatch(/^(add|delete|flush) (table|chain|rule|set|map|element) ip kube-proxy\b/);
+        for (const line of Buffer.concat(scripts).toString().split('\n').filter((l) => l !== '')) expect(line).toMatch(/^(add|delete|flush|insert) (table|chain|rule|set|map|element) ip kube-proxy\b/);
       }),
       { numRuns: 200 },
     );
@@ -318,6 +348,16 @@ describe.runIf(canRun)('nftables transaction planner (kernel)', () => {
       partials++;
     }
     expect(partials).toBeGreaterThan(5);
+  });
+
+  it('grown chains list as full(want) does (insert by index counts the rules inserted before)', () => {
+    for (const [prev, want] of fc.sample(arbGrown, { numRuns: 6, seed: 5 })) {
+      nft(fullTransaction(want).script);
+      const expected = list();
+      nft(fullTransaction(prev).script);
+      nft(partialTransaction(prev, want).script);
+      expect(list()).toEqual(expected);
+    }
   });
 
   it('a dynamic set keeps what the kernel added to it across partial transactions', () => {

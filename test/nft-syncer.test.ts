@@ -21,7 +21,10 @@ import { privilegedTestsCanRun } from './support/privileges.js';
 const chainOf = (ns: string, name: string, port: number) => `svc-${ns}-${name}-${port}`;
 
 function render(model: FamilyModel): NftTable {
-  const chains: NftTable['chains'] = [{ name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', priority: -100 }, rules: [{ rule: 'ip daddr . th dport vmap @service-ips' }] }];
+  const chains: NftTable['chains'] = [
+    { name: 'nat-prerouting', base: { type: 'nat', hook: 'prerouting', priority: -100 }, rules: [{ rule: 'ip daddr . th dport vmap @service-ips' }] },
+    { name: 'nat-output', base: { type: 'nat', hook: 'output', priority: -100 }, rules: [{ rule: 'ip daddr . th dport vmap @service-ips' }] },
+  ];
   const elements: NftTable['sets'][number]['elements'] = [];
   for (const sp of model.servicePorts) {
     const name = chainOf(sp.namespace, sp.serviceName, sp.port);
@@ -94,7 +97,7 @@ describe.runIf(canRun)('nftables syncer against a real kernel', () => {
     expect(await s.damage()).toBeNull();
 
     expect(ns.exec('nft', ['flush', 'ruleset']).status).toBe(0);
-    expect(await s.damage()).toMatch(/table ip kube-proxy or one of its base chains is gone/);
+    expect(await s.damage()).toMatch(/table ip kube-proxy or its base chain nat-prerouting is gone/);
     s.requireFullSync('test');
     expect(await s.sync(req())).toMatchObject({ ok: true, full: true });
     expect(listed()).toMatch(/10\.96\.0\.1 \. 80 : goto svc-ns-s1-80/);

@@ -136,7 +136,7 @@ export const E2E_MODES: E2EMode[] = [
     localhostNodePorts: false,
     traces: false,
     endpointText: (ip, port) => `${ip} . ${port}`,
-    damage6: /IPv6 table ip6 kube-proxy or one of its base chains is gone/,
+    damage6: /IPv6 table ip6 kube-proxy or its base chain \S+ is gone/,
   },
 ];
 

@@ -76,6 +76,24 @@ export function fullTransaction(want: NftTable): Transaction {
 
 const sameRules = (a: Chain, b: Chain) => a.rules.length === b.rules.length && a.rules.every((r, i) => ruleText(r) === ruleText(b.rules[i]!));
 
+/**
+ * Where `want`'s rules hold `old`'s in the same order with others between them: the
+ * positions of the others (each in `want`), else null. Such a chain changes by inserting
+ * those rules alone: no rule already in the kernel is named again, which matters beyond
+ * saving work (nft 1.0.6 cannot re-add a rule that names an existing map declared with a
+ * `th` expression in its `typeof`).
+ */
+function insertions(old: Chain, want: Chain): number[] | null {
+  if (want.rules.length <= old.rules.length) return null;
+  const added: number[] = [];
+  let j = 0;
+  want.rules.forEach((r, p) => {
+    if (j < old.rules.length && ruleText(r) === ruleText(old.rules[j]!)) j++;
+    else added.push(p);
+  });
+  return j === old.rules.length ? added : null;
+}
+
 /** Elements of `a` that `b` lacks, or holds with another value or comment. */
 function elementsNotIn(a: NftSet, b: NftSet | undefined): Element[] {
   if (!b) return a.elements;
@@ -97,11 +115,15 @@ export function partialTransaction(prev: NftTable, want: NftTable): Transaction 
   const wantSets = new Set(want.sets.map((x) => x.name));
 
   const rewritten: Chain[] = [];
+  const grown: { chain: Chain; at: number[]; old: number }[] = [];
   for (const c of want.chains) {
     const old = prevChains.get(c.name);
     if (old && chainSpec(old) !== chainSpec(c)) throw new NeedsFullSync(`chain ${c.name} changed its hook or comment`);
     if (!old) s.chain(c);
-    if (!old || !sameRules(old, c)) rewritten.push(c);
+    if (old && sameRules(old, c)) continue;
+    const at = old ? insertions(old, c) : null;
+    if (at) grown.push({ chain: c, at, old: old!.rules.length });
+    else rewritten.push(c);
   }
   for (const set of want.sets) {
     const old = prevSets.get(set.name);
@@ -117,6 +139,14 @@ export function partialTransaction(prev: NftTable, want: NftTable): Transaction 
   for (const c of rewritten) {
     if (prevChains.has(c.name)) s.add(`flush chain ${s.ref} ${c.name}`);
     s.rules(c);
+  }
+  // In ascending order: each insertion sees the ones before it (nft counts them too).
+  for (const { chain, at, old } of grown) {
+    at.forEach((p, k) => {
+      const rule = ruleText(chain.rules[p]!);
+      // Rules now in the chain: the old ones and the k inserted so far.
+      s.add(p < old + k ? `insert rule ${s.ref} ${chain.name} index ${p} ${rule}` : `add rule ${s.ref} ${chain.name} ${rule}`);
+    });
   }
   for (const set of want.sets) s.elements('add', set, elementsNotIn(set, prevSets.get(set.name)));
   // Stale chains are emptied first (their rules may name each other and stale sets), then

@@ -77,12 +77,13 @@ export class NftablesSyncer implements Syncer {
    */
   async damage(): Promise<string | null> {
     for (const [family, table] of this.written) {
-      const bases = table.chains.filter((c) => c.base);
       const ref = `${table.family} ${table.name}`;
-      const r = await this.nft.run(bases.map((c) => `list chain ${ref} ${c.name}\n`).join('') || `list table ${ref}\n`);
-      if (!r.ok) return `${family} table ${ref} or one of its base chains is gone`;
-      const counts = listedRuleCounts(r.output);
-      for (const c of bases) if ((counts.get(c.name) ?? 0) < c.rules.length) return `${family} base chain ${c.name} lost its rules`;
+      // One list command per run: nft 1.0.6 fails a second `list chain` in the same batch.
+      for (const c of table.chains.filter((x) => x.base)) {
+        const r = await this.nft.run(`list chain ${ref} ${c.name}\n`);
+        if (!r.ok) return `${family} table ${ref} or its base chain ${c.name} is gone`;
+        if ((listedRuleCounts(r.output).get(c.name) ?? 0) < c.rules.length) return `${family} base chain ${c.name} lost its rules`;
+      }
     }
     return null;
   }
