@@ -12,7 +12,8 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY --chown=node:node tsconfig.json ./
 COPY --chown=node:node src ./src
 COPY --chown=node:node native ./native
-RUN npx tsc -p . && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+COPY --chown=node:node scripts ./scripts
+RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM node:20-bookworm-slim
 # Debian's iptables package holds both variants (iptables-legacy*, iptables-nft*); the

@@ -169,7 +169,7 @@ describe('TestApiServer: discovery, CRUD and Status errors', () => {
     const api = await getJson(`${s.url}/api`);
     expect(api.body).toMatchObject({ kind: 'APIVersions', versions: ['v1'] });
     const apis = await getJson(`${s.url}/apis`);
-    expect(apis.body).toMatchObject({ kind: 'APIGroupList', groups: [{ name: 'discovery.k8s.io' }] });
+    expect(apis.body).toMatchObject({ kind: 'APIGroupList', groups: [{ name: 'discovery.k8s.io' }, { name: 'networking.k8s.io' }] });
     const v1 = await getJson(`${s.url}/api/v1`);
     expect(v1.body).toMatchObject({
       kind: 'APIResourceList',

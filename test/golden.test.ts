@@ -2,16 +2,20 @@
  * Golden files (see support/golden.ts): for every case and mode, `--dry-run`'s stdout and
  * stderr must equal the expected files; UPDATE_GOLDEN=1 rewrites them. The test pipeline
  * must print the same text as the CLI. Each iptables output must also pass
- * iptables-restore --test / ip6tables-restore --test.
+ * iptables-restore --test / ip6tables-restore --test, and each nftables output must load
+ * with `nft -f` (twice: over a fresh namespace and over its own table) with every chain,
+ * set and map it declares there afterwards.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { splitFamilies } from '../src/modes/iptables/dryrun.js';
+import { splitFamilies as splitNftFamilies } from '../src/modes/nftables/dryrun.js';
 import { cli } from './support/cli.js';
 import { GOLDEN_MODES, goldenCaseNames, goldenPath, readGoldenCase } from './support/golden.js';
 import { restoreTest } from './support/iptables-check.js';
 import { Netns } from './support/netns.js';
+import { declared, listed, nftLoad } from './support/nft-check.js';
 import { pipeline } from './support/pipeline.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
@@ -59,6 +63,30 @@ describe('iptables golden outputs pass iptables-restore --test', () => {
       const byFamily = splitFamilies(readFileSync(goldenPath(name, 'iptables.txt'), 'utf8'));
       expect(restoreTest(ns!, 'IPv4', byFamily.IPv4)).toBeNull();
       expect(restoreTest(ns!, 'IPv6', byFamily.IPv6)).toBeNull();
+    });
+  }
+});
+
+describe('nftables golden outputs load with nft -f', () => {
+  const canRun = privilegedTestsCanRun('nft -f of golden files', ['ip', 'nft']);
+  let ns: Netns | undefined;
+  beforeAll(() => {
+    if (canRun) ns = new Netns('golden-nft');
+  });
+  afterAll(() => ns?.remove());
+
+  for (const name of cases) {
+    it.runIf(canRun)(name, () => {
+      const byFamily = splitNftFamilies(readFileSync(goldenPath(name, 'nftables.txt'), 'utf8'));
+      for (const [script, table] of [
+        [byFamily.IPv4, 'ip kube-proxy'],
+        [byFamily.IPv6, 'ip6 kube-proxy'],
+      ] as const) {
+        const r = nftLoad(ns!, script, table);
+        expect(r.error).toBeNull();
+        expect(listed(r.listing)).toEqual(declared(script));
+      }
+      ns!.exec('nft', ['flush', 'ruleset']);
     });
   }
 });

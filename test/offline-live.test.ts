@@ -37,7 +37,7 @@ describe('--dry-run and trace on a live cluster', () => {
     const live = await cliAsync(['--dry-run', '--kubeconfig', kubeconfig, ...FLAGS]);
     expect(live.code, live.stderr).toBe(0);
     expect(live.stdout).toBe(cli(['--dry-run', '--from-file', EXAMPLE, ...FLAGS]).stdout);
-    expect(api.count('list') - lists).toBe(3);
+    expect(api.count('list') - lists).toBe(4);
     expect(api.count('watch')).toBe(0);
   });
 
@@ -47,6 +47,21 @@ describe('--dry-run and trace on a live cluster', () => {
     expect(live.code, live.stderr).toBe(0);
     expect(live.stdout).toBe(cli(['trace', '--from-file', EXAMPLE, ...FLAGS, ...args]).stdout);
     expect(live.stdout).toContain('shop/catalog:http (TCP), cluster IP');
+  });
+
+  it('reads a cluster that does not serve ServiceCIDRs (before 1.33) as one without them', async () => {
+    api.faults = (r) => (r.kind === 'ServiceCIDR' ? { status: 404 } : undefined);
+    try {
+      const live = await cliAsync(['--dry-run', '--kubeconfig', kubeconfig, ...FLAGS]);
+      expect(live.code, live.stderr).toBe(0);
+      expect(live.stdout).toBe(cli(['--dry-run', '--from-file', EXAMPLE, ...FLAGS]).stdout);
+      api.faults = (r) => (r.kind === 'ServiceCIDR' ? { status: 500 } : undefined);
+      const broken = await cliAsync(['--dry-run', '--kubeconfig', kubeconfig, ...FLAGS]);
+      expect(broken.code).not.toBe(0);
+      expect(broken.stderr).toContain('servicecidrs: HTTP 500');
+    } finally {
+      api.faults = null;
+    }
   });
 
   it('$KUBECONFIG is read when --kubeconfig is not given', async () => {

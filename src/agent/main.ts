@@ -94,6 +94,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
         remove: (o) => (metrics.endpointChanges.inc(), state.deleteSlice(o)),
       },
       node: { upsert: (o) => state.upsertNode(o), remove: () => {} },
+      ...(configured.usesServiceCIDRs ? { serviceCIDRs: { upsert: (o) => state.upsertServiceCIDR(o), remove: (o) => state.deleteServiceCIDR(o) } } : {}),
       changed: () => {
         metrics.lastQueued.setToCurrentTime();
         runner.request();

@@ -3,9 +3,9 @@
  * the per-node model kept up to date one Service at a time. No I/O: the informers call
  * in, the sync loop reads out.
  */
-import type { EndpointSliceInfo, NodeInfo, ServiceInfo } from '../kube/objects.js';
-import { validateEndpointSlice, validateNode, validateService } from '../kube/validate.js';
-import { buildServicePorts, compareServicePorts, nodeContext, skipReason } from '../model/build.js';
+import type { EndpointSliceInfo, NodeInfo, ServiceCIDRInfo, ServiceInfo } from '../kube/objects.js';
+import { validateEndpointSlice, validateNode, validateService, validateServiceCIDR } from '../kube/validate.js';
+import { buildServicePorts, compareServicePorts, familyCIDRs, nodeContext, skipReason } from '../model/build.js';
 import type { FamilyModel, IPFamily, NodeContext, Problem, ServicePort } from '../model/types.js';
 
 export interface ObjectRef {
@@ -77,6 +77,9 @@ export class ClusterState {
   private readonly slices = new Map<string, { raw: unknown; serviceKey: string }>();
   private readonly slicesByService = new Map<string, Set<string>>();
   private node: NodeContext;
+  private readonly serviceCIDRs = new Map<string, ServiceCIDRInfo>();
+  /** Each family's service CIDRs as of the last take(). */
+  private takenCIDRs: Record<IPFamily, string[]> = { IPv4: [], IPv6: [] };
   private readonly ports = new Map<string, ServicePort[]>();
   /** Services changed since the last take(), with when each first changed. */
   private dirty = new Map<string, number>();
@@ -176,6 +179,34 @@ export class ClusterState {
     this.allDirtySince ??= this.now();
   }
 
+  /** The service CIDRs feed every family's model as a whole: a change rebuilds all. */
+  upsertServiceCIDR(obj: unknown): void {
+    const r = validateServiceCIDR(obj);
+    if (!r.ok) {
+      this.events.problem(r.problem);
+      // A ServiceCIDR that turned invalid no longer counts, rather than keeping a stale range.
+      this.deleteServiceCIDR(obj);
+      return;
+    }
+    this.setServiceCIDRs(() => this.serviceCIDRs.set(r.value.name, r.value));
+  }
+
+  deleteServiceCIDR(obj: unknown): void {
+    const ref = refOf(obj);
+    if (ref) this.setServiceCIDRs(() => this.serviceCIDRs.delete(ref.name));
+  }
+
+  private setServiceCIDRs(change: () => void): void {
+    const before = this.currentCIDRs();
+    change();
+    if (JSON.stringify(before) !== JSON.stringify(this.currentCIDRs())) this.allDirtySince ??= this.now();
+  }
+
+  private currentCIDRs(): Record<IPFamily, string[]> {
+    const all = [...this.serviceCIDRs.values()];
+    return { IPv4: familyCIDRs(all, 'IPv4'), IPv6: familyCIDRs(all, 'IPv6') };
+  }
+
   get nodeContext(): NodeContext {
     return this.node;
   }
@@ -189,6 +220,7 @@ export class ClusterState {
     const seenAt = new Map(this.dirty);
     if (this.allDirtySince !== null) seenAt.set(ALL, this.allDirtySince);
     const changed = all ? new Set([...this.ports.keys(), ...this.services.keys()]) : new Set(this.dirty.keys());
+    if (all) this.takenCIDRs = this.currentCIDRs();
     const previous: ServicePort[] = [];
     for (const k of changed) {
       previous.push(...(this.ports.get(k) ?? []));
@@ -221,7 +253,7 @@ export class ClusterState {
     const keys = services ?? this.ports.keys();
     for (const k of keys) for (const sp of this.ports.get(k) ?? []) if (sp.family === family) out.push(sp);
     out.sort(compareServicePorts);
-    return { family, servicePorts: out, serviceCIDRs: [] };
+    return { family, servicePorts: out, serviceCIDRs: this.takenCIDRs[family] };
   }
 
   /** Endpoints known in a family: above 1,000 the renderer drops per-endpoint comments. */

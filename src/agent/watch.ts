@@ -10,7 +10,7 @@
  * of full lists, and each retry is logged with its reason. Informers relist by themselves
  * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
  */
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
 import type { Logger } from 'pino';
 import { getList } from '../kube/api.js';
 import { isRecord } from '../kube/objects.js';
@@ -25,6 +25,8 @@ export interface WatchHandlers {
   services: ObjectHandlers;
   endpointSlices: ObjectHandlers;
   node: ObjectHandlers;
+  /** Only for modes that read service CIDRs: ServiceCIDRs are then watched too. */
+  serviceCIDRs?: ObjectHandlers;
   /** Called after every delivered event. */
   changed(): void;
   /** Objects or events from the API that were not valid, skipped (`count` of them). */
@@ -197,7 +199,24 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
   return guarded;
 }
 
-/** Starts the three informers; resolves once each has listed (no sync happens before). */
+const SERVICE_CIDRS_PATH = '/apis/networking.k8s.io/v1/servicecidrs';
+
+/**
+ * Whether the API serves ServiceCIDRs (GA in Kubernetes 1.33). An older cluster answers
+ * 404: it then has no ServiceCIDR objects to wait for, and its watch would fail forever.
+ */
+async function servesServiceCIDRs(kc: KubeConfig, log: Logger): Promise<boolean> {
+  try {
+    await getList(kc, `${SERVICE_CIDRS_PATH}?limit=1`);
+    return true;
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode !== 404) return true;
+    log.warn('the API server does not serve ServiceCIDRs (networking.k8s.io/v1): addresses in the service range that no Service holds are not dropped');
+    return false;
+  }
+}
+
+/** Starts the informers; resolves once each has listed (no sync happens before). */
 export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
   const watch = new Watch(kc);
   const nodeSelector = `metadata.name=${nodeName}`;
@@ -231,6 +250,9 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
     informer('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
     informer('node', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
+  if (handlers.serviceCIDRs && (await servesServiceCIDRs(kc, log))) {
+    informers.push(informer('servicecidrs', SERVICE_CIDRS_PATH, SERVICE_CIDRS_PATH, handlers.serviceCIDRs));
+  }
 
   for (const { kind, lw, h } of informers) {
     lw.on('add', (o) => (h.upsert(o), handlers.changed()));

@@ -4,7 +4,7 @@
  * every object into class instances, which at 10,000 Services and EndpointSlices costs
  * ~60 MB more per list; the proxy validates raw objects anyway.
  */
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from './client.js';
 import fetch from 'node-fetch';
 import { isRecord } from './objects.js';
 

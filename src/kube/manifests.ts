@@ -54,6 +54,9 @@ export function parseManifests(text: string, source: string): ParsedManifests {
       case 'Node':
         objects.nodes.push(obj);
         break;
+      case 'ServiceCIDR':
+        (objects.serviceCIDRs ??= []).push(obj);
+        break;
       case 'Pod':
         (objects.pods ??= []).push(obj);
         break;

@@ -85,11 +85,20 @@ export interface NodeInfo {
   addresses: ParsedIP[];
 }
 
+/** A ServiceCIDR (networking.k8s.io/v1): address ranges the cluster allocates cluster IPs from. */
+export interface ServiceCIDRInfo {
+  name: string;
+  /** At most one per family. */
+  cidrs: ParsedCIDR[];
+}
+
 /** Raw API objects grouped by kind, as read from a file or an informer cache. */
 export interface ClusterObjects {
   services: unknown[];
   endpointSlices: unknown[];
   nodes: unknown[];
+  /** ServiceCIDRs, when the input has them. */
+  serviceCIDRs?: unknown[];
   /** Pods, when the input has them: only to name a trace's source. */
   pods?: unknown[];
 }

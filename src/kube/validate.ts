@@ -12,6 +12,7 @@ import {
   type Protocol,
   type EndpointSliceInfo,
   type NodeInfo,
+  type ServiceCIDRInfo,
   type ServiceInfo,
   type ServicePortSpec,
   type ServiceType,
@@ -348,5 +349,18 @@ export function validateNode(obj: unknown): Validated<NodeInfo> {
     });
     // InternalIPs first: the node's primary address is its first InternalIP, as kubelet reports.
     return { name: nodeName, labels: stringMap(meta.labels, 'metadata.labels'), addresses: [...internal, ...external] };
+  });
+}
+
+export function validateServiceCIDR(obj: unknown): Validated<ServiceCIDRInfo> {
+  return validated('ServiceCIDR', obj, (o) => {
+    const meta = record(o.metadata, 'metadata');
+    const cidrName = name(meta.name, 'metadata.name', DNS1123_SUBDOMAIN, 253);
+    const raw = list(record(o.spec, 'spec').cidrs, 'spec.cidrs');
+    // The API server allows one range, or two of different families.
+    if (raw.length > 2) fail('spec.cidrs', `has ${raw.length} entries; at most 2 (one per IP family)`);
+    const cidrs = raw.map((c, i) => cidr(c, `spec.cidrs[${i}]`));
+    if (cidrs.length === 2 && cidrs[0]!.family === cidrs[1]!.family) fail('spec.cidrs', 'holds two ranges of the same IP family');
+    return { name: cidrName, cidrs };
   });
 }

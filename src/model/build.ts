@@ -10,9 +10,10 @@ import {
   type ClusterObjects,
   type EndpointSliceInfo,
   type NodeInfo,
+  type ServiceCIDRInfo,
   type ServiceInfo,
 } from '../kube/objects.js';
-import { validateEndpointSlice, validateNode, validateService } from '../kube/validate.js';
+import { validateEndpointSlice, validateNode, validateService, validateServiceCIDR } from '../kube/validate.js';
 import { clusterEndpoints, localEndpoints } from './endpoints.js';
 import { flat } from './flat.js';
 import type { Endpoint, FamilyModel, NodeContext, NodeModel, Problem, ServicePort } from './types.js';
@@ -55,6 +56,13 @@ export function nodeContext(nodeName: string, nodes: NodeInfo[]): NodeContext {
     labels,
     nodeIPs: (node?.addresses ?? []).map((a) => a.text),
   };
+}
+
+/** One family's ranges of the given ServiceCIDRs: canonical, sorted, each once. */
+export function familyCIDRs(serviceCIDRs: Iterable<ServiceCIDRInfo>, family: IPFamily): string[] {
+  const out = new Set<string>();
+  for (const sc of serviceCIDRs) for (const c of sc.cidrs) if (c.family === family) out.add(c.text);
+  return [...out].sort();
 }
 
 function validateAll<T>(raw: unknown[], check: (o: unknown) => { ok: true; value: T } | { ok: false; problem: Problem }, problems: Problem[]): T[] {
@@ -174,6 +182,7 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
   );
   const nodes = validateAll(objects.nodes, validateNode, problems);
   const node = nodeContext(nodeName, nodes);
+  const serviceCIDRs = validateAll(objects.serviceCIDRs ?? [], validateServiceCIDR, problems);
 
   const slicesByService = new Map<string, EndpointSliceInfo[]>();
   for (const s of slices) {
@@ -183,7 +192,7 @@ export function buildNodeModel(objects: ClusterObjects, nodeName: string): Build
     slicesByService.set(key, group);
   }
 
-  const families = Object.fromEntries(FAMILIES.map((f) => [f, { family: f, servicePorts: [] as ServicePort[], serviceCIDRs: [] as string[] }])) as Record<
+  const families = Object.fromEntries(FAMILIES.map((f) => [f, { family: f, servicePorts: [] as ServicePort[], serviceCIDRs: familyCIDRs(serviceCIDRs, f) }])) as Record<
     IPFamily,
     FamilyModel
   >;

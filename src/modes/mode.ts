@@ -33,6 +33,8 @@ export interface ProxyMode {
 /** A mode with its options: pure rendering and tracing, and the syncer that applies them. */
 export interface ConfiguredMode {
   readonly name: ProxyModeName;
+  /** The mode reads `FamilyModel.serviceCIDRs`: the agent then watches ServiceCIDR objects. */
+  readonly usesServiceCIDRs?: boolean;
   /**
    * One family's part of `--dry-run` (and of the agent's /debug/rules): what the mode
    * would program for this model, as text its own tools accept. `explain` adds each

@@ -1,6 +1,7 @@
 /**
  * A stand-in kube-apiserver for tests: plain HTTP, in-memory store, the real wire format
- * for v1 Services, discovery.k8s.io/v1 EndpointSlices and v1 Nodes. Lists, gets, writes
+ * for v1 Services, discovery.k8s.io/v1 EndpointSlices, v1 Nodes and networking.k8s.io/v1
+ * ServiceCIDRs. Lists, gets, writes
  * with optimistic concurrency, and chunked watches with replay from a resourceVersion,
  * bookmarks and 410 Expired after `compact()`. Enough for @kubernetes/client-node
  * informers and clients to run against it unchanged.
@@ -17,7 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { stringify as toYaml } from 'yaml';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Predicate } from './selectors.js';
 
-export type Kind = 'Service' | 'EndpointSlice' | 'Node';
+export type Kind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
 
 export interface ObjectMeta {
   name: string;
@@ -89,7 +90,10 @@ const RESOURCES: readonly Resource[] = [
   { kind: 'Service', apiVersion: 'v1', plural: 'services', namespaced: true },
   { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', plural: 'endpointslices', namespaced: true },
   { kind: 'Node', apiVersion: 'v1', plural: 'nodes', namespaced: false },
+  { kind: 'ServiceCIDR', apiVersion: 'networking.k8s.io/v1', plural: 'servicecidrs', namespaced: false },
 ];
+/** The API groups (not the core group) that RESOURCES belong to. */
+const GROUP_VERSIONS = [...new Set(RESOURCES.map((r) => r.apiVersion).filter((v) => v.includes('/')))];
 const VERBS = ['create', 'delete', 'get', 'list', 'update', 'watch'];
 
 function resourceOf(kind: string): Resource {
@@ -366,10 +370,9 @@ export class TestApiServer {
         verbs: VERBS,
       })),
     });
-    const discoveryGroup = {
-      name: 'discovery.k8s.io',
-      versions: [{ groupVersion: 'discovery.k8s.io/v1', version: 'v1' }],
-      preferredVersion: { groupVersion: 'discovery.k8s.io/v1', version: 'v1' },
+    const group = (groupVersion: string) => {
+      const [name, version] = groupVersion.split('/');
+      return { name, versions: [{ groupVersion, version }], preferredVersion: { groupVersion, version } };
     };
     switch (path) {
       case '/api':
@@ -379,17 +382,16 @@ export class TestApiServer {
           serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${this.host}:${this.port}` }],
         };
       case '/apis':
-        return { kind: 'APIGroupList', apiVersion: 'v1', groups: [discoveryGroup] };
-      case '/apis/discovery.k8s.io':
-        return { kind: 'APIGroup', apiVersion: 'v1', ...discoveryGroup };
+        return { kind: 'APIGroupList', apiVersion: 'v1', groups: GROUP_VERSIONS.map(group) };
       case '/api/v1':
         return resources('v1');
-      case '/apis/discovery.k8s.io/v1':
-        return resources('discovery.k8s.io/v1');
       case '/version':
         return { major: '1', minor: '31', gitVersion: 'v1.31.0-test', goVersion: 'go1.22', platform: 'linux/amd64' };
-      default:
-        return undefined;
+      default: {
+        const gv = GROUP_VERSIONS.find((v) => path === `/apis/${v}` || path === `/apis/${v.split('/')[0]}`);
+        if (gv === undefined) return undefined;
+        return path === `/apis/${gv}` ? resources(gv) : { kind: 'APIGroup', apiVersion: 'v1', ...group(gv) };
+      }
     }
   }
 

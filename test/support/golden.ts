@@ -12,7 +12,7 @@ export const GOLDEN_ROOT = join(import.meta.dirname, '..', 'golden');
 const REPO = resolve(import.meta.dirname, '..', '..');
 
 /** The modes that have an expected output for every golden case. */
-export const GOLDEN_MODES = ['iptables'] as const;
+export const GOLDEN_MODES = ['iptables', 'nftables'] as const;
 
 export interface GoldenCase {
   name: string;

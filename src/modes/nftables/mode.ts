@@ -28,6 +28,7 @@ export const nftablesMode: ProxyMode = {
     const opts = nftablesOptions(cfg);
     return {
       name: 'nftables',
+      usesServiceCIDRs: true,
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: () => {
         throw new Error('trace is not available for nftables yet');
