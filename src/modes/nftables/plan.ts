@@ -9,6 +9,7 @@
  * one-endpoint change cheap at 10,000 services. Nothing outside the table is named.
  */
 import { LineWriter } from '../line-writer.js';
+import { ContestedElement, type ElementLedger } from './ledger.js';
 import { chainSpec, comment, elementKey, elementText, ruleText, setSpec, tableRef, type Chain, type Element, type NftSet, type NftTable } from './ruleset.js';
 
 export interface Transaction {
@@ -102,11 +103,27 @@ function elementsNotIn(a: NftSet, b: NftSet | undefined): Element[] {
 }
 
 /**
- * Only what changed from `prev` (the kernel's table, as last written) to `want`. Throws
- * NeedsFullSync for what a partial transaction does not change in place (the table's
- * comment, a chain's hook or comment, a set's declaration).
+ * Only what changed from `prev` to `want`. Throws NeedsFullSync for what a partial
+ * transaction does not change in place (the table's comment, a chain's hook or comment,
+ * a set's declaration, an element two services want differently).
+ *
+ * Without a ledger, `prev` is the kernel's table as last written and `want` the whole new
+ * one. With one, both are renders of only the services that changed (before and after,
+ * with the same fixed part): their chains and sets are theirs alone, while set and map
+ * elements go in and out through the ledger, which knows what other services hold.
  */
-export function partialTransaction(prev: NftTable, want: NftTable): Transaction {
+export function partialTransaction(prev: NftTable, want: NftTable, ledger?: ElementLedger): Transaction {
+  try {
+    ledger?.begin();
+    return partial(prev, want, ledger);
+  } catch (err) {
+    ledger?.abort();
+    if (err instanceof ContestedElement) throw new NeedsFullSync(err.message);
+    throw err;
+  }
+}
+
+function partial(prev: NftTable, want: NftTable, ledger: ElementLedger | undefined): Transaction {
   if (prev.family !== want.family || prev.name !== want.name || prev.comment !== want.comment) throw new NeedsFullSync('the table itself changed');
   const s = new Script(tableRef(want));
   const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
@@ -134,8 +151,11 @@ export function partialTransaction(prev: NftTable, want: NftTable): Transaction 
   // added again; a goto to a chain about to be deleted is gone before the chain is.
   for (const set of want.sets) {
     const old = prevSets.get(set.name);
-    if (old) s.elements('delete', old, elementsNotIn(old, set));
+    if (!old) continue;
+    const gone = elementsNotIn(old, set);
+    s.elements('delete', old, ledger ? ledger.release(old, gone) : gone);
   }
+  for (const set of prev.sets) if (!wantSets.has(set.name)) ledger?.release(set, set.elements);
   for (const c of rewritten) {
     if (prevChains.has(c.name)) s.add(`flush chain ${s.ref} ${c.name}`);
     s.rules(c);
@@ -148,7 +168,10 @@ export function partialTransaction(prev: NftTable, want: NftTable): Transaction 
       s.add(p < old + k ? `insert rule ${s.ref} ${chain.name} index ${p} ${rule}` : `add rule ${s.ref} ${chain.name} ${rule}`);
     });
   }
-  for (const set of want.sets) s.elements('add', set, elementsNotIn(set, prevSets.get(set.name)));
+  for (const set of want.sets) {
+    const fresh = elementsNotIn(set, prevSets.get(set.name));
+    s.elements('add', set, ledger ? ledger.claim(set, fresh) : fresh);
+  }
   // Stale chains are emptied first (their rules may name each other and stale sets), then
   // stale sets and maps go (a map's elements may name stale chains), then the chains.
   const staleChains = prev.chains.filter((c) => !wantChains.has(c.name));
