@@ -7,55 +7,68 @@
  * key with different elements (two Services claiming one external IP and port) is
  * settled by a full render, where the first in model order wins: the ledger asks for one
  * whenever such a key is touched. Pure.
+ *
+ * Kept lean, as it holds every element of a 10,000-service table: per key only the
+ * element's text (the key itself where they are the same), with counts and contested
+ * keys on the side, where they are rare.
  */
 import { elementKey, elementText, type Element, type NftSet } from './ruleset.js';
 
-interface Entry {
-  /** Services contributing this key. */
-  n: number;
-  /** The element as in the kernel (elementText). */
-  text: string;
-  element: Element;
-  /** Contributors disagree on the element: only a full render decides. */
-  contested: boolean;
-}
-
 export class ContestedElement extends Error {}
 
+interface SetEntries {
+  /** Key -> the element as written (elementText). */
+  text: Map<string, string>;
+  /** Keys more than one service holds, and how many. */
+  shared: Map<string, number>;
+  /** Keys whose holders disagree on the element. */
+  contested: Set<string>;
+}
+
+/** A key's state as a transaction being planned sees it; null: not in the kernel. */
+type Held = { text: string; n: number; contested: boolean } | null;
+
 export class ElementLedger {
-  private readonly sets = new Map<string, Map<string, Entry>>();
+  private readonly sets = new Map<string, SetEntries>();
   /** Changes of the transaction being planned: kept apart until it is applied. */
-  private pending: Map<string, Map<string, Entry | null>> | null = null;
+  private pending: Map<string, Map<string, Held>> | null = null;
+
+  private entries(set: string): SetEntries {
+    let e = this.sets.get(set);
+    if (!e) this.sets.set(set, (e = { text: new Map(), shared: new Map(), contested: new Set() }));
+    return e;
+  }
 
   /** Counts one service's elements in (a full sync, service by service, in model order). */
   count(sets: readonly NftSet[]): void {
     for (const s of sets) {
       if (s.elements.length === 0) continue;
-      let m = this.sets.get(s.name);
-      if (!m) this.sets.set(s.name, (m = new Map()));
-      for (const e of s.elements) {
-        const k = elementKey(e);
-        const text = elementText(e);
-        const entry = m.get(k);
-        if (!entry) m.set(k, { n: 1, text, element: e, contested: false });
+      const e = this.entries(s.name);
+      for (const el of s.elements) {
+        const k = elementKey(el);
+        const text = elementText(el);
+        const had = e.text.get(k);
+        if (had === undefined) e.text.set(k, text === k ? k : text);
         else {
-          entry.n++;
-          if (entry.text !== text) entry.contested = true;
+          e.shared.set(k, (e.shared.get(k) ?? 1) + 1);
+          if (had !== text) e.contested.add(k);
         }
       }
     }
   }
 
-  private get(set: string, key: string): Entry | undefined {
+  private held(set: string, key: string): Held {
     const p = this.pending?.get(set);
-    if (p?.has(key)) return p.get(key) ?? undefined;
-    return this.sets.get(set)?.get(key);
+    if (p?.has(key)) return p.get(key)!;
+    const e = this.sets.get(set);
+    const text = e?.text.get(key);
+    return text === undefined ? null : { text, n: e!.shared.get(key) ?? 1, contested: e!.contested.has(key) };
   }
 
-  private put(set: string, key: string, entry: Entry | null): void {
+  private put(set: string, key: string, held: Held): void {
     let p = this.pending!.get(set);
     if (!p) this.pending!.set(set, (p = new Map()));
-    p.set(key, entry);
+    p.set(key, held);
   }
 
   /** Starts planning a transaction; nothing changes until `commit`. */
@@ -64,21 +77,21 @@ export class ElementLedger {
   }
 
   /**
-   * One service set of changes lets go of `gone` in `set`: the elements the kernel must
-   * lose (no one else holds them). Throws ContestedElement where only a full render can say.
+   * One service lets go of `gone` in `set`: the keys the kernel must lose (no one else
+   * holds them). Throws ContestedElement where only a full render can say.
    */
-  release(set: NftSet, gone: readonly Element[]): Element[] {
-    const out: Element[] = [];
-    for (const e of gone) {
-      const k = elementKey(e);
-      const entry = this.get(set.name, k);
+  release(set: NftSet, gone: readonly Element[]): string[] {
+    const out: string[] = [];
+    for (const el of gone) {
+      const k = elementKey(el);
+      const h = this.held(set.name, k);
       // Never written (a service that failed to claim it): nothing to take back.
-      if (!entry) continue;
-      if (entry.contested) throw new ContestedElement(`${set.name} { ${k} } is wanted differently by two services`);
-      if (entry.n === 1) {
+      if (!h) continue;
+      if (h.contested) throw new ContestedElement(`${set.name} { ${k} } is wanted differently by two services`);
+      if (h.n === 1) {
         this.put(set.name, k, null);
-        out.push(entry.element);
-      } else this.put(set.name, k, { ...entry, n: entry.n - 1 });
+        out.push(k);
+      } else this.put(set.name, k, { ...h, n: h.n - 1 });
     }
     return out;
   }
@@ -86,14 +99,14 @@ export class ElementLedger {
   /** The elements of `fresh` the kernel must gain; throws ContestedElement on a disagreement. */
   claim(set: NftSet, fresh: readonly Element[]): Element[] {
     const out: Element[] = [];
-    for (const e of fresh) {
-      const k = elementKey(e);
-      const text = elementText(e);
-      const entry = this.get(set.name, k);
-      if (!entry) {
-        this.put(set.name, k, { n: 1, text, element: e, contested: false });
-        out.push(e);
-      } else if (entry.text === text) this.put(set.name, k, { ...entry, n: entry.n + 1 });
+    for (const el of fresh) {
+      const k = elementKey(el);
+      const text = elementText(el);
+      const h = this.held(set.name, k);
+      if (!h) {
+        this.put(set.name, k, { text, n: 1, contested: false });
+        out.push(el);
+      } else if (h.text === text) this.put(set.name, k, { ...h, n: h.n + 1 });
       else throw new ContestedElement(`${set.name} { ${k} } is wanted differently by two services`);
     }
     return out;
@@ -102,13 +115,19 @@ export class ElementLedger {
   /** The planned transaction was applied: its changes are what the kernel holds. */
   commit(): void {
     for (const [set, changes] of this.pending ?? []) {
-      let m = this.sets.get(set);
-      if (!m) this.sets.set(set, (m = new Map()));
-      for (const [k, entry] of changes) {
-        if (entry) m.set(k, entry);
-        else m.delete(k);
+      const e = this.entries(set);
+      for (const [k, h] of changes) {
+        if (!h) {
+          e.text.delete(k);
+          e.shared.delete(k);
+          e.contested.delete(k);
+          continue;
+        }
+        e.text.set(k, h.text === k ? k : h.text);
+        if (h.n > 1) e.shared.set(k, h.n);
+        else e.shared.delete(k);
       }
-      if (m.size === 0) this.sets.delete(set);
+      if (e.text.size === 0) this.sets.delete(set);
     }
     this.pending = null;
   }

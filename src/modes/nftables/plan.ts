@@ -44,10 +44,10 @@ class Script {
   set(s: NftSet): void {
     this.add(`add ${s.kind} ${this.ref} ${s.name} ${setSpec(s)}`);
   }
-  /** `delete` names keys only; `add` writes whole elements. */
-  elements(verb: 'add' | 'delete', s: NftSet, elements: readonly Element[]): void {
+  /** Whole elements to add, or keys (elementKey) to delete. */
+  elements(verb: 'add' | 'delete', s: NftSet, elements: readonly (Element | string)[]): void {
     for (let i = 0; i < elements.length; i += ELEMENTS_PER_COMMAND) {
-      const items = elements.slice(i, i + ELEMENTS_PER_COMMAND).map((e) => elementText(e, verb === 'delete'));
+      const items = elements.slice(i, i + ELEMENTS_PER_COMMAND).map((e) => (typeof e === 'string' ? e : elementText(e, verb === 'delete')));
       this.add(`${verb} element ${this.ref} ${s.name} { ${items.join(', ')} }`);
     }
   }

@@ -227,16 +227,12 @@ export class NftablesSyncer implements Syncer {
     const groups = writtenGroups(table);
     const frame = frameOf(this.render({ ...model, servicePorts: [] }, source.nodeContext, groups));
     const ports = byService(model.servicePorts);
+    // Counted while the kernel loads the table (nft works on another thread): ready, or
+    // nearly, when the first partial sync needs it.
+    const ledger = this.countLedger(model, source.nodeContext, ports, generation);
     return {
       tx: fullTransaction(table),
-      state: () => ({
-        ports,
-        groups,
-        frame,
-        bases: table.chains.filter((c) => c.base),
-        claims: countClaims(model.servicePorts),
-        ledger: this.countLedger(model, source.nodeContext, ports, groups, generation),
-      }),
+      state: () => ({ ports, groups, frame, bases: table.chains.filter((c) => c.base), claims: countClaims(model.servicePorts), ledger }),
     };
   }
 
@@ -244,11 +240,11 @@ export class NftablesSyncer implements Syncer {
    * The ledger of a table just written: each service rendered alone and counted, in model
    * order, a batch at a time so that the event loop stays free. A partial sync waits for it.
    */
-  private async countLedger(model: FamilyModel, node: NodeContext, ports: Map<string, ServicePort[]>, groups: Groups, generation: number): Promise<ElementLedger> {
+  private async countLedger(model: FamilyModel, node: NodeContext, ports: Map<string, ServicePort[]>, generation: number): Promise<ElementLedger> {
     const ledger = new ElementLedger();
     let i = 0;
     for (const list of ports.values()) {
-      ledger.count(this.render({ ...model, servicePorts: list }, node, groups).sets);
+      ledger.count(this.render({ ...model, servicePorts: list }, node).sets);
       if (++i % LEDGER_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (generation !== this.generation) break;
