@@ -31,7 +31,7 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
  * this mode programs, as upstream does, so no two modes' rules handle the same packets.
  * A failure is logged, not fatal: the mode's own rules still work beside the leftovers.
  */
-async function removeOtherModes(mode: ProxyMode, log: Logger): Promise<void> {
+export async function removeOtherModes(mode: ProxyMode, log: Logger): Promise<void> {
   for (const other of allModes()) {
     if (other.name === mode.name) continue;
     const clean = await other.cleanup({ run: runCommand, sysctl: procSysctls, log }).catch((err: Error) => (log.warn({ mode: other.name, err: err.message }, 'could not look for leftovers'), false));
