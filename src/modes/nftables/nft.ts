@@ -54,18 +54,32 @@ export interface NftOptions {
   library?: string;
 }
 
-/** libnftables in process when it loads, else the nft command (with one warning). */
+/**
+ * Scripts above this size (a full sync of a large table) go to `nft -f -` when the command
+ * is there: nft's parser takes about 40 bytes of memory per byte of script (360 MB for a
+ * 10,000-service table), which in process would stay the agent's peak for good.
+ */
+export const IN_PROCESS_MAX_BYTES = 1 << 20;
+
+/**
+ * libnftables in process when it loads, else the nft command (with one warning). With
+ * the library, scripts above IN_PROCESS_MAX_BYTES still run as `nft -f -` where the
+ * command exists, and in process where it does not.
+ */
 export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {}): Promise<Nft> {
   const library = opts.library ?? LIBRARY;
   try {
     const lib = await loadLibnftables(library);
-    log.info({ library }, 'applying nftables rules in process through libnftables');
+    log.info({ library, inProcessMaxBytes: IN_PROCESS_MAX_BYTES }, 'applying nftables rules in process through libnftables (larger transactions with nft -f -)');
+    const command = commandNft(run);
+    const inProcess = async (script: string): Promise<NftResult> => {
+      const r = await lib.run(script);
+      return { ok: r.status === 0, output: r.output, error: r.status === 0 ? '' : r.error || `nft_run_cmd_from_buffer returned ${r.status}` };
+    };
     return {
       kind: 'library',
-      async run(script) {
-        const r = await lib.run(script);
-        return { ok: r.status === 0, output: r.output, error: r.status === 0 ? '' : r.error || `nft_run_cmd_from_buffer returned ${r.status}` };
-      },
+      // A command that cannot start (no nft binary) is a rejection: then the library does it.
+      run: (script) => (script.length > IN_PROCESS_MAX_BYTES ? command.run(script).catch(() => inProcess(script)) : inProcess(script)),
       close: () => lib.close(),
     };
   } catch (err) {
