@@ -7,6 +7,8 @@
  * print, and return nft's own error text.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Netns, run } from './support/netns.js';
@@ -20,7 +22,8 @@ import { pathToFileURL } from 'node:url';
 const [dist, spec] = process.argv.slice(1);
 const { chooseNft } = await import(pathToFileURL(dist + '/modes/nftables/nft.js').href);
 const { runCommand } = await import(pathToFileURL(dist + '/exec/command.js').href);
-const { library, scripts } = JSON.parse(spec);
+const { library, scripts: given, file } = JSON.parse(spec);
+const scripts = file ? [(await import('node:fs')).readFileSync(file, 'latin1')] : given;
 const logs = [];
 const log = { info: (o, msg) => logs.push({ level: 'info', msg, ...o }), warn: (o, msg) => logs.push({ level: 'warn', msg, ...o }) };
 const nft = await chooseNft(runCommand, log, library ? { library } : {});
@@ -48,6 +51,16 @@ const RUNNERS = [
   { name: 'nft -f - (the fallback)', library: '/nonexistent/libnftables.so.1', kind: 'command', runs: true },
 ] as const;
 
+/** A set of `n` addresses, as one script: past IN_PROCESS_MAX_BYTES at 90,000. */
+function bigScript(n: number): string {
+  const lines = ['add table ip kube-proxy', 'add set ip kube-proxy big { type ipv4_addr ; }'];
+  for (let i = 0; i < n; i += 1000) {
+    const items = Array.from({ length: Math.min(1000, n - i) }, (_, j) => `10.${((i + j) >> 16) & 255}.${((i + j) >> 8) & 255}.${(i + j) & 255}`);
+    lines.push(`add element ip kube-proxy big { ${items.join(', ')} }`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 const TABLE = 'add table ip kube-proxy\nadd chain ip kube-proxy services\nadd map ip kube-proxy service-ips { type ipv4_addr . inet_service : verdict ; }\n';
 
 describe.runIf(canRun)('nft runners against a real kernel', () => {
@@ -56,6 +69,24 @@ describe.runIf(canRun)('nft runners against a real kernel', () => {
     ns = new Netns('nft');
   });
   afterEach(() => ns?.remove());
+
+  it.runIf(libraryLoads)('a script over 1 MB applies through nft -f -, and in process where there is no nft command', () => {
+    const script = bigScript(90_000);
+    expect(script.length).toBeGreaterThan(1 << 20);
+    const dir = mkdtempSync(join(tmpdir(), 'kpt-nft-'));
+    const file = join(dir, 'big.nft');
+    writeFileSync(file, script);
+    for (const path of [process.env.PATH ?? '/usr/sbin:/usr/bin', '/nonexistent']) {
+      ns.exec('nft', ['flush', 'ruleset']);
+      const c = ns.exec('env', [`PATH=${path}`, process.execPath, '--input-type=module', '-e', RUNNER_CHILD, DIST, JSON.stringify({ library: null, file })]);
+      expect(c.status, c.stderr).toBe(0);
+      const out = JSON.parse(c.stdout.trim().split('\n').at(-1)!) as Outcome;
+      expect(out.kind).toBe('library');
+      expect(out.results[0]!.ok, `${path}: ${out.results[0]!.error}`).toBe(true);
+      expect(ns.exec('nft', ['list', 'set', 'ip', 'kube-proxy', 'big']).stdout).toContain('10.1.95.143');
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   for (const r of RUNNERS) {
     const runIn = (scripts: string[]) => {
