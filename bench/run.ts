@@ -39,8 +39,10 @@ console.log(`  render, again (names remembered): median ${f(big.renderWarmMsMedi
 console.log(`  render peak memory: ${f(big.renderPeakMB)} MB  (target ${TARGET_MB} MB: ${f(big.renderPeakMB / TARGET_MB, 2)}x of budget)`);
 console.log(`  scaling: 1,000 services render in ${f(small.renderWarmMsMedian)} ms; 10x the services costs ${f(big.renderWarmMsMedian / small.renderWarmMsMedian)}x the time`);
 
-const offline = spawnSync(process.execPath, [join(import.meta.dirname, 'offline.js')], { stdio: 'inherit' });
-if (offline.status !== 0) process.exitCode = offline.status ?? 1;
+for (const script of ['offline.js', 'nftables.js']) {
+  const r = spawnSync(process.execPath, [join(import.meta.dirname, script)], { stdio: 'inherit' });
+  if (r.status !== 0) process.exitCode = r.status ?? 1;
+}
 
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {

@@ -170,6 +170,10 @@ describe('TestApiServer: discovery, CRUD and Status errors', () => {
     expect(api.body).toMatchObject({ kind: 'APIVersions', versions: ['v1'] });
     const apis = await getJson(`${s.url}/apis`);
     expect(apis.body).toMatchObject({ kind: 'APIGroupList', groups: [{ name: 'discovery.k8s.io' }, { name: 'networking.k8s.io' }] });
+    const networking = await getJson(`${s.url}/apis/networking.k8s.io`);
+    expect(networking.body).toMatchObject({ kind: 'APIGroup', name: 'networking.k8s.io', preferredVersion: { groupVersion: 'networking.k8s.io/v1', version: 'v1' } });
+    const serviceCIDRs = await getJson(`${s.url}/apis/networking.k8s.io/v1`);
+    expect(serviceCIDRs.body).toMatchObject({ groupVersion: 'networking.k8s.io/v1', resources: [{ name: 'servicecidrs', kind: 'ServiceCIDR', namespaced: false }] });
     const v1 = await getJson(`${s.url}/api/v1`);
     expect(v1.body).toMatchObject({
       kind: 'APIResourceList',
@@ -193,7 +197,7 @@ describe('TestApiServer: discovery, CRUD and Status errors', () => {
       expect(res.status, path).toBe(404);
       expect(res.body, path).toMatchObject({ kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'NotFound', code: 404 });
     }
-    expect(s.count('discovery')).toBe(6);
+    expect(s.count('discovery')).toBe(8);
   });
 
   it('creates, reads, updates and deletes through CoreV1Api, with 409 and 404 Status errors', async () => {

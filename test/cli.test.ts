@@ -307,15 +307,22 @@ describe('flags', () => {
     expect(liberal.stdout).not.toMatch(/INVALID/);
   });
 
-  it('--proxy-mode nftables: a clear not-implemented error', () => {
-    const line = expectOneLineFailure(cli([...base, '--proxy-mode', 'nftables']));
-    expect(line).toMatch(/nftables/);
+  it('--proxy-mode ipvs: a clear not-implemented error', () => {
+    const line = expectOneLineFailure(cli([...base, '--proxy-mode', 'ipvs']));
+    expect(line).toMatch(/ipvs/);
     expect(line).toMatch(/not implemented/);
   });
 
-  it('mode nftables in the config file: the same error', () => {
-    const line = expectOneLineFailure(cli([...base, '--config', config('mode: nftables\n')]));
-    expect(line).toMatch(/nftables.*not implemented/);
+  it('mode ipvs in the config file: the same error', () => {
+    const line = expectOneLineFailure(cli([...base, '--config', config('mode: ipvs\n')]));
+    expect(line).toMatch(/ipvs.*not implemented/);
+  });
+
+  it('mode nftables in the config file: the nft script, as --proxy-mode nftables prints it', () => {
+    const r = cli([...base, '--config', config('mode: nftables\n')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('add table ip kube-proxy');
+    expect(r.stdout).toBe(cli([...base, '--proxy-mode', 'nftables']).stdout);
   });
 
   it('--from-file - reads the cluster from stdin', () => {

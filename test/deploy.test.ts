@@ -256,13 +256,14 @@ describe('the DaemonSet', () => {
 });
 
 describe('RBAC', () => {
-  it('grants exactly get/list/watch of services, nodes and endpointslices, and no write', () => {
+  it('grants exactly list/watch of services, nodes, endpointslices and servicecidrs, and no get or write', () => {
     const grants = (clusterRole.rules ?? []).flatMap((r) => {
       expect(r.resourceNames ?? []).toEqual([]);
       expect(r.nonResourceURLs ?? []).toEqual([]);
       return (r.apiGroups ?? []).flatMap((g) => (r.resources ?? []).flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)));
     });
-    expect(grants.sort()).toEqual(['get', 'list', 'watch'].flatMap((v) => [`/services:${v}`, `/nodes:${v}`, `discovery.k8s.io/endpointslices:${v}`]).sort());
+    const resources = ['/services', '/nodes', 'discovery.k8s.io/endpointslices', 'networking.k8s.io/servicecidrs'];
+    expect(grants.sort()).toEqual(['list', 'watch'].flatMap((v) => resources.map((r) => `${r}:${v}`)).sort());
   });
 
   it("binds that role to the DaemonSet's service account", () => {

@@ -21,6 +21,12 @@
  *  (d) each object that failed validation is a problem (kind, identity, non-empty reason),
  *      no valid object is, and every valid proxied Service port has its cluster IP rule.
  *
+ * The nftables renderer runs over the same clusters: deterministic and order-independent,
+ * every line of the writer's shapes with every chain, set and jump target declared and no
+ * hostile marker, every proxied cluster IP dispatched or blocked by exactly one element,
+ * and (root) every script loads with `nft -f`, each over the previous cluster's table as
+ * a full sync does.
+ *
  * The objects are JSON-shaped (what an API server sends); cyclic values that YAML aliases
  * can produce are covered in cli.test.ts.
  */
@@ -31,6 +37,8 @@ import { buildNodeModel } from '../src/model/build.js';
 import type { IPFamily, Problem } from '../src/model/types.js';
 import { renderIptables, type IptablesOptions } from '../src/modes/iptables/render.js';
 import { restoreText } from '../src/modes/iptables/ruleset.js';
+import { renderNftables } from '../src/modes/nftables/render.js';
+import { MAX_COMMENT, scriptText } from '../src/modes/nftables/ruleset.js';
 import { restoreTest } from './support/iptables-check.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
@@ -1061,6 +1069,180 @@ describe('iptables renderer over random hostile clusters', () => {
         });
       }),
       { numRuns: RESTORE_RUNS },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------
+// The nftables renderer over the same clusters
+// ---------------------------------------------------------------------------------------
+
+const SERVICE_CIDRS = [{ apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/12', 'fd00:10:96::/112'] } }];
+
+function renderNft(objects: { services: unknown[]; endpointSlices: unknown[]; nodes: unknown[] }, c: Cluster): Record<IPFamily, string> {
+  const built = buildNodeModel({ ...objects, serviceCIDRs: SERVICE_CIDRS }, c.nodeName);
+  return Object.fromEntries(FAMILIES.map((f) => [f, scriptText(renderNftables(built.model.families[f], built.model.node, c.options))])) as Record<IPFamily, string>;
+}
+
+const NFT_TABLE: Record<IPFamily, string> = { IPv4: 'ip kube-proxy', IPv6: 'ip6 kube-proxy' };
+
+/**
+ * Every line is a command of the shapes the writer emits (or an element line inside an
+ * `add element` block); rules live in declared chains, every `@set`, `jump` and `goto`
+ * names a declared set or chain, elements go to declared sets, quotes pair up on each
+ * line, and nothing from the input's hostile values appears.
+ */
+function checkNftShape(text: string, family: IPFamily): void {
+  const t = NFT_TABLE[family];
+  ok(text.endsWith('\n'), () => `${family}: no final newline`);
+  ok(!text.includes(MARK), () => `${family}: hostile marker in output:\n${text}`);
+  ok(/^[\x20-\x7e\n\t]*$/.test(text), () => `${family}: non-printable or non-ASCII output:\n${text}`);
+  const lines = text.slice(0, -1).split('\n');
+  ok(lines[0] === `add table ${t} { comment "rules for kube-proxy" ; }` && lines[1] === `flush table ${t}`, () => `${family}: does not start with add + flush table`);
+  const chains = new Set<string>();
+  const sets = new Set<string>();
+  const rules: string[] = [];
+  let inElements: string | null = null;
+  const name = String.raw`[a-z][a-z0-9-]*(?:-[A-Z2-7]{8}-[a-z0-9.:/_-]+)?`;
+  const chainRe = new RegExp(`^add chain ${t} (${name})( \\{ .* ; \\})?$`);
+  const setRe = new RegExp(`^add (set|map) ${t} (${name}) \\{ .* ; \\}$`);
+  const ruleRe = new RegExp(`^add rule ${t} (${name}) (.+)$`);
+  const elementsRe = new RegExp(`^add element ${t} (${name}) \\{$`);
+  const flushRe = new RegExp(`^flush (set|map) ${t} (${name})$`);
+  for (const line of lines.slice(2)) {
+    ok((line.match(/"/g) ?? []).length % 2 === 0, () => `${family}: unbalanced quotes: ${line}`);
+    if (inElements !== null) {
+      if (line === '}') inElements = null;
+      else ok(/^\t[^{};]+,?$/.test(line), () => `${family}: element line of unexpected shape: ${JSON.stringify(line)}`);
+      continue;
+    }
+    let m: RegExpExecArray | null;
+    if ((m = chainRe.exec(line))) {
+      ok(!chains.has(m[1]!), () => `${family}: chain declared twice: ${line}`);
+      chains.add(m[1]!);
+    } else if ((m = setRe.exec(line))) {
+      ok(!sets.has(m[2]!), () => `${family}: set declared twice: ${line}`);
+      sets.add(m[2]!);
+    } else if ((m = flushRe.exec(line))) {
+      ok(sets.has(m[2]!), () => `${family}: flush of an undeclared set: ${line}`);
+    } else if ((m = ruleRe.exec(line))) {
+      ok(chains.has(m[1]!), () => `${family}: rule in an undeclared chain: ${line}`);
+      rules.push(m[2]!);
+    } else if ((m = elementsRe.exec(line))) {
+      ok(sets.has(m[1]!), () => `${family}: elements of an undeclared set: ${line}`);
+      inElements = m[1]!;
+    } else {
+      expect.fail(`${family}: line of unexpected shape: ${JSON.stringify(line)}`);
+    }
+  }
+  ok(inElements === null, () => `${family}: element block not closed`);
+  for (const body of [...rules, ...[...text.matchAll(/ : (goto \S+)/g)].map((m) => m[1]!)]) {
+    const bare = body.replace(/"[^"]*"/g, '""');
+    for (const ref of bare.matchAll(/@([^\s,}]+)/g)) ok(sets.has(ref[1]!), () => `${family}: reference to an undeclared set: ${body}`);
+    for (const ref of bare.matchAll(/\b(?:jump|goto) ([^\s,}]+)/g)) ok(chains.has(ref[1]!), () => `${family}: jump to an undeclared chain: ${body}`);
+  }
+}
+
+/**
+ * Every valid proxied Service port's cluster IP is dispatched or blocked: one element for
+ * its address, protocol and port, named for it or for another Service port holding the
+ * same (the first one owns a shared address, as the first matching rule would).
+ */
+function checkNftServices(c: Cluster, texts: Record<IPFamily, string>): void {
+  const owners = new Map<string, Set<string>>();
+  for (const { spn, family, text, cip, port } of proxiedPorts(c, texts)) {
+    if (!cip) {
+      ok(!text.includes(`comment "${spn.slice(0, MAX_COMMENT)}"`), () => `${family}: ${spn} is not proxied in ${family} but rendered:\n${text}`);
+      continue;
+    }
+    const key = `${family}\t${cip.canon} . ${port.protocol.toLowerCase()} . ${port.port} comment "`;
+    owners.set(key, (owners.get(key) ?? new Set()).add(spn.slice(0, MAX_COMMENT)));
+  }
+  for (const [key, spns] of owners) {
+    const [family, prefix] = [key.slice(0, 4), key.slice(4)] as [IPFamily, string];
+    const hits = texts[family].split('\n').filter((l) => l.startsWith(prefix));
+    ok(hits.length === 1, () => `${family}: want one service-ips or no-endpoint-services element for ${prefix.trim()}, got ${hits.length}:\n${texts[family]}`);
+    const owner = /comment "([^"]*)"/.exec(hits[0]!)![1]!;
+    ok(spns.has(owner), () => `${family}: ${prefix.trim()} is named for ${owner}, not one of ${[...spns].join(', ')}`);
+  }
+}
+
+function checkNftCluster(c: Cluster): Record<IPFamily, string> {
+  const objects = { services: c.services.map((o) => o.raw), endpointSlices: c.slices.map((o) => o.raw), nodes: c.nodes.map((o) => o.raw) };
+  const first = renderNft(objects, c);
+  const again = renderNft(objects, c);
+  const reordered = renderNft(
+    {
+      services: shuffled(objects.services, c.shuffleSeed),
+      endpointSlices: shuffled(objects.endpointSlices, c.shuffleSeed + 1),
+      nodes: shuffled(objects.nodes, c.shuffleSeed + 2),
+    },
+    c,
+  );
+  for (const f of FAMILIES) {
+    ok(again[f] === first[f], () => `${f}: a second nftables render differs`);
+    if (reordered[f] !== first[f]) expect(reordered[f], `${f}: input order changed the nftables output`).toBe(first[f]);
+    checkNftShape(first[f], f);
+  }
+  checkNftServices(c, first);
+  return first;
+}
+
+const NFT_PURE_RUNS = 500;
+const NFT_LOAD_RUNS = 150;
+
+describe('nftables renderer over random hostile clusters', () => {
+  it('the shape check itself rejects malformed output', () => {
+    const c = fc.sample(clusterArb, { numRuns: 50, seed: 3 }).find((x) => checkNftCluster(x).IPv4.includes('cluster-endpoints-'))!;
+    const good = checkNftCluster(c).IPv4;
+    const broken: [string, string][] = [
+      ['rule in an undeclared chain', `${good}add rule ip kube-proxy nowhere accept\n`],
+      ['goto an undeclared chain', good.replace(/ : goto \S+/, ' : goto nowhere')],
+      ['lookup in an undeclared set', good.replace('vmap @service-ips', 'vmap @nothing')],
+      ['chain declared twice', good.replace('add chain ip kube-proxy services\n', 'add chain ip kube-proxy services\nadd chain ip kube-proxy services\n')],
+      ['stray line', good.replace('flush table ip kube-proxy\n', 'flush table ip kube-proxy\nflush ruleset\n')],
+      ['unbalanced quote', good.replace('comment "', 'comment ""')],
+      ['hostile marker', good.replace('comment "', `comment "${MARK} `)],
+      ['unclosed element block', good.replace(/\n\}\n$/, '\n')],
+      ['non-ASCII', good.replace('comment "', 'comment "\u00e9')],
+    ];
+    expect(() => checkNftShape(good, 'IPv4')).not.toThrow();
+    for (const [what, text] of broken) {
+      expect(text, what).not.toBe(good);
+      expect(() => checkNftShape(text, 'IPv4'), what).toThrow();
+    }
+  });
+
+  it(`deterministic, order-independent, well-formed, every cluster IP dispatched, for ${NFT_PURE_RUNS} clusters`, () => {
+    fc.assert(
+      fc.property(clusterArb, (c) => {
+        generated++;
+        checkNftCluster(c);
+      }),
+      { numRuns: NFT_PURE_RUNS },
+    );
+  });
+
+  const canRun = privilegedTestsCanRun('nft -f of random clusters', ['ip', 'nft']);
+  let ns: Netns | undefined;
+  beforeAll(() => {
+    if (canRun) ns = new Netns('prop-nft');
+  });
+  afterAll(() => ns?.remove());
+
+  let last: Record<IPFamily, string> = { IPv4: '', IPv6: '' };
+  it.runIf(canRun)(`${NFT_LOAD_RUNS} clusters load with nft -f, each over the last one's table (a full sync)`, () => {
+    fc.assert(
+      fc.property(clusterArb, (c) => {
+        generated++;
+        const texts = checkNftCluster(c);
+        for (const f of FAMILIES) {
+          const r = ns!.exec('nft', ['-f', '-'], texts[f]);
+          ok(r.status === 0, () => `${f}: nft -f failed: ${r.stderr}\n${texts[f]}\nover the table of:\n${last[f]}`);
+        }
+        last = texts;
+      }),
+      { numRuns: NFT_LOAD_RUNS },
     );
   });
 });

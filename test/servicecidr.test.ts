@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ClusterState } from '../src/agent/state.js';
-import { loadKubeConfig, startWatches, type ObjectHandlers, type Watches } from '../src/agent/watch.js';
+import { startWatches, type ObjectHandlers, type Watches } from '../src/agent/watch.js';
+import { kubeconfigConnection } from '../src/kube/connection.js';
 import { parseManifests } from '../src/kube/manifests.js';
 import { validateServiceCIDR } from '../src/kube/validate.js';
 import { buildNodeModel } from '../src/model/build.js';
@@ -83,7 +84,7 @@ describe('service CIDRs in the model', () => {
 
 describe('the ServiceCIDR informer', () => {
   let api: TestApiServer;
-  let watches: Watches | undefined;
+  let watches: Watches | null | undefined;
   let dir: string;
   afterEach(async () => {
     await watches?.stop();
@@ -100,7 +101,7 @@ describe('the ServiceCIDR informer', () => {
     if (!served) api.faults = (r) => (r.kind === 'ServiceCIDR' ? { status: 404 } : undefined);
     const ignore = { upsert: () => {}, remove: () => {} };
     watches = await startWatches(
-      loadKubeConfig(api.writeKubeconfig(join(dir, 'kubeconfig'))),
+      kubeconfigConnection(api.writeKubeconfig(join(dir, 'kubeconfig'))),
       'node-a',
       { services: ignore, endpointSlices: ignore, node: ignore, ...(serviceCIDRs ? { serviceCIDRs } : {}), changed: () => {}, rejected: () => {} },
       pino({ level: 'silent' }),

@@ -76,7 +76,7 @@ describe('kube-proxy-ts trace', () => {
     [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--protocol', 'icmp'], '--protocol'],
     [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--from', 'moon'], '--from'],
     [['--src', '10.244.0.7', '--dst', '[fd00::1]:80'], 'different IP families'],
-    [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--proxy-mode', 'nftables'], 'nftables is not implemented yet'],
+    [['--src', '10.244.0.7', '--dst', '10.96.20.15:80', '--proxy-mode', 'nftables'], 'trace is not available for nftables yet'],
   ])('%j: exit 2, one line naming %s', (flags, what) => {
     expect(oneLineFailure(cli([...base, ...flags]))).toContain(what);
   });

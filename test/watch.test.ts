@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { REFLECTOR_BACKOFF } from '../src/agent/backoff.js';
-import { loadKubeConfig, malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { kubeconfigConnection } from '../src/kube/connection.js';
 import { malformedList } from '../src/kube/api.js';
 import { TestApiServer } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
@@ -69,13 +70,13 @@ describe('informers against a faulty API server', () => {
       upsert: (o: unknown) => seen.set((o as { metadata: { name: string } }).metadata.name, o),
       remove: (o: unknown) => seen.delete((o as { metadata: { name: string } }).metadata.name),
     };
-    watches = await startWatches(
-      loadKubeConfig(api.writeKubeconfig(join(dir, 'kubeconfig'))),
+    watches = (await startWatches(
+      kubeconfigConnection(api.writeKubeconfig(join(dir, 'kubeconfig'))),
       'node-a',
       { services: handlers, endpointSlices: handlers, node: { upsert: () => {}, remove: () => {} }, changed: () => {}, rejected: (kind, why, count) => rejected.push({ kind, why, count }) },
       pino({ level: 'silent' }),
       backoff,
-    );
+    )) ?? undefined;
     return { seen, rejected };
   }
 
@@ -107,6 +108,32 @@ describe('informers against a faulty API server', () => {
     api.apply(service('ns', 'c', '10.96.0.3', [{ name: 'http', port: 80 }]));
     await eventually('converged', async () => (seen.has('c') ? true : undefined));
     expect(rejected.filter((r) => r.why === 'the list has no items')).toHaveLength(2);
+  });
+
+  it('keeps neither managedFields nor the last-applied manifest, from lists or watches, and keeps other annotations', async () => {
+    const heavy = (name: string) => {
+      const svc = service('ns', name, '10.96.0.9', [{ name: 'http', port: 80 }]);
+      svc.metadata.managedFields = [{ manager: 'kubectl', operation: 'Apply', fieldsV1: { 'f:spec': {} } }];
+      svc.metadata.annotations = { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":true}', 'example.com/keep': 'yes' };
+      return svc;
+    };
+    const { seen } = await start();
+    const slimmed = (name: string) => {
+      const meta = (seen.get(name) as { metadata: Record<string, unknown> }).metadata;
+      return { managedFields: meta.managedFields, annotations: meta.annotations };
+    };
+    api.apply(heavy('watched'));
+    await eventually('the watched Service arrives', async () => (seen.has('watched') ? true : undefined));
+    expect(slimmed('watched')).toEqual({ managedFields: undefined, annotations: { 'example.com/keep': 'yes' } });
+
+    // Every Service watch now fails: the next one arrives by a list.
+    api.faults = (r) => (r.verb === 'watch' && r.kind === 'Service' ? { status: 410 } : undefined);
+    const lists = api.count('list', 'Service');
+    await api.restart(0);
+    api.apply(heavy('listed'));
+    await eventually('relisted', async () => (api.count('list', 'Service') > lists && seen.has('listed') ? true : undefined));
+    api.faults = null;
+    expect(slimmed('listed')).toEqual({ managedFields: undefined, annotations: { 'example.com/keep': 'yes' } });
   });
 
   it.each([

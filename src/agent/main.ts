@@ -17,7 +17,9 @@ import { BoundedFrequencyRunner } from './runner.js';
 import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
-import { loadKubeConfig, startWatches } from './watch.js';
+import { connect } from '../kube/connection.js';
+import { REFLECTOR_BACKOFF } from './backoff.js';
+import { startWatches } from './watch.js';
 
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */
 export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Promise<number> {
@@ -40,19 +42,61 @@ export async function removeOtherModes(mode: ProxyMode, log: Logger): Promise<vo
 }
 
 export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, signals: NodeJS.EventEmitter = process): Promise<number> {
+  // First: without a way to the API server there is nothing to proxy.
+  const api = connect(cfg.kubeconfig || null);
   const metrics = createMetrics();
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
-  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
   await removeOtherModes(mode, log);
+  // A node whose kernel cannot run the mode fails here, before the API hears from it.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log });
-  const conntrack = await chooseConntrackCleaner(runCommand, log);
-  const proxy = new ProxySync(state, syncer, { deleteFlows: (d) => conntrack.delete(d), log, metrics });
+  // Then the lists go out at once: the API's answers, the conntrack library and the
+  // servers are waited for together, and the first sync needs the lists only.
+  let runner: BoundedFrequencyRunner | null = null;
+  const stopSignal = new Promise<string>((resolve) => {
+    signals.once('SIGTERM', () => resolve('SIGTERM'));
+    signals.once('SIGINT', () => resolve('SIGINT'));
+  });
+  // A start that never syncs (RBAC or TLS refusing us) still stops cleanly.
+  const stopRequested = new AbortController();
+  void stopSignal.then(() => stopRequested.abort());
+  const watching = startWatches(
+    api,
+    cfg.hostnameOverride,
+    {
+      services: {
+        upsert: (o) => (metrics.serviceChanges.inc(), state.upsertService(o)),
+        remove: (o) => (metrics.serviceChanges.inc(), state.deleteService(o)),
+      },
+      endpointSlices: {
+        upsert: (o) => (metrics.endpointChanges.inc(), state.upsertSlice(o)),
+        remove: (o) => (metrics.endpointChanges.inc(), state.deleteSlice(o)),
+      },
+      node: { upsert: (o) => state.upsertNode(o), remove: () => {} },
+      ...(configured.usesServiceCIDRs ? { serviceCIDRs: { upsert: (o) => state.upsertServiceCIDR(o), remove: (o) => state.deleteServiceCIDR(o) } } : {}),
+      changed: () => {
+        metrics.lastQueued.setToCurrentTime();
+        // Before the runner starts, changes wait in the state: the first sync takes them all.
+        runner?.request();
+      },
+      rejected: (kind, why, count) => {
+        metrics.rejectedFromApi.inc({ kind }, count);
+        log.warn({ kind, why, count }, 'skipped what the API server sent');
+      },
+    },
+    log,
+    REFLECTOR_BACKOFF,
+    stopRequested.signal,
+  );
+  // Stale flows are first deleted after the first sync: the library loads meanwhile.
+  const conntrack = chooseConntrackCleaner(runCommand, log);
+  await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
+  const proxy = new ProxySync(state, syncer, { deleteFlows: async (d) => (await conntrack).delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };
   const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
-  const runner = new BoundedFrequencyRunner(
+  runner = new BoundedFrequencyRunner(
     async () => {
       const ok = await proxy.sync().catch((err: Error) => {
         log.error({ err: err.message }, 'sync failed unexpectedly; retrying');
@@ -81,32 +125,9 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   });
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
-  const watches = await startWatches(
-    loadKubeConfig(cfg.kubeconfig || null),
-    cfg.hostnameOverride,
-    {
-      services: {
-        upsert: (o) => (metrics.serviceChanges.inc(), state.upsertService(o)),
-        remove: (o) => (metrics.serviceChanges.inc(), state.deleteService(o)),
-      },
-      endpointSlices: {
-        upsert: (o) => (metrics.endpointChanges.inc(), state.upsertSlice(o)),
-        remove: (o) => (metrics.endpointChanges.inc(), state.deleteSlice(o)),
-      },
-      node: { upsert: (o) => state.upsertNode(o), remove: () => {} },
-      ...(configured.usesServiceCIDRs ? { serviceCIDRs: { upsert: (o) => state.upsertServiceCIDR(o), remove: (o) => state.deleteServiceCIDR(o) } } : {}),
-      changed: () => {
-        metrics.lastQueued.setToCurrentTime();
-        runner.request();
-      },
-      rejected: (kind, why, count) => {
-        metrics.rejectedFromApi.inc({ kind }, count);
-        log.warn({ kind, why, count }, 'skipped what the API server sent');
-      },
-    },
-    log,
-  );
-  runner.start();
+  const watches = await watching;
+  // Without the informers' objects a sync would remove every service's rules: none then.
+  if (watches) runner.start();
 
   // Someone flushing our rules or deleting a jump to them (a firewall reload, an admin) is
   // found once per sync period, and repaired by the full sync that follows at once.
@@ -123,13 +144,10 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     );
   }, cfg.syncPeriodMs);
 
-  const signal = await new Promise<string>((resolve) => {
-    signals.once('SIGTERM', () => resolve('SIGTERM'));
-    signals.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await stopSignal;
   log.info({ signal }, 'stopping; rules stay in place');
   clearInterval(damageCheck);
-  await watches.stop();
+  await watches?.stop();
   await runner.stop();
   healthChecks.close();
   await servers.close();

@@ -9,10 +9,14 @@
  * client-go's reflector does (backoff.ts), so a storm of 410s or 500s never becomes a storm
  * of full lists, and each retry is logged with its reason. Informers relist by themselves
  * after a 410; on any other error client-node 1.4 stops them, so they are restarted here.
+ * The retry's line names the cause (explainApiError: TLS, 401, 403); a 401 also tells the
+ * connection, which reads the service account token again and says so once.
  */
-import { KubeConfig, ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
+import { ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
 import type { Logger } from 'pino';
 import { getList } from '../kube/api.js';
+import { explainApiError, statusCodeOf, type ApiRequest } from '../kube/api-errors.js';
+import type { ApiConnection } from '../kube/connection.js';
 import { isRecord } from '../kube/objects.js';
 import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
 
@@ -37,13 +41,6 @@ export interface Watches {
   stop(): Promise<void>;
 }
 
-export function loadKubeConfig(path: string | null): KubeConfig {
-  const kc = new KubeConfig();
-  if (path) kc.loadFromFile(path);
-  else kc.loadFromCluster();
-  return kc;
-}
-
 /** A watch that ends sooner than this did not really work: the next one waits its turn. */
 const SHORT_WATCH_MS = 1000;
 
@@ -60,6 +57,20 @@ export function malformedEvent(data: unknown): string | null {
   if (!isRecord(meta) || typeof meta.resourceVersion !== 'string') return `${type} event whose object has no metadata.resourceVersion`;
   if (type !== 'BOOKMARK' && typeof meta.name !== 'string') return `${type} event whose object has no metadata.name`;
   return null;
+}
+
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * Drops what the proxy never reads and the informer cache would otherwise hold for every
+ * object: managedFields (often larger than the rest of an EndpointSlice) and kubectl's
+ * copy of the last applied manifest. Upstream kube-proxy's informers strip the same.
+ */
+export function slim(obj: Record<string, unknown>): void {
+  const meta = obj.metadata;
+  if (!isRecord(meta)) return;
+  delete meta.managedFields;
+  if (isRecord(meta.annotations)) delete meta.annotations[LAST_APPLIED];
 }
 
 const named = (o: unknown): o is KubernetesObject => isRecord(o) && isRecord(o.metadata) && typeof o.metadata.name === 'string';
@@ -86,11 +97,19 @@ class Pacer {
 
   constructor(
     private readonly kind: string,
+    private readonly resource: string,
     private readonly log: Logger,
     readonly stopping: AbortSignal,
     backoff: BackoffOptions,
+    private readonly unauthorized: () => void,
   ) {
     this.backoff = new Backoff(backoff);
+  }
+
+  /** A list or watch failed: the reason the retry's line gives. */
+  failed(verb: ApiRequest['verb'], err: unknown): void {
+    this.reason = explainApiError(err, { verb, resource: this.resource });
+    if (statusCodeOf(err) === 401) this.unauthorized();
   }
 
   private async wait(what: string): Promise<void> {
@@ -117,7 +136,7 @@ class Pacer {
   watchEnded(startedAt: number, err: unknown): void {
     const now = Date.now();
     this.watchEnd = { failed: err !== null && err !== undefined, lasted: now - startedAt };
-    if (err) this.reason = errorText(err);
+    if (err) this.failed('watch', err);
   }
 }
 
@@ -125,19 +144,20 @@ class Pacer {
  * The list an informer starts from, as plain JSON (see kube/api.ts). Objects without a
  * name are dropped here (client-node would fail on them), and reported.
  */
-function rawList(kc: KubeConfig, path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
+function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
   return async (): Promise<KubernetesListObject<KubernetesObject>> => {
     await pacer.beforeList();
     if (pacer.stopping.aborted) throw new Error('stopped');
     try {
       const list = await getList(kc, path);
       const items = list.items.filter(named);
+      for (const o of items) slim(o as unknown as Record<string, unknown>);
       if (items.length < list.items.length) rejected(kind, 'listed objects without metadata.name', list.items.length - items.length);
       return { ...(list as KubernetesListObject<KubernetesObject>), items: items as KubernetesObject[] };
     } catch (err) {
       const malformed = (err as { malformed?: string }).malformed;
       if (malformed) rejected(kind, malformed, 1);
-      pacer.reason = errorText(err);
+      pacer.failed('list', err);
       throw err;
     }
   };
@@ -180,6 +200,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
         finish(relist(`malformed watch event: ${bad}`));
         return;
       }
+      slim((watchObj as { object: Record<string, unknown> }).object);
       // The informer's handler is async: a failure in it must not become an unhandled rejection.
       Promise.resolve((callback as WatchCallback)(phase, apiObj, watchObj)).catch((err: unknown) => {
         log.error({ kind, err: errorText(err) }, 'watch event handler failed; relisting');
@@ -205,7 +226,7 @@ const SERVICE_CIDRS_PATH = '/apis/networking.k8s.io/v1/servicecidrs';
  * Whether the API serves ServiceCIDRs (GA in Kubernetes 1.33). An older cluster answers
  * 404: it then has no ServiceCIDR objects to wait for, and its watch would fail forever.
  */
-async function servesServiceCIDRs(kc: KubeConfig, log: Logger): Promise<boolean> {
+async function servesServiceCIDRs(kc: ApiConnection['kc'], log: Logger): Promise<boolean> {
   try {
     await getList(kc, `${SERVICE_CIDRS_PATH}?limit=1`);
     return true;
@@ -216,15 +237,33 @@ async function servesServiceCIDRs(kc: KubeConfig, log: Logger): Promise<boolean>
   }
 }
 
-/** Starts the informers; resolves once each has listed (no sync happens before). */
-export async function startWatches(kc: KubeConfig, nodeName: string, handlers: WatchHandlers, log: Logger, backoff: BackoffOptions = REFLECTOR_BACKOFF): Promise<Watches> {
+/**
+ * Starts the informers; resolves once each has listed (no sync happens before), or
+ * with null once `cancel` aborts a start that has not got that far (say, RBAC refuses a
+ * list), the informers stopped.
+ */
+export async function startWatches(
+  api: ApiConnection,
+  nodeName: string,
+  handlers: WatchHandlers,
+  log: Logger,
+  backoff: BackoffOptions = REFLECTOR_BACKOFF,
+  cancel?: AbortSignal,
+): Promise<Watches | null> {
+  const { kc } = api;
   const watch = new Watch(kc);
+  const unauthorized = () => {
+    if (api.refused()) log.warn({ credentials: api.credentials }, `the API server answered 401 Unauthorized: it refused ${api.credentials}`);
+  };
   const nodeSelector = `metadata.name=${nodeName}`;
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
   // fresh (a restart then resumes without a relist), and a server-side timeout ends a watch
   // that silently stalled, as client-go does with its 5-10 minute watches.
   const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
   const stopping = new AbortController();
+  const cancelled = () => stopping.abort();
+  if (cancel?.aborted) stopping.abort();
+  cancel?.addEventListener('abort', cancelled, { once: true });
   // The pacer makes a restarted informer's list or watch wait its backoff.
   const start = (kind: string, lw: ListWatch<KubernetesObject>): Promise<void> =>
     stopping.signal.aborted
@@ -233,8 +272,8 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
           log.error({ kind, err: errorText(err) }, 'informer failed to start; restarting it');
           void start(kind, lw);
         });
-  const informer = (kind: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
-    const pacer = new Pacer(kind, log, stopping.signal, backoff);
+  const informer = (kind: string, resource: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
+    const pacer = new Pacer(kind, resource, log, stopping.signal, backoff, unauthorized);
     const lw: ListWatch<KubernetesObject> = new ListWatch(
       watchPath(path),
       guardedWatch(watch, kind, pacer, log, handlers.rejected, () => void start(kind, lw)),
@@ -246,12 +285,12 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
     return { kind, lw, h, pacer };
   };
   const informers = [
-    informer('services', '/api/v1/services', '/api/v1/services', handlers.services),
-    informer('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
-    informer('node', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
+    informer('services', 'services', '/api/v1/services', '/api/v1/services', handlers.services),
+    informer('endpointslices', 'endpointslices.discovery.k8s.io', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
+    informer('node', 'nodes', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
   if (handlers.serviceCIDRs && (await servesServiceCIDRs(kc, log))) {
-    informers.push(informer('servicecidrs', SERVICE_CIDRS_PATH, SERVICE_CIDRS_PATH, handlers.serviceCIDRs));
+    informers.push(informer('servicecidrs', 'servicecidrs.networking.k8s.io', SERVICE_CIDRS_PATH, SERVICE_CIDRS_PATH, handlers.serviceCIDRs));
   }
 
   for (const { kind, lw, h } of informers) {
@@ -266,6 +305,11 @@ export async function startWatches(kc: KubeConfig, nodeName: string, handlers: W
   await Promise.all(informers.map(({ kind, lw }) => start(kind, lw)));
   while (!stopping.signal.aborted && informers.some(({ lw }) => lw.latestResourceVersion() === '')) {
     await new Promise((r) => setTimeout(r, 100));
+  }
+  cancel?.removeEventListener('abort', cancelled);
+  if (stopping.signal.aborted) {
+    await Promise.all(informers.map(({ lw }) => lw.stop()));
+    return null;
   }
   log.info('informers synced');
   return {

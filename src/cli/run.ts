@@ -8,6 +8,7 @@ import { ConfigError } from '../config/kubeproxyconfig.js';
 import { ManifestError, parseManifests } from '../kube/manifests.js';
 import type { ClusterObjects, Problem } from '../kube/objects.js';
 import { validateNode } from '../kube/validate.js';
+import { ModeUnavailableError } from '../modes/mode.js';
 import { allModes, implementedModes, modeByName } from '../modes/registry.js';
 import { dryRun } from '../offline/dryrun.js';
 import { runTrace } from '../offline/trace.js';
@@ -100,7 +101,13 @@ export function runCli(argv: string[], io: CliIO): number | Promise<number> {
   const offline = (objects: ClusterObjects, problems: Problem[]): number => {
     const configured = mode.configure(inv.config);
     const node = inv.config.hostnameOverride;
-    const result = inv.trace ? runTrace(objects, node, configured, inv.trace) : dryRun(objects, node, configured, inv.explain);
+    let result;
+    try {
+      result = inv.trace ? runTrace(objects, node, configured, inv.trace) : dryRun(objects, node, configured, inv.explain);
+    } catch (err) {
+      if (err instanceof ModeUnavailableError) return fail(err.message);
+      throw err;
+    }
     for (const p of [...problems, ...result.build.problems]) io.stderr(`kube-proxy-ts: ${describeProblem(p)}\n`);
     if (!result.build.nodeKnown && !('error' in result)) {
       io.stderr(

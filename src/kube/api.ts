@@ -21,6 +21,16 @@ export function malformedList(body: unknown): string | null {
   return null;
 }
 
+/** The message of a Kubernetes Status body, whole (a 403's names the user, verb and resource). */
+function statusMessage(text: string): string | undefined {
+  try {
+    const body = JSON.parse(text) as unknown;
+    return isRecord(body) && body.kind === 'Status' && typeof body.message === 'string' ? body.message : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** GET of a path as JSON; an HTTP error keeps its status as `statusCode`, as client-node's do. */
 export async function getJson(kc: KubeConfig, path: string): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
@@ -28,7 +38,7 @@ export async function getJson(kc: KubeConfig, path: string): Promise<unknown> {
   const init = await kc.applyToFetchOptions({});
   const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
   const text = await res.text();
-  if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${text.slice(0, 200)}`), { statusCode: res.status });
+  if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${statusMessage(text) ?? text.slice(0, 200)}`), { statusCode: res.status });
   try {
     return JSON.parse(text) as unknown;
   } catch {

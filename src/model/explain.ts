@@ -4,7 +4,8 @@
  * "why" and by `--dry-run --explain`, so both tell the same story from the same model.
  */
 import { policyView } from './policy.js';
-import type { Endpoint, EndpointSet, NodeContext, ServicePort } from './types.js';
+import { parseCIDR } from '../net/ip.js';
+import type { Endpoint, EndpointSet, FamilyModel, NodeContext, ServicePort } from './types.js';
 
 /** How a mode names a service port's parts (a chain, a map, a virtual server) in explanations. */
 export interface ServicePortLabels {
@@ -119,4 +120,14 @@ export function explainServicePort(sp: ServicePort, node: NodeContext, podCIDR: 
 export function table(rows: string[][]): string[] {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+}
+
+/**
+ * `--explain` for one family, as `#` comment lines so that a mode's output stays valid
+ * input for its tools. `clusterCIDRs`: any family; the one of the model's tells pods apart.
+ */
+export function explainComments(model: FamilyModel, node: NodeContext, clusterCIDRs: string[], labels: (sp: ServicePort) => ServicePortLabels): string[] {
+  const podCIDR = clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
+  const ports = model.servicePorts.flatMap((sp) => ['#', ...explainServicePort(sp, node, podCIDR, labels(sp)).map((l) => `#   ${l}`)]);
+  return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
 }

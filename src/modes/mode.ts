@@ -12,6 +12,9 @@ import type { Sysctls } from '../exec/sysctl.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../model/types.js';
 import type { Dataplane, Packet } from '../trace/types.js';
 
+/** A mode cannot do what was asked (yet): the CLI says so in one line instead of crashing. */
+export class ModeUnavailableError extends Error {}
+
 /** What a mode may do to the node: run its tools, set kernel settings, and say what it did. */
 export interface Host {
   run: Runner;

@@ -1,7 +1,8 @@
 /**
  * kube-proxy-ts as a node agent, end to end, in every mode in E2E_MODES: two node
- * namespaces on a LAN, pods behind each, one agent per node reading a test API server
- * through client-node, and real TCP and UDP connections through the rules the agents
+ * namespaces on a LAN, pods behind each, one agent per node started as the DaemonSet's
+ * pod (daemonset-agent.ts: in-cluster config, TLS, its service account token, the RBAC of
+ * deploy/rbac.yaml), and real TCP and UDP connections through the rules the agents
  * program. What differs between modes (their tools, how someone wrecks their rules, what
  * /debug/rules shows) is in the mode's entry; every behaviour is asserted the same way.
  */
@@ -9,10 +10,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestApiServer } from '../support/apiserver.js';
+import type { TestApiServer } from '../support/apiserver.js';
 import { endpointSlice, eventually, node, service } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
 import { TestCluster, type NsProcess, type ProbeResult } from '../support/topology.js';
+import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
 import { E2E_MODES } from './modes.js';
 
@@ -27,19 +29,18 @@ for (const mode of E2E_MODES) {
     let api: TestApiServer;
     let cluster: TestCluster;
     let dir: string;
-    let kubeconfig: string;
+    let clusterApi: ClusterApi;
     const agents = new Map<string, NsProcess>();
 
     async function startAgent(nodeName: string, extra: string[] = []): Promise<NsProcess> {
       const timing = ['--iptables-min-sync-period', '0s', '--iptables-sync-period', '10s'];
-      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, kubeconfig, dir, flags: [...timing, ...extra] });
+      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, api: clusterApi, dir, flags: [...timing, ...extra] });
       agents.set(nodeName, p);
       return p;
     }
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'kpt-e2e-'));
-      api = await TestApiServer.start({ unixSocket: join(dir, 'api.sock'), bookmarkIntervalMs: 1000 });
       cluster = await TestCluster.create({
         nodes: [
           { name: 'node-a', pods: [{ name: 'web-a1', tcp: [8080, 8081], udp: [8080] }, { name: 'client-a', tcp: [8080] }] },
@@ -47,8 +48,8 @@ for (const mode of E2E_MODES) {
         ],
         external: true,
       });
-      const fwd = await cluster.forwardUnixSocket(join(dir, 'api.sock'), 6443);
-      kubeconfig = api.writeKubeconfig(join(dir, 'kubeconfig'), fwd.url);
+      clusterApi = await startClusterApi(cluster, dir);
+      api = clusterApi.api;
       api.apply(node('node-a', cluster.node('node-a').ip));
       api.apply(node('node-b', cluster.node('node-b').ip));
       await startAgent('node-a');

@@ -12,10 +12,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TestApiServer } from '../support/apiserver.js';
+import type { TestApiServer } from '../support/apiserver.js';
 import { dualStackService, endpointSlice, endpointSlice6, eventually, node, service6, type EndpointSpec } from '../support/objects.js';
 import { privilegedTestsCanRun } from '../support/privileges.js';
 import { clientIP, TestCluster, type NsProcess, type ProbeResult, type Where } from '../support/topology.js';
+import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
 import { E2E_MODES } from './modes.js';
 
@@ -34,20 +35,19 @@ for (const mode of E2E_MODES) {
     let api: TestApiServer;
     let cluster: TestCluster;
     let dir: string;
-    let kubeconfig: string;
+    let clusterApi: ClusterApi;
     const agents = new Map<string, NsProcess>();
 
     async function startAgent(nodeName: string): Promise<NsProcess> {
       // Both cluster CIDRs, and quick syncs.
       const flags = ['--cluster-cidr', CLUSTER_CIDRS, '--iptables-min-sync-period', '0s', '--iptables-sync-period', '3s'];
-      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, kubeconfig, dir, flags });
+      const p = await startDaemonSetAgent({ cluster, node: nodeName, mode: mode.name, api: clusterApi, dir, flags });
       agents.set(nodeName, p);
       return p;
     }
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'kpt-e2e6-'));
-      api = await TestApiServer.start({ unixSocket: join(dir, 'api.sock'), bookmarkIntervalMs: 1000 });
       cluster = await TestCluster.create({
         nodes: [
           { name: 'node-a', pods: [{ name: 'web-a1', tcp: [8080], udp: [8080] }, { name: 'client-a', tcp: [8080] }] },
@@ -55,8 +55,8 @@ for (const mode of E2E_MODES) {
         ],
         external: true,
       });
-      const fwd = await cluster.forwardUnixSocket(join(dir, 'api.sock'), 6443);
-      kubeconfig = api.writeKubeconfig(join(dir, 'kubeconfig'), fwd.url);
+      clusterApi = await startClusterApi(cluster, dir);
+      api = clusterApi.api;
       for (const n of cluster.nodes) api.apply(node(n.name, [n.ip, n.ip6]));
       await Promise.all([startAgent('node-a'), startAgent('node-b')]);
     });

@@ -1,5 +1,5 @@
 /**
- * A stand-in kube-apiserver for tests: plain HTTP, in-memory store, the real wire format
+ * A stand-in kube-apiserver for tests: plain HTTP by default, in-memory store, the real wire format
  * for v1 Services, discovery.k8s.io/v1 EndpointSlices, v1 Nodes and networking.k8s.io/v1
  * ServiceCIDRs. Lists, gets, writes
  * with optimistic concurrency, and chunked watches with replay from a resourceVersion,
@@ -10,12 +10,19 @@
  * "0" starts with synthetic ADDED events for the matching objects, and a MODIFIED that
  * moves an object into or out of a watch's selectors reaches it as ADDED or DELETED.
  * Every write, even a no-op, bumps the global resourceVersion.
+ *
+ * Opt-in, as a cluster's API server is: HTTPS with a given serving certificate (`tls`), and
+ * bearer tokens with RBAC (`access`, see rbac.ts): 401 without a valid token, 403 with a
+ * Status body naming what was refused. A revoked token's open watches are ended, so a
+ * client must authenticate again (stricter than kube-apiserver, which lets them run out).
  */
 import { randomUUID } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { stringify as toYaml } from 'yaml';
+import { forbiddenMessage, type AccessControl } from './rbac.js';
 import { parseFieldSelector, parseLabelSelector, SelectorError, type Predicate } from './selectors.js';
 
 export type Kind = 'Service' | 'EndpointSlice' | 'Node' | 'ServiceCIDR';
@@ -53,6 +60,10 @@ export interface StartOptions {
   unixSocket?: string;
   /** How often watches that asked for bookmarks get one. Default 1000. */
   bookmarkIntervalMs?: number;
+  /** Serve HTTPS with this serving certificate and key (PEM). */
+  tls?: { cert: string; key: string };
+  /** Require a bearer token and authorize each request against RBAC. */
+  access?: AccessControl;
 }
 
 export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'delete' | 'discovery' | 'unknown';
@@ -77,6 +88,8 @@ export interface RequestRecord {
   status: number;
   /** For watches: the stream began with a 410 Expired ERROR event. */
   expired?: boolean;
+  /** With `access`: who asked. */
+  user?: string;
 }
 
 interface Resource {
@@ -92,8 +105,6 @@ const RESOURCES: readonly Resource[] = [
   { kind: 'Node', apiVersion: 'v1', plural: 'nodes', namespaced: false },
   { kind: 'ServiceCIDR', apiVersion: 'networking.k8s.io/v1', plural: 'servicecidrs', namespaced: false },
 ];
-/** The API groups (not the core group) that RESOURCES belong to. */
-const GROUP_VERSIONS = [...new Set(RESOURCES.map((r) => r.apiVersion).filter((v) => v.includes('/')))];
 const VERBS = ['create', 'delete', 'get', 'list', 'update', 'watch'];
 
 function resourceOf(kind: string): Resource {
@@ -118,8 +129,10 @@ function status(code: number, reason: string, message: string, details?: Record<
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code };
 }
 
+const groupOf = (apiVersion: string) => (apiVersion.includes('/') ? apiVersion.split('/')[0]! : '');
+
 function notFound(r: Resource, name: string): ApiError {
-  const group = r.apiVersion.includes('/') ? r.apiVersion.split('/')[0] : '';
+  const group = groupOf(r.apiVersion);
   const details = { name, group, kind: r.plural };
   return new ApiError(404, 'NotFound', `${r.plural}${group ? '.' + group : ''} "${name}" not found`, details);
 }
@@ -144,6 +157,8 @@ interface Watcher {
   matches: (o: KubeObject) => boolean;
   res: http.ServerResponse;
   timers: NodeJS.Timeout[];
+  /** The bearer token it was opened with, under `access`. */
+  token?: string;
 }
 
 /** What one watcher sees of an event: selector transitions become ADDED or DELETED. */
@@ -175,12 +190,16 @@ export class TestApiServer {
   private readonly host: string;
   private readonly unixSocket: string | undefined;
   private readonly bookmarkIntervalMs: number;
+  private tls: StartOptions['tls'];
+  readonly access: AccessControl | undefined;
 
   private constructor(opts: StartOptions) {
     this.host = opts.host ?? '127.0.0.1';
     this.port = opts.port ?? 0;
     this.unixSocket = opts.unixSocket;
     this.bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 1000;
+    this.tls = opts.tls;
+    this.access = opts.access;
   }
 
   static async start(opts: StartOptions = {}): Promise<TestApiServer> {
@@ -190,7 +209,7 @@ export class TestApiServer {
   }
 
   get url(): string {
-    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
   /** The current global resourceVersion. */
@@ -239,6 +258,19 @@ export class TestApiServer {
 
   list(kind: Kind): KubeObject[] {
     return [...(this.store.get(kind)?.values() ?? [])].map((o) => structuredClone(o));
+  }
+
+  /** Serves another certificate from the next TLS handshake on (a fixed or a broken one). */
+  useCertificate(tls: { cert: string; key: string }): void {
+    if (!this.tls) throw new Error('TestApiServer: started without TLS');
+    this.tls = tls;
+    for (const s of this.servers) (s as https.Server).setSecureContext(tls);
+  }
+
+  /** Revokes a token (see `access`) and ends the watches it opened. */
+  revokeToken(token: string): void {
+    this.access?.revoke(token);
+    for (const w of this.watchers) if (w.token === token) w.res.end();
   }
 
   /** Forget the event history: watches from any resourceVersion before now get 410 Expired. */
@@ -333,7 +365,8 @@ export class TestApiServer {
 
   private async listen(): Promise<void> {
     const listen = (at: { host: string; port: number } | { path: string }) => {
-      const server = http.createServer((req, res) => void this.handle(req, res));
+      const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void this.handle(req, res);
+      const server = this.tls ? https.createServer({ cert: this.tls.cert, key: this.tls.key }, handler) : http.createServer(handler);
       this.servers.push(server);
       return new Promise<http.Server>((resolve, reject) => {
         server.once('error', reject);
@@ -370,10 +403,15 @@ export class TestApiServer {
         verbs: VERBS,
       })),
     });
-    const group = (groupVersion: string) => {
-      const [name, version] = groupVersion.split('/');
-      return { name, versions: [{ groupVersion, version }], preferredVersion: { groupVersion, version } };
-    };
+    const group = (apiVersion: string) => ({
+      name: groupOf(apiVersion),
+      versions: [{ groupVersion: apiVersion, version: apiVersion.split('/')[1] }],
+      preferredVersion: { groupVersion: apiVersion, version: apiVersion.split('/')[1] },
+    });
+    const groupVersions = [...new Set(RESOURCES.map((r) => r.apiVersion).filter((v) => v.includes('/')))];
+    const named = groupVersions.find((v) => path === `/apis/${groupOf(v)}`);
+    if (named) return { kind: 'APIGroup', apiVersion: 'v1', ...group(named) };
+    if (groupVersions.some((v) => path === `/apis/${v}`)) return resources(path.slice('/apis/'.length));
     switch (path) {
       case '/api':
         return {
@@ -382,16 +420,13 @@ export class TestApiServer {
           serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: `${this.host}:${this.port}` }],
         };
       case '/apis':
-        return { kind: 'APIGroupList', apiVersion: 'v1', groups: GROUP_VERSIONS.map(group) };
+        return { kind: 'APIGroupList', apiVersion: 'v1', groups: groupVersions.map(group) };
       case '/api/v1':
         return resources('v1');
       case '/version':
         return { major: '1', minor: '31', gitVersion: 'v1.31.0-test', goVersion: 'go1.22', platform: 'linux/amd64' };
-      default: {
-        const gv = GROUP_VERSIONS.find((v) => path === `/apis/${v}` || path === `/apis/${v.split('/')[0]}`);
-        if (gv === undefined) return undefined;
-        return path === `/apis/${gv}` ? resources(gv) : { kind: 'APIGroup', apiVersion: 'v1', ...group(gv) };
-      }
+      default:
+        return undefined;
     }
   }
 
@@ -401,13 +436,32 @@ export class TestApiServer {
     const record: RequestRecord = { method, path: url.pathname, query: Object.fromEntries(url.searchParams), verb: 'unknown', status: 0 };
     this.requests.push(record);
     try {
-      await this.route(req, res, url, record);
+      const token = this.authenticate(req, record);
+      await this.route(req, res, url, record, token);
     } catch (err) {
       const e = err instanceof ApiError ? err : new ApiError(500, 'InternalError', String(err));
       if (!res.headersSent) sendJson(res, e.code, status(e.code, e.reason, e.message, e.details));
       else res.destroy();
     }
     record.status = res.statusCode;
+  }
+
+  /** Under `access`: who is asking (or 401), as kube-apiserver's authentication says. */
+  private authenticate(req: http.IncomingMessage, record: RequestRecord): string | undefined {
+    if (!this.access) return undefined;
+    const who = this.access.authenticate(req.headers.authorization);
+    if (!who) throw new ApiError(401, 'Unauthorized', 'Unauthorized');
+    record.user = who.user;
+    return who.token;
+  }
+
+  /** Under `access`: 403 unless RBAC lets the user do `verb` to the resource. */
+  private authorize(record: RequestRecord, r: Resource, verb: Verb, namespace: string | undefined): void {
+    if (!this.access || record.user === undefined) return;
+    const attributes = { verb, apiGroup: groupOf(r.apiVersion), resource: r.plural, namespace };
+    if (this.access.authorize(record.user, attributes)) return;
+    const details = { group: attributes.apiGroup, kind: r.plural };
+    throw new ApiError(403, 'Forbidden', forbiddenMessage(record.user, attributes), details);
   }
 
   /** Faults to inject into lists and watches (see Fault); null: none. */
@@ -430,7 +484,7 @@ export class TestApiServer {
     return true;
   }
 
-  private async route(req: http.IncomingMessage, res: http.ServerResponse, url: URL, record: RequestRecord): Promise<void> {
+  private async route(req: http.IncomingMessage, res: http.ServerResponse, url: URL, record: RequestRecord, token: string | undefined): Promise<void> {
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = record.method;
     if (method === 'GET' && ['/healthz', '/livez', '/readyz'].includes(path)) {
@@ -448,14 +502,13 @@ export class TestApiServer {
     const { resource: r, namespace, name } = route;
     record.kind = r.kind;
     const q = url.searchParams;
-    if (name === undefined && method === 'GET') {
-      const watch = q.get('watch');
-      if (watch === 'true' || watch === '1') {
-        record.verb = 'watch';
-        if (this.fault(res, record)) return;
-        return this.watch(r, namespace, q, res, record);
-      }
-      record.verb = 'list';
+    record.verb = verbOf(method, name, q);
+    this.authorize(record, r, record.verb, namespace);
+    if (record.verb === 'watch') {
+      if (this.fault(res, record)) return;
+      return this.watch(r, namespace, q, res, record, token);
+    }
+    if (record.verb === 'list') {
       if (this.fault(res, record)) return;
       const matches = matcher(namespace, q);
       // As in kube-apiserver's JSON, list items carry no apiVersion/kind of their own.
@@ -470,36 +523,32 @@ export class TestApiServer {
         items,
       });
     }
-    if (name === undefined && method === 'POST') {
+    if (record.verb === 'create') {
       if (r.namespaced && namespace === undefined) throw new ApiError(405, 'MethodNotAllowed', 'create needs a namespace path');
-      record.verb = 'create';
       return sendJson(res, 201, this.create(r, this.normalize(r, await readJson(req), namespace)));
     }
     if (name !== undefined && (namespace !== undefined || !r.namespaced)) {
       const ns = r.namespaced ? namespace : undefined;
-      if (method === 'GET') {
-        record.verb = 'get';
+      if (record.verb === 'get') {
         const obj = this.store.get(r.kind)!.get(key(ns, name));
         if (!obj) throw notFound(r, name);
         return sendJson(res, 200, obj);
       }
-      if (method === 'PUT') {
-        record.verb = 'update';
+      if (record.verb === 'update') {
         const obj = this.normalize(r, await readJson(req), ns);
         if (obj.metadata.name !== name) {
           throw new ApiError(400, 'BadRequest', 'the name of the object does not match the name on the URL');
         }
         return sendJson(res, 200, this.update(r, obj, true));
       }
-      if (method === 'DELETE') {
-        record.verb = 'delete';
+      if (record.verb === 'delete') {
         return sendJson(res, 200, this.delete(r, ns, name));
       }
     }
     throw new ApiError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`);
   }
 
-  private watch(r: Resource, namespace: string | undefined, q: URLSearchParams, res: http.ServerResponse, record: RequestRecord) {
+  private watch(r: Resource, namespace: string | undefined, q: URLSearchParams, res: http.ServerResponse, record: RequestRecord, token: string | undefined) {
     const matches = matcher(namespace, q);
     const rvParam = q.get('resourceVersion') ?? '';
     const fromNow = rvParam === '' || rvParam === '0';
@@ -510,7 +559,7 @@ export class TestApiServer {
     res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' });
     res.flushHeaders();
     record.status = 200;
-    const w: Watcher = { resource: r, matches, res, timers: [] };
+    const w: Watcher = { resource: r, matches, res, timers: [], token };
     if (from < this.oldestRv) {
       record.expired = true;
       const message = `too old resource version: ${from} (${this.oldestRv})`;
@@ -542,6 +591,14 @@ export class TestApiServer {
   private send(w: Watcher, event: { type: string; object: unknown } | undefined): void {
     if (event && !w.res.writableEnded && !w.res.destroyed) w.res.write(JSON.stringify(event) + '\n');
   }
+}
+
+/** What a request to a resource path does, as kube-apiserver's RequestInfo names it. */
+function verbOf(method: string, name: string | undefined, q: URLSearchParams): Verb {
+  const watch = q.get('watch');
+  if (name === undefined && method === 'GET') return watch === 'true' || watch === '1' ? 'watch' : 'list';
+  if (name === undefined) return method === 'POST' ? 'create' : 'unknown';
+  return ({ GET: 'get', PUT: 'update', DELETE: 'delete' } as Record<string, Verb>)[method] ?? 'unknown';
 }
 
 function parseResourcePath(path: string): { resource: Resource; namespace?: string; name?: string } | undefined {

@@ -4,9 +4,8 @@
  * them), then the restore input itself. Comments only, besides the restore input, so the
  * text stays valid `iptables-restore` input.
  */
-import { explainServicePort } from '../../model/explain.js';
+import { explainComments } from '../../model/explain.js';
 import type { FamilyModel, IPFamily, NodeContext } from '../../model/types.js';
-import { parseCIDR } from '../../net/ip.js';
 import { CANARY_CHAIN, CANARY_TABLES } from './chains.js';
 import { renderIptables, type IptablesOptions } from './render.js';
 import { portLabels } from './roles.js';
@@ -23,13 +22,6 @@ export function jumpCommands(rs: IptablesRuleset): string[] {
   return [...CANARY_TABLES.map((t) => `${bin} -t ${t} -N ${CANARY_CHAIN}`), ...rs.jumps.map((j) => `${bin} -t ${j.table} -I ${j.chain} ${formatArgs(j.args)}`)];
 }
 
-/** `--explain`: written as comments, so that the output stays valid restore input. */
-function explainLines(model: FamilyModel, node: NodeContext, opts: IptablesOptions): string[] {
-  const podCIDR = opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
-  const ports = model.servicePorts.flatMap((sp) => ['#', ...explainServicePort(sp, node, podCIDR, portLabels(sp)).map((l) => `#   ${l}`)]);
-  return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
-}
-
 export function familyRulesText(model: FamilyModel, node: NodeContext, opts: IptablesOptions, explain: boolean): string {
   const rs = renderIptables(model, node, opts);
   return [
@@ -37,7 +29,7 @@ export function familyRulesText(model: FamilyModel, node: NodeContext, opts: Ipt
     `# node ${node.nodeName}, ${rs.services.length} service ports`,
     '# chains and jump rules kube-proxy-ts ensures outside the restore:',
     ...jumpCommands(rs).map((c) => `#   ${c}`),
-    ...(explain ? explainLines(model, node, opts) : []),
+    ...(explain ? explainComments(model, node, opts.clusterCIDRs, portLabels) : []),
     restoreText(rs),
   ].join('\n');
 }

@@ -4,9 +4,8 @@
  * then the `nft -f` script. Comments only, besides the script, so the text stays valid
  * `nft -f` input.
  */
-import { explainServicePort, type ServicePortLabels } from '../../model/explain.js';
+import { explainComments, type ServicePortLabels } from '../../model/explain.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
-import { parseCIDR } from '../../net/ip.js';
 import * as N from './names.js';
 import { renderNftables, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, scriptText, TABLE_NAME } from './ruleset.js';
@@ -15,6 +14,14 @@ export const FAMILY_BANNER: Record<IPFamily, string> = {
   IPv4: `# ==== IPv4: nft -f input (table ip ${TABLE_NAME}) ====`,
   IPv6: `# ==== IPv6: nft -f input (table ip6 ${TABLE_NAME}) ====`,
 };
+
+/** The chains external traffic enters: by address, and (node ports) by port. */
+function externalLabel(sp: ServicePort): string {
+  const chain = sp.externalTrafficPolicy === 'Local' ? N.EXTERNAL_LOCAL : N.EXTERNAL;
+  const byAddress = sp.externalIPs.length + sp.loadBalancerIPs.length > 0 ? [chain] : [];
+  const byPort = sp.nodePort !== 0 ? [`nodeport-${chain}`] : [];
+  return [...byAddress, ...byPort].join(' / ');
+}
 
 /** Which part of the table serves which traffic of a service port, for explanations. */
 export function portLabels(sp: ServicePort): ServicePortLabels {
@@ -27,15 +34,9 @@ export function portLabels(sp: ServicePort): ServicePortLabels {
   return {
     cluster: `@${N.groupMap('cluster', n(sp.cluster))}`,
     local: `@${N.groupMap('local', n(sp.local))}`,
-    external: sp.externalTrafficPolicy === 'Local' ? N.EXTERNAL_LOCAL : N.EXTERNAL,
+    external: externalLabel(sp),
     ...firewall,
   };
-}
-
-function explainLines(model: FamilyModel, node: NodeContext, opts: NftablesOptions): string[] {
-  const podCIDR = opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
-  const ports = model.servicePorts.flatMap((sp) => ['#', ...explainServicePort(sp, node, podCIDR, portLabels(sp)).map((l) => `#   ${l}`)]);
-  return ['# service ports, their endpoints and the sets their rules use:', ...(ports.length > 0 ? ports : ['#   none'])];
 }
 
 export function familyRulesText(model: FamilyModel, node: NodeContext, opts: NftablesOptions, explain: boolean): string {
@@ -43,7 +44,7 @@ export function familyRulesText(model: FamilyModel, node: NodeContext, opts: Nft
   return [
     FAMILY_BANNER[model.family],
     `# node ${node.nodeName}, ${model.servicePorts.length} service ports, table ${NFT_FAMILY[model.family]} ${TABLE_NAME}`,
-    ...(explain ? explainLines(model, node, opts) : []),
+    ...(explain ? explainComments(model, node, opts.clusterCIDRs, portLabels) : []),
     scriptText(table),
   ].join('\n');
 }

@@ -4,7 +4,7 @@
  * their own changes and say so clearly until then.
  */
 import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
-import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
+import { ModeUnavailableError, type ConfiguredMode, type Host, type ProxyMode } from '../mode.js';
 import { familyRulesText } from './dryrun.js';
 import type { NftablesOptions } from './render.js';
 import { TABLE_NAME } from './ruleset.js';
@@ -31,7 +31,7 @@ export const nftablesMode: ProxyMode = {
       usesServiceCIDRs: true,
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: () => {
-        throw new Error('trace is not available for nftables yet');
+        throw new ModeUnavailableError('trace is not available for nftables yet; trace with --proxy-mode iptables');
       },
       syncer: (host) => startNftablesSyncer(host, opts),
     };

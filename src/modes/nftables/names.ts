@@ -63,6 +63,15 @@ export const NODEPORT_EXTERNAL_LOCAL = 'nodeport-external-local';
 
 const hash8 = (base: string): string => hash16(base).slice(0, 8);
 
+/** Longest chain or set name nft takes. */
+const MAX_NAME = 255;
+
+/** `PREFIX-HASH8-BASE`, the base cut to fit: the hash of the whole base keeps it unique. */
+function hashedName(prefix: string, base: string): string {
+  const head = `${prefix}-${hash8(base)}-`;
+  return head + base.slice(0, MAX_NAME - head.length);
+}
+
 export function chainBase(sp: ServicePort): string {
   return `${sp.namespace}/${sp.serviceName}/${PROTOCOL_NAMES[sp.protocol]}/${sp.portName}`;
 }
@@ -76,13 +85,11 @@ export interface OwnChains {
 /** The chains of a service port that keeps its own (upstream's names). */
 export function ownChains(sp: ServicePort): OwnChains {
   const base = chainBase(sp);
-  const h = hash8(base);
-  return { service: `service-${h}-${base}`, local: `local-${h}-${base}`, external: `external-${h}-${base}` };
+  return { service: hashedName('service', base), local: hashedName('local', base), external: hashedName('external', base) };
 }
 
 /** An endpoint's chain and its affinity set (upstream's names). */
 export function endpointNames(sp: ServicePort, e: Endpoint): { chain: string; affinity: string } {
   const base = `${chainBase(sp)}__${e.ip.replaceAll(':', '.')}/${e.port}`;
-  const h = hash8(base);
-  return { chain: `endpoint-${h}-${base}`, affinity: `affinity-${h}-${base}` };
+  return { chain: hashedName('endpoint', base), affinity: hashedName('affinity', base) };
 }

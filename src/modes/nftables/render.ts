@@ -24,8 +24,9 @@
  * verdict maps point at fixed chains (`cluster-endpoints`, `local-endpoints`, `external`,
  * `external-local` and their `nodeport-` twins, keyed by protocol and port since node
  * ports arrive on any node address), so they change only when a service's addresses or
- * policies do. A new endpoint count N adds a map and a rule (the applier keeps the
- * groups it wrote: `keepGroups`). Policies with their own needs use sets instead of
+ * policies do. An endpoint count no service port had adds a map and a rule per kind
+ * (no jump, so no validation either: as cheap as an element; the applier may keep the
+ * groups it wrote, `keepGroups`). Policies with their own needs use sets instead of
  * per-service rules: source ranges (`firewall-ips` + `firewall-allow`, an interval set
  * of `daddr . proto . port . saddr`), hairpin masquerade (`hairpin-endpoints`, `saddr .
  * daddr` of every endpoint, in postrouting, instead of a rule in each endpoint chain),
@@ -42,7 +43,7 @@
 import { nodePortIPs } from '../../model/nodeports.js';
 import { policyView } from '../../model/policy.js';
 import type { Endpoint, FamilyModel, NodeContext, ServicePort } from '../../model/types.js';
-import { cidrContains, parseCIDR, parseIP, type ParsedIP } from '../../net/ip.js';
+import { cidrContains, parseCIDR, parseIP, type ParsedCIDR, type ParsedIP } from '../../net/ip.js';
 import { PROTOCOL_NAMES } from '../iptables/names.js';
 import * as N from './names.js';
 import { NFT_FAMILY, TABLE_COMMENT, TABLE_NAME, elementKey, type Chain, type Element, type NftSet, type NftTable, type Rule } from './ruleset.js';
@@ -63,10 +64,10 @@ export interface NftablesOptions {
   dropInvalid: boolean;
   /**
    * Endpoint counts whose groups are declared even when no service port has that many
-   * endpoints, per kind: an applier that keeps the groups it wrote keeps an endpoint
-   * change element-only.
+   * endpoints: an applier that keeps the groups it wrote keeps an endpoint change
+   * element-only.
    */
-  keepGroups?: ReadonlyMap<N.GroupKind, readonly number[]>;
+  keepGroups?: readonly number[];
 }
 
 export const DEFAULT_NFTABLES_OPTIONS: NftablesOptions = {
@@ -227,9 +228,12 @@ function servicePort(sp: ServicePort, ctx: Context): void {
     if (externalLocal) addGroup(ctx, `${prefix}local` as N.GroupKind, key, view.localEndpoints);
   };
 
+  const owned = new Set<string>();
   for (const ip of [...sp.externalIPs, ...sp.loadBalancerIPs]) {
     const key = [ip, proto, port];
-    if (claim(key)) external('ip', key);
+    if (!claim(key)) continue;
+    owned.add(ip);
+    external('ip', key);
   }
   if (sp.nodePort !== 0) {
     // Node ports are not subject to loadBalancerSourceRanges, as upstream.
@@ -238,26 +242,42 @@ function servicePort(sp: ServicePort, ctx: Context): void {
   }
   if (hasEndpoints && sp.loadBalancerSourceRanges.length > 0) {
     // A node that is itself allowed reaches a VIP bound locally with the VIP as source.
-    const nodeAllowed = ctx.primaryNodeIP !== null && sp.loadBalancerSourceRanges.some((r) => cidrContains(parseCIDR(r)!, ctx.primaryNodeIP!));
+    const ranges = outermost(sp.loadBalancerSourceRanges.map((r) => parseCIDR(r)!));
+    const nodeAllowed = ctx.primaryNodeIP !== null && ranges.some((r) => cidrContains(r, ctx.primaryNodeIP!));
     for (const ip of sp.loadBalancerIPs) {
+      if (!owned.has(ip)) continue;
       ctx.firewallIPs.add({ key: [ip, proto, port], comment: name });
-      for (const range of sp.loadBalancerSourceRanges) ctx.firewallAllow.add({ key: [ip, proto, port, range] });
-      if (nodeAllowed) ctx.firewallAllow.add({ key: [ip, proto, port, ip] });
+      for (const range of ranges) ctx.firewallAllow.add({ key: [ip, proto, port, range.text] });
+      if (nodeAllowed && !ranges.some((r) => cidrContains(r, parseIP(ip)!))) ctx.firewallAllow.add({ key: [ip, proto, port, ip] });
     }
   }
+}
+
+/**
+ * The ranges no other range covers, in their order: an interval set refuses elements
+ * that overlap, and two CIDRs overlap only when one holds the other.
+ */
+function outermost(ranges: ParsedCIDR[]): ParsedCIDR[] {
+  const holds = (outer: ParsedCIDR, inner: ParsedCIDR) => outer.prefix <= inner.prefix && cidrContains(outer, { family: inner.family, bytes: inner.network, text: '' });
+  return ranges.filter((r, i) => !ranges.some((o, j) => j !== i && holds(o, r) && (o.prefix < r.prefix || j < i)));
 }
 
 function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
   return kind.startsWith('nodeport-') ? 'meta l4proto . th dport' : `${ip} daddr . meta l4proto . th dport`;
 }
 
-/** The balancing groups: per kind, a chain with one DNAT rule per endpoint count, and the counts' maps. */
+/**
+ * The balancing groups: per kind, a chain with one DNAT rule per endpoint count, and the
+ * counts' maps. Every kind has a group for every count any kind uses, so that a service
+ * port whose endpoint count changes finds its new group already there far more often.
+ */
 function groupObjects(ctx: Context, keep: NftablesOptions['keepGroups']): { chains: Chain[]; sets: NftSet[] } {
   const chains: Chain[] = [];
   const sets: NftSet[] = [];
+  const used = [...ctx.groups.values()].flatMap((byN) => [...byN.keys()]);
+  const counts = [...new Set([...used, ...(keep ?? [])])].sort((a, b) => a - b);
   for (const kind of N.GROUP_KINDS) {
     const byN = ctx.groups.get(kind)!;
-    const counts = [...new Set([...byN.keys(), ...(keep?.get(kind) ?? [])])].sort((a, b) => a - b);
     const key = groupKey(ctx.ip, kind);
     const rules: Rule[] = [];
     for (const n of counts) {

@@ -104,10 +104,13 @@ export function elementKey(e: Element): string {
 // Anything else means a bug upstream of the renderer, and is refused rather than written.
 const SAFE_COMMENT = /^[A-Za-z0-9 _.:/,()@\-]+$/;
 
-/** `comment "TEXT"`, or an error when TEXT could break out of its quotes. */
+/** nft refuses longer comments; a Service port's name can reach 191 characters. */
+export const MAX_COMMENT = 128;
+
+/** `comment "TEXT"` (cut to MAX_COMMENT), or an error when TEXT could break out of its quotes. */
 export function comment(text: string): string {
-  if (!SAFE_COMMENT.test(text) || text.length > 128) throw new Error(`unsafe nftables comment: ${JSON.stringify(text)}`);
-  return `comment "${text}"`;
+  if (!SAFE_COMMENT.test(text)) throw new Error(`unsafe nftables comment: ${JSON.stringify(text)}`);
+  return `comment "${text.slice(0, MAX_COMMENT)}"`;
 }
 
 function dataSpec(d: DataSpec): string {
@@ -163,12 +166,19 @@ export interface ScriptSink {
 
 /**
  * Writes the commands that declare `t` and fill it, in the order nft needs: chains and
- * sets before the rules and elements that name them.
+ * sets before the rules and elements that name them. Into an existing table, this adds
+ * to what is there (see `writeScript` for a replacement).
  */
 export function writeDefinitions(t: NftTable, out: ScriptSink): void {
   const ref = tableRef(t);
   for (const c of t.chains) out.line(`add chain ${ref} ${c.name}${chainSpec(c)}`);
   for (const s of t.sets) out.line(`add ${s.kind} ${ref} ${s.name} ${setSpec(s)}`);
+  writeContents(t, out);
+}
+
+/** Every chain's rules and every set's elements. */
+function writeContents(t: NftTable, out: ScriptSink): void {
+  const ref = tableRef(t);
   for (const c of t.chains) for (const r of c.rules) out.line(`add rule ${ref} ${c.name} ${ruleText(r)}`);
   for (const s of t.sets) writeElements(`add element ${ref} ${s.name}`, s.elements, out);
 }
@@ -187,16 +197,24 @@ export function writeElements(command: string, elements: readonly Element[], out
 }
 
 /**
- * The whole table as one `nft -f` script: creates the table if missing, flushes it (its
- * rules and elements; chains and sets stay, so nothing that refers to them breaks), then
- * defines everything. nft applies a script as one transaction, so the table is replaced
- * atomically and nothing outside it is touched.
+ * The whole table as one `nft -f` script: creates the table if missing, flushes its rules
+ * (`flush table`) and the elements of every set it declares (`flush table` leaves
+ * elements alone: a changed value would then collide with the old one), then defines
+ * everything. Dynamic sets are not flushed: they hold the data path's state (affinity),
+ * not ours. nft applies a script as one transaction, so the table is replaced atomically
+ * and nothing outside it is touched. Chains and sets the table held but this one does not
+ * declare stay, empty of rules, unreferenced; an applier deletes them.
  */
 export function writeScript(t: NftTable, out: ScriptSink): void {
   const ref = tableRef(t);
   out.line(`add table ${ref} { ${comment(t.comment)} ; }`);
   out.line(`flush table ${ref}`);
-  writeDefinitions(t, out);
+  for (const c of t.chains) out.line(`add chain ${ref} ${c.name}${chainSpec(c)}`);
+  for (const s of t.sets) {
+    out.line(`add ${s.kind} ${ref} ${s.name} ${setSpec(s)}`);
+    if (!s.flags.includes('dynamic')) out.line(`flush ${s.kind} ${ref} ${s.name}`);
+  }
+  writeContents(t, out);
 }
 
 export function scriptText(t: NftTable): string {
