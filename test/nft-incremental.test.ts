@@ -13,7 +13,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterState } from '../src/agent/state.js';
 import { runCommand, type Runner } from '../src/exec/command.js';
-import { GROUP_KINDS, groupMap, type GroupKind } from '../src/modes/nftables/names.js';
+import { GROUP_KINDS, groupMap } from '../src/modes/nftables/names.js';
 import { commandNft } from '../src/modes/nftables/nft.js';
 import { fullTransaction } from '../src/modes/nftables/plan.js';
 import { renderNftables } from '../src/modes/nftables/render.js';
@@ -84,14 +84,14 @@ function canonical(listing: string): string[] {
 
 /** The endpoint-count groups a listing declares: a full render must declare them too to compare. */
 function listedGroups(listing: string): Groups {
-  const out = new Map<GroupKind, number[]>(GROUP_KINDS.map((k) => [k, []]));
+  const out = new Set<number>();
   for (const m of listing.matchAll(/\tmap (\S+) \{/g)) {
     for (const kind of GROUP_KINDS) {
       const n = Number(m[1]!.slice(groupMap(kind, 0).length - 1));
-      if (Number.isInteger(n) && n > 0 && groupMap(kind, n) === m[1]) out.get(kind)!.push(n);
+      if (Number.isInteger(n) && n > 0 && groupMap(kind, n) === m[1]) out.add(n);
     }
   }
-  return out;
+  return [...out].sort((a, b) => a - b);
 }
 
 const canRun = privilegedTestsCanRun('nftables partial syncs in a network namespace', ['ip', 'nft']);

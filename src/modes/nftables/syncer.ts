@@ -14,7 +14,7 @@ import { compareServicePorts } from '../../model/build.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
 import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import { ElementLedger } from './ledger.js';
-import { GROUP_KINDS, groupMap, type GroupKind } from './names.js';
+import { GROUP_KINDS, groupMap } from './names.js';
 import { chooseNft, NftError, type Nft } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
 import { renderNftables, type NftablesOptions } from './render.js';
@@ -24,7 +24,8 @@ const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 /** Services counted into the ledger between two yields to the event loop. */
 const LEDGER_BATCH = 200;
 
-export type Groups = ReadonlyMap<GroupKind, readonly number[]>;
+/** Endpoint counts whose groups the table declares (every kind has every count). */
+export type Groups = readonly number[];
 
 export interface NftSyncerOptions {
   families: IPFamily[];
@@ -110,7 +111,7 @@ function frameOf(t: NftTable): string {
 }
 
 function mergeGroups(a: Groups, b: Groups): Groups {
-  return new Map(GROUP_KINDS.map((k) => [k, [...new Set([...(a.get(k) ?? []), ...(b.get(k) ?? [])])].sort((x, y) => x - y)]));
+  return [...new Set([...a, ...b])].sort((x, y) => x - y);
 }
 
 export class NftablesSyncer implements Syncer {
@@ -298,21 +299,21 @@ export class NftablesSyncer implements Syncer {
 }
 
 /**
- * The endpoint-count groups a written table declares, per kind: kept in the next render,
- * so that a service moving to another endpoint count changes elements only, not the
- * table's maps and rules. A full sync renders without them, and drops unused groups.
+ * The endpoint counts whose groups a written table declares: kept in the next render, so
+ * that a service moving to another endpoint count changes elements only, not the table's
+ * maps and rules. A full sync renders without them, and drops unused groups.
  */
-export function writtenGroups(t: NftTable): Map<GroupKind, number[]> {
-  const out = new Map<GroupKind, number[]>(GROUP_KINDS.map((k) => [k, []]));
+export function writtenGroups(t: NftTable): number[] {
+  const out = new Set<number>();
   const names = new Set(t.sets.map((s) => s.name));
   for (const kind of GROUP_KINDS) {
     const prefix = groupMap(kind, 0).slice(0, -1);
     for (const name of names) {
       const n = Number(name.slice(prefix.length));
-      if (name.startsWith(prefix) && Number.isInteger(n) && n > 0 && groupMap(kind, n) === name) out.get(kind)!.push(n);
+      if (name.startsWith(prefix) && Number.isInteger(n) && n > 0 && groupMap(kind, n) === name) out.add(n);
     }
   }
-  return out;
+  return [...out].sort((a, b) => a - b);
 }
 
 /** The syncer on this node: libnftables (or nft), IPv6 where the kernel has it. */
