@@ -288,11 +288,9 @@ function groupObjects(ctx: Context, keep: NftablesOptions['keepGroups']): { chai
         kind: 'map',
         name: map,
         key: { typeof: lookup },
-        // Only the types count (address . port, whatever the protocol). `tcp dport` would
-        // make nft add `meta l4proto tcp` to the rule, and UDP and SCTP would never be
-        // DNATed. With `th dport`, nft 1.0.6 refuses a later transaction that adds a rule
-        // naming the map: the applier never does (it inserts new group rules only).
-        value: { typeof: `${ctx.ip} daddr . th dport` },
+        // Only the types count (address . port, whatever the protocol); `th dport` here
+        // makes nft 1.0.6 fail on any later rule that names the map.
+        value: { typeof: `${ctx.ip} daddr . tcp dport` },
         flags: [],
         comment: `service ports with ${n} ${kind.replace('nodeport-', '')} endpoint${n === 1 ? '' : 's'}`,
         elements: byN.get(n) ?? [],
