@@ -7,21 +7,14 @@
  * user's rules survive all of it. The start-up step runs from the compiled agent
  * (`npx tsc -p .` first) in a child under `ip netns exec`.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand, type Runner } from '../src/exec/command.js';
-import { IptablesApplier } from '../src/modes/iptables/applier.js';
-import { iptablesOptions } from '../src/modes/iptables/mode.js';
-import { renderIptables } from '../src/modes/iptables/render.js';
-import { restoreChunks } from '../src/modes/iptables/ruleset.js';
-import { detectVariant } from '../src/modes/iptables/variant.js';
 import { nftablesOptions } from '../src/modes/nftables/mode.js';
 import { fullTransaction } from '../src/modes/nftables/plan.js';
 import { renderNftables } from '../src/modes/nftables/render.js';
-import { readGoldenCase } from './support/golden.js';
+import { exampleCluster, loadExampleIptables } from './support/example-rules.js';
 import { Netns } from './support/netns.js';
-import { pipeline } from './support/pipeline.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
 const DIST = join(import.meta.dirname, '..', 'dist', 'src');
@@ -65,17 +58,8 @@ describe.runIf(privilegedTestsCanRun('switching modes in a namespace', TOOLS))('
     if (r.status !== 0) throw new Error(`start-up cleanup failed (${r.status}): ${r.stderr}`);
   };
 
-  const c = readGoldenCase('example-cluster');
-  const p = pipeline(readFileSync(c.input, 'utf8'), c.args, c.name);
-  const loadIptables = async () => {
-    const choice = await detectVariant(inNs);
-    for (const family of ['IPv4', 'IPv6'] as const) {
-      const rs = renderIptables(p.build.model.families[family], p.build.model.node, iptablesOptions(p.config));
-      const applier = new IptablesApplier(family, inNs, choice.bin[family]);
-      await applier.restore({ what: 'example cluster', chunks: restoreChunks(rs), lines: 0 });
-      await applier.ensureJumps(rs.jumps);
-    }
-  };
+  const p = exampleCluster();
+  const loadIptables = () => loadExampleIptables(inNs);
   const loadNftables = () => {
     for (const family of ['IPv4', 'IPv6'] as const) {
       const t = renderNftables(p.build.model.families[family], p.build.model.node, nftablesOptions(p.config));
