@@ -5,7 +5,7 @@
  *
  * A script runs on one of koffi's worker threads (an async call): a full sync at 10,000
  * services takes the kernel more than a second, which must not stall the health server on
- * the event loop. Scripts run one at a time.
+ * the event loop.
  */
 
 export const LIBRARY = 'libnftables.so.1';
@@ -21,7 +21,7 @@ export interface Libnftables {
   readonly library: string;
   /** Runs a script (one atomic transaction, as `nft -f` does); never throws for nft's errors. */
   run(script: string): Promise<NftLibraryResult>;
-  /** Later runs reject. */
+  /** Frees the context; later runs reject. */
   close(): void;
 }
 
@@ -29,21 +29,24 @@ export interface Libnftables {
 type Pointer = object;
 
 /**
- * Loads koffi and the library; throws when either cannot be had.
+ * Loads koffi and the library and makes the context; throws when either cannot be had.
  *
- * Each script gets a context of its own, freed after it: a context keeps nft's cache of
- * the kernel's ruleset, which for a 10,000-service table is hundreds of MB. glibc keeps
- * what nft freed in its arenas, so after each script `malloc_trim(0)` hands it back to
- * the system; without it the agent's RSS would stay at nft's peak (about 450 MB for a
- * full transaction at 10,000 services x 10 endpoints, 70 MB after the trim).
+ * The context is made once, at start-up: making one opens its netlink socket, and
+ * libnftables 1.0.6 exits the process when it cannot (no descriptor left under a
+ * connection flood). A context keeps nft's cache of what its commands read, so a script
+ * of more than `renewAboveBytes` (a whole table, which nft parses into ~40 bytes per byte)
+ * gets a fresh context afterwards. glibc keeps what nft freed in its arenas: after each
+ * script `malloc_trim(0)` hands it back to the system, or the agent's RSS would stay at
+ * nft's peak (450 MB for a 10,000-service table; 70 MB after the trim).
  */
-export async function loadLibnftables(library: string = LIBRARY): Promise<Libnftables> {
+export async function loadLibnftables(library: string = LIBRARY, renewAboveBytes = 1 << 20): Promise<Libnftables> {
   const koffi = (await import('koffi')).default;
   const lib = koffi.load(library);
   const nft_ctx_new = lib.func('void *nft_ctx_new(uint32_t flags)');
   const nft_ctx_free = lib.func('void nft_ctx_free(void *ctx)');
   const nft_ctx_buffer_output = lib.func('int nft_ctx_buffer_output(void *ctx)');
   const nft_ctx_buffer_error = lib.func('int nft_ctx_buffer_error(void *ctx)');
+  // Each get returns what was buffered since the previous one, and empties the buffer.
   const nft_ctx_get_output_buffer = lib.func('const char *nft_ctx_get_output_buffer(void *ctx)');
   const nft_ctx_get_error_buffer = lib.func('const char *nft_ctx_get_error_buffer(void *ctx)');
   const nft_run_cmd_from_buffer = lib.func('int nft_run_cmd_from_buffer(void *ctx, const char *buf)');
@@ -59,26 +62,27 @@ export async function loadLibnftables(library: string = LIBRARY): Promise<Libnft
     }
     return ctx;
   };
-  // One at a time, whatever the caller does: nft's parser is not reentrant.
+  let ctx: Pointer | null = newContext();
+  // One at a time: a context is not thread-safe, and nft's parser is not reentrant.
   let queue: Promise<unknown> = Promise.resolve();
-  let closed = false;
 
   const runOne = (script: string) =>
     new Promise<NftLibraryResult>((resolve, reject) => {
-      if (closed) return reject(new Error(`${library}: closed`));
-      const ctx = newContext();
-      nft_run_cmd_from_buffer.async(ctx, script, (err: Error | null, status: number) => {
-        const output = err ? '' : ((nft_ctx_get_output_buffer(ctx) as string | null) ?? '');
-        const error = err ? '' : ((nft_ctx_get_error_buffer(ctx) as string | null) ?? '');
-        nft_ctx_free(ctx);
+      const c = ctx;
+      if (!c) return reject(new Error(`${library}: closed`));
+      nft_run_cmd_from_buffer.async(c, script, (err: Error | null, status: number) => {
+        const output = err ? '' : ((nft_ctx_get_output_buffer(c) as string | null) ?? '');
+        const error = err ? '' : ((nft_ctx_get_error_buffer(c) as string | null) ?? '');
+        if (script.length > renewAboveBytes && ctx === c) {
+          nft_ctx_free(c);
+          ctx = newContext();
+        }
         trim?.();
         if (err) reject(err);
         else resolve({ status, output, error });
       });
     });
 
-  // Checked once: a context the library cannot make is a library that did not load.
-  nft_ctx_free(newContext());
   return {
     library,
     run(script) {
@@ -87,11 +91,13 @@ export async function loadLibnftables(library: string = LIBRARY): Promise<Libnft
       return next;
     },
     close() {
-      closed = true;
+      const c = ctx;
+      ctx = null;
+      // Once the queued scripts are done with it.
+      if (c) void queue.then(() => nft_ctx_free(c));
     },
   };
 }
-
 
 /** glibc's malloc_trim, or null where the C library has none (musl). */
 function mallocTrim(koffi: { load: typeof import('koffi').load }): (() => void) | null {

@@ -28,7 +28,7 @@ const logs = [];
 const log = { info: (o, msg) => logs.push({ level: 'info', msg, ...o }), warn: (o, msg) => logs.push({ level: 'warn', msg, ...o }) };
 const nft = await chooseNft(runCommand, log, library ? { library } : {});
 const results = [];
-for (const s of scripts) results.push(await nft.run(s));
+for (const s of scripts) results.push(await (s.startsWith('list') ? nft.list(s) : nft.run(s)));
 nft.close();
 process.stdout.write(JSON.stringify({ kind: nft.kind, results, logs }) + '\\n');
 `;

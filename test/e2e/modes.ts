@@ -87,10 +87,9 @@ async function tablePresent(family: 'ip' | 'ip6', cluster: TestCluster, node: No
   return (await cluster.exec(node, 'nft', ['list', 'chain', family, NFT_TABLE, 'nat-prerouting'])).status === 0;
 }
 
-/** The service-ips element of a TCP service port's cluster IP, in the nft script /debug/rules shows. */
+/** The service-ips element of a TCP service port's cluster IP, in the nft script /debug/rules shows (an element a line). */
 function nftClusterIPRule(servicePort: string, ip: string, port: number): RegExp {
-  const family = ip.includes(':') ? 'ip6' : 'ip';
-  return new RegExp(`^add element ${family} ${NFT_TABLE} service-ips \\{ ${escape(ip)} \\. tcp \\. ${port} comment "${escape(servicePort)}" : goto `, 'm');
+  return new RegExp(`^\\t${escape(ip)} \\. tcp \\. ${port} comment "${escape(servicePort)}" : goto `, 'm');
 }
 
 const PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'kubernetes service portals', '-j', 'KUBE-SERVICES'];

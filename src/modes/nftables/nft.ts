@@ -17,7 +17,13 @@ export interface NftResult {
 
 export interface Nft {
   readonly kind: 'library' | 'command';
+  /** A transaction: nft's commands, applied all or none. */
   run(script: string): Promise<NftResult>;
+  /**
+   * A read (`list ...`). nft reads the objects a listing needs into its cache, at 10,000
+   * services hundreds of MB: the library's path lists through the command where it can.
+   */
+  list(command: string): Promise<NftResult>;
   close(): void;
 }
 
@@ -39,14 +45,11 @@ export async function runNft(nft: Nft, what: string, script: string): Promise<st
 
 /** `nft -f -`: the fallback, and what a test compares the library with. */
 export function commandNft(run: Runner, bin = 'nft'): Nft {
-  return {
-    kind: 'command',
-    async run(script) {
-      const r = await run(bin, ['-f', '-'], [Buffer.from(script)]);
-      return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
-    },
-    close() {},
+  const runScript = async (script: string): Promise<NftResult> => {
+    const r = await run(bin, ['-f', '-'], [Buffer.from(script)]);
+    return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
   };
+  return { kind: 'command', run: runScript, list: runScript, close() {} };
 }
 
 export interface NftOptions {
@@ -80,6 +83,7 @@ export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {})
       kind: 'library',
       // A command that cannot start (no nft binary) is a rejection: then the library does it.
       run: (script) => (script.length > IN_PROCESS_MAX_BYTES ? command.run(script).catch(() => inProcess(script)) : inProcess(script)),
+      list: (cmd) => command.list(cmd).catch(() => inProcess(cmd)),
       close: () => lib.close(),
     };
   } catch (err) {

@@ -87,7 +87,7 @@ export class NftablesSyncer implements Syncer {
       const ref = `${NFT_FAMILY[family]} ${TABLE_NAME}`;
       // One list command per run: nft 1.0.6 fails a second `list chain` in the same batch.
       for (const c of st.bases) {
-        const r = await this.nft.run(`list chain ${ref} ${c.name}\n`);
+        const r = await this.nft.list(`list chain ${ref} ${c.name}\n`);
         if (!r.ok) return `${family} table ${ref} or its base chain ${c.name} is gone`;
         if ((listedRuleCounts(r.output).get(c.name) ?? 0) < c.rules.length) return `${family} base chain ${c.name} lost its rules`;
       }
