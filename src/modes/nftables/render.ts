@@ -124,10 +124,6 @@ function addGroup(ctx: Context, kind: N.GroupKind, key: string[], endpoints: End
   for (let i = 0; i < n; i++) list.push({ key: [...key, String(i)], value: [endpoints[i]!.ip, String(endpoints[i]!.port)] });
 }
 
-function dnatTarget(ip: 'ip' | 'ip6', e: Endpoint): string {
-  return ip === 'ip' ? `${e.ip}:${e.port}` : `[${e.ip}]:${e.port}`;
-}
-
 /**
  * Upstream's per-service chains, for a service port with ClientIP affinity: each endpoint
  * remembers its clients in a dynamic set for the affinity timeout.
@@ -164,7 +160,7 @@ function affinityChains(sp: ServicePort, ctx: Context): N.OwnChains {
     const en = N.endpointNames(sp, e);
     ctx.ownChains.push({
       name: en.chain,
-      rules: [{ rule: `update @${en.affinity} { ${ctx.ip} saddr }` }, { rule: `meta l4proto ${proto} dnat to ${dnatTarget(ctx.ip, e)}` }],
+      rules: [{ rule: `update @${en.affinity} { ${ctx.ip} saddr }` }, { rule: `meta l4proto ${proto} dnat to ${e.address}` }],
     });
     ctx.ownSets.push({
       kind: 'set',
