@@ -19,10 +19,11 @@ FROM node:20-bookworm-slim
 # Debian's iptables package holds both variants (iptables-legacy*, iptables-nft*); the
 # agent reads which one the host's rules are in and drives that one.
 # libnetfilter-conntrack3 deletes stale UDP and SCTP flows over netlink (through koffi);
-# the conntrack command does it where the library does not load. kmod: modprobe for the
+# the conntrack command does it where the library does not load. libnftables1 runs nftables
+# mode's transactions in process; nftables (the nft command) where it does not load. kmod: modprobe for the
 # modules iptables loads on demand, from the host's /lib/modules.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables libnetfilter-conntrack3 conntrack kmod ipset ipvsadm \
+ && apt-get install -y --no-install-recommends iptables libnetfilter-conntrack3 conntrack libnftables1 nftables kmod ipset ipvsadm \
  && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production
 WORKDIR /app

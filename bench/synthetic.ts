@@ -1,6 +1,7 @@
 /**
  * Synthetic clusters for benchmarks: N ClusterIP/NodePort services with M ready
- * endpoints each, spread over a few nodes, as raw API objects.
+ * endpoints each, spread over a few nodes, as raw API objects. Node ports are unique (up
+ * to 27,680 services), as the API server makes them.
  */
 import type { ClusterObjects } from '../src/kube/objects.js';
 
@@ -28,7 +29,7 @@ export function syntheticCluster({ services, endpointsPerService, nodes = 3 }: S
       spec: {
         type: s % 10 === 0 ? 'NodePort' : 'ClusterIP',
         clusterIP: `10.96.${(s >> 8) & 255}.${s & 255}`,
-        ports: [{ name: 'http', port: 80, protocol: 'TCP', ...(s % 10 === 0 ? { nodePort: 30000 + (s % 2700) } : {}) }],
+        ports: [{ name: 'http', port: 80, protocol: 'TCP', ...(s % 10 === 0 ? { nodePort: 30000 + ((s / 10) % 2768) } : {}) }],
       },
     });
     out.endpointSlices.push({

@@ -6,20 +6,13 @@
  * rules, the jump rules the agent ensures, kubelet's chains and a user's, cleaned twice by
  * the CLI.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCommand, type Runner } from '../src/exec/command.js';
 import type { IPFamily } from '../src/model/types.js';
-import { IptablesApplier } from '../src/modes/iptables/applier.js';
 import { cleanupRestore } from '../src/modes/iptables/cleanup.js';
-import { iptablesOptions } from '../src/modes/iptables/mode.js';
-import { renderIptables } from '../src/modes/iptables/render.js';
-import { restoreChunks } from '../src/modes/iptables/ruleset.js';
-import { detectVariant } from '../src/modes/iptables/variant.js';
-import { readGoldenCase } from './support/golden.js';
+import { loadExampleIptables } from './support/example-rules.js';
 import { Netns } from './support/netns.js';
-import { pipeline } from './support/pipeline.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
 const MAIN = join(import.meta.dirname, '..', 'dist', 'src', 'main.js');
@@ -101,16 +94,7 @@ describe.runIf(privilegedTestsCanRun('--cleanup in a namespace', TOOLS))('--clea
     }
     before = saveAll();
 
-    // The rules the agent programs for node-a of the example cluster, jump rules included.
-    const c = readGoldenCase('example-cluster');
-    const p = pipeline(readFileSync(c.input, 'utf8'), c.args, c.name);
-    const choice = await detectVariant(inNs);
-    for (const family of ['IPv4', 'IPv6'] as const) {
-      const rs = renderIptables(p.build.model.families[family], p.build.model.node, iptablesOptions(p.config));
-      const applier = new IptablesApplier(family, inNs, choice.bin[family]);
-      await applier.restore({ what: 'example cluster', chunks: restoreChunks(rs), lines: 0 });
-      await applier.ensureJumps(rs.jumps);
-    }
+    await loadExampleIptables(inNs);
   });
   afterAll(() => ns?.remove());
 

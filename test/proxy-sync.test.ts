@@ -57,6 +57,19 @@ describe('ProxySync', () => {
     expect(toGone(deleted.at(-1)!)).toEqual(['10.96.0.10']);
   });
 
+  it('records the transaction size a mode reports, and nothing for a mode that reports none', async () => {
+    const state = new ClusterState('node-a', { problem: () => {} });
+    const metrics = createMetrics();
+    const results: SyncResult[] = [{ ok: true, full: true, reason: 'required', written: { commands: 1200, bytes: 90_000 } }, { ok: true, full: false, reason: null }];
+    const sync = new ProxySync(state, new ScriptedSyncer(async () => results.shift()!), { deleteFlows: async () => NOTHING_DELETED, log: pino({ level: 'silent' }), metrics });
+    expect(await sync.sync()).toBe(true);
+    expect(await sync.sync()).toBe(true);
+    const text = await metrics.registry.metrics();
+    expect(text).toMatch(/^kubeproxy_sync_proxy_rules_transaction_commands_sum 1200$/m);
+    expect(text).toMatch(/^kubeproxy_sync_proxy_rules_transaction_commands_count 1$/m);
+    expect(text).toMatch(/^kubeproxy_sync_proxy_rules_transaction_bytes_sum 90000$/m);
+  });
+
   it('keeps them through a failed sync, and deletes them once a sync succeeds', async () => {
     const { state, sync, deleted } = setup([{ ok: true, full: true, reason: 'required' }, { ok: false, full: false, error: 'restore failed' }]);
     expect(await sync.sync()).toBe(true);

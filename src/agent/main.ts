@@ -10,6 +10,7 @@ import { applyConntrackSettings } from '../conntrack/settings.js';
 import { runCommand } from '../exec/command.js';
 import { procSysctls } from '../exec/sysctl.js';
 import type { ProxyMode } from '../modes/mode.js';
+import { allModes } from '../modes/registry.js';
 import { healthCheckAddresses, HealthCheckServers, healthCheckTargets } from './healthcheck.js';
 import { createMetrics } from './metrics.js';
 import { BoundedFrequencyRunner } from './runner.js';
@@ -27,12 +28,26 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
   return clean ? 0 : 1;
 }
 
+/**
+ * What the other modes left (a node moving between modes with a restart): removed before
+ * this mode programs, as upstream does, so no two modes' rules handle the same packets.
+ * A failure is logged, not fatal: the mode's own rules still work beside the leftovers.
+ */
+export async function removeOtherModes(mode: ProxyMode, log: Logger): Promise<void> {
+  for (const other of allModes()) {
+    if (other.name === mode.name) continue;
+    const clean = await other.cleanup({ run: runCommand, sysctl: procSysctls, log }).catch((err: Error) => (log.warn({ mode: other.name, err: err.message }, 'could not look for leftovers'), false));
+    if (!clean) log.warn({ mode: other.name }, "some of another mode's rules may remain on this node; `--cleanup` removes them");
+  }
+}
+
 export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, signals: NodeJS.EventEmitter = process): Promise<number> {
   const metrics = createMetrics();
   const state = new ClusterState(cfg.hostnameOverride, {
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
+  await removeOtherModes(mode, log);
   // A node whose kernel cannot run the mode fails here, before the API hears from it.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
   // Then the way to the API server: without one there is nothing to proxy.

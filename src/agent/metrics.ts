@@ -37,6 +37,18 @@ export function createMetrics() {
       buckets: [0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 45, 60, 120, 300],
       registers: [registry],
     }),
+    transactionCommands: new Histogram({
+      name: 'kubeproxy_sync_proxy_rules_transaction_commands',
+      help: 'Commands in the transaction a successful sync applied (nftables mode: nft commands)',
+      buckets: [0, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144],
+      registers: [registry],
+    }),
+    transactionBytes: new Histogram({
+      name: 'kubeproxy_sync_proxy_rules_transaction_bytes',
+      help: 'Size in bytes of the transaction a successful sync applied (nftables mode: the nft script)',
+      buckets: [0, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864],
+      registers: [registry],
+    }),
     lastSync: new Gauge({
       name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
       help: 'The last time proxy rules were successfully synced',

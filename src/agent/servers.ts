@@ -64,7 +64,8 @@ function route(name: string, maxConnections: number, log: Logger, routes: Record
       res.end('404 page not found\n');
       return;
     }
-    Promise.resolve(handler(req, res)).catch((err: Error) => {
+    // A handler that throws at once is answered like one that rejects: never a crash.
+    new Promise<void>((resolve) => resolve(handler(req, res))).catch((err: Error) => {
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' });
       res.end(`${err.message}\n`);
     });

@@ -92,6 +92,10 @@ export class ProxySync {
     metrics.syncDuration.observe(seconds);
     (r.full ? metrics.fullSyncDuration : metrics.partialSyncDuration).observe(seconds);
     metrics.lastSync.setToCurrentTime();
+    if (r.written) {
+      metrics.transactionCommands.observe(r.written.commands);
+      metrics.transactionBytes.observe(r.written.bytes);
+    }
     for (const seen of changes.seenAt.values()) metrics.networkProgramming.observe((this.lastUpdated - seen) / 1000);
     log.info({ full: r.full, reason: r.reason ?? undefined, services: r.full ? undefined : changes.services.size, ms: Math.round(seconds * 1000) }, 'synced proxy rules');
     return true;

@@ -69,7 +69,13 @@ export interface SyncRequest {
   all: boolean;
 }
 
-export type SyncResult = { ok: true; full: boolean; reason: string | null } | { ok: false; full: boolean; error: string };
+/** What one sync sent the kernel, for modes that apply a transaction (nftables): its nft commands and script bytes. */
+export interface Written {
+  commands: number;
+  bytes: number;
+}
+
+export type SyncResult = { ok: true; full: boolean; reason: string | null; written?: Written } | { ok: false; full: boolean; error: string };
 
 /** Applies the model to the node's dataplane: whole, or only what changed since the last sync. */
 export interface Syncer {

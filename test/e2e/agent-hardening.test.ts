@@ -123,14 +123,17 @@ for (const mode of E2E_MODES) {
         flood([nodeA().ip, String(HEALTH_CHECK_PORT), '2500', 'half', '6000']),
       ]);
       await new Promise((r) => setTimeout(r, 1500));
+      // The flood does exhaust it: every descriptor it may have is open. (Whether accept()
+      // then reports EMFILE, which the agent logs, depends on libuv's reserve descriptor:
+      // the count is what says it for sure.)
+      const open = await cluster.exec(nodeA(), 'sh', ['-c', `ls /proc/${agent.pid}/fd | wc -l`]);
+      expect(Number(open.stdout.trim())).toBeGreaterThanOrEqual(200);
       // A change during the flood: its sync may fail for want of descriptors, and is retried.
       const n = ++next;
       api.apply(service(NS, `during-${n}`, `10.96.2.${n}`, [{ name: 'http', port: 80, targetPort: 8080 }]));
       api.apply(endpointSlice(NS, `during-${n}`, `during-${n}-1`, [{ name: 'http', port: 8080 }], [{ ip: cluster.pod('web-a1').ip, nodeName: 'node-a' }]));
       await flooding;
       expect(agent.running, agent.output.slice(-2000)).toBe(true);
-      // The flood did exhaust it: accept() failed for want of descriptors.
-      expect(agent.output).toMatch(/EMFILE/);
       await eventually('the change made during the flood is served', async () =>
         (await cluster.tcp(cluster.pod('client-a'), `10.96.2.${n}`, 80, { timeoutMs: 300 })).ok ? true : undefined,
       );

@@ -16,7 +16,7 @@ import { privilegedTestsCanRun } from '../support/privileges.js';
 import { TestCluster, type NsProcess, type ProbeResult } from '../support/topology.js';
 import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
-import { E2E_MODES, sourceIP } from './modes.js';
+import { E2E_MODES, sourceIP, udpRuns } from './modes.js';
 
 const NS = 'e2e';
 
@@ -122,6 +122,7 @@ for (const mode of E2E_MODES) {
           return seen.size === 2 ? true : undefined;
         });
       }
+      if (!udpRuns(mode)) return;
       const udp = await eventually('UDP answers', async () => {
         const r = await cluster.udp(cluster.pod('client-b'), '10.96.0.20', 53, { timeoutMs: 500 });
         return r.ok ? r : undefined;
@@ -129,7 +130,7 @@ for (const mode of E2E_MODES) {
       expect(['web-a1', 'web-b1']).toContain(udp.ok && udp.pod);
     });
 
-    it('moves a UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
+    it.runIf(udpRuns(mode))('moves a UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
       const ask = () => cluster.udp(cluster.pod('client-a'), '10.96.0.53', 53, { timeoutMs: 500, sourcePort: 40053 });
       api.apply(service(NS, 'dns', '10.96.0.53', [{ name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' }]));
       api.apply(endpointSlice(NS, 'dns', 'dns-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web().slice(0, 1)));
@@ -159,7 +160,7 @@ for (const mode of E2E_MODES) {
       }
     });
 
-    it('serves a NodePort on 127.0.0.1 from the node itself (localhost node ports)', async () => {
+    it.runIf(mode.localhostNodePorts)('serves a NodePort on 127.0.0.1 from the node itself (localhost node ports)', async () => {
       const nodeB = cluster.node('node-b');
       if (mode.setsRouteLocalnet) expect((await cluster.exec(nodeB, 'cat', ['/proc/sys/net/ipv4/conf/all/route_localnet'])).stdout.trim()).toBe('1');
       const r = await eventually('node-b -> 127.0.0.1:30080', async () => {
@@ -167,6 +168,17 @@ for (const mode of E2E_MODES) {
         return p.ok ? p : undefined;
       });
       expect(r.ok && r.pod).toBe('web-a1');
+    });
+
+    it.runIf(!mode.localhostNodePorts)('serves a NodePort on the node IP, never on 127.0.0.1, and leaves route_localnet alone', async () => {
+      const nodeB = cluster.node('node-b');
+      expect((await cluster.exec(nodeB, 'cat', ['/proc/sys/net/ipv4/conf/all/route_localnet'])).stdout.trim()).toBe('0');
+      const r = await eventually(`node-b -> ${nodeB.ip}:30080`, async () => {
+        const p = await cluster.tcp(nodeB, nodeB.ip, 30080, { timeoutMs: 500 });
+        return p.ok ? p : undefined;
+      });
+      expect(r.ok && r.pod).toBe('web-a1');
+      expect((await cluster.tcp(nodeB, '127.0.0.1', 30080, { timeoutMs: 1000 })).ok).toBe(false);
     });
 
     it('externalTrafficPolicy Local keeps the client IP, and its health check port says 200/503', async () => {

@@ -18,7 +18,7 @@ import { privilegedTestsCanRun } from '../support/privileges.js';
 import { clientIP, TestCluster, type NsProcess, type ProbeResult, type Where } from '../support/topology.js';
 import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
-import { E2E_MODES, sourceIP } from './modes.js';
+import { E2E_MODES, sourceIP, udpRuns } from './modes.js';
 
 const NS = 'e2e6';
 const CLUSTER_CIDRS = '10.244.0.0/16,fd00:10:244::/56';
@@ -222,7 +222,7 @@ for (const mode of E2E_MODES) {
       }
     });
 
-    it('moves an IPv6 UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
+    it.runIf(udpRuns(mode))('moves an IPv6 UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
       const ask = () => cluster.udp(cluster.pod('client-a'), 'fd00:10:96::53', 53, { timeoutMs: 500, sourcePort: 40053 });
       api.apply(service6(NS, 'dns6', 'fd00:10:96::53', [{ name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' }]));
       api.apply(endpointSlice6(NS, 'dns6', 'dns6-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web6('web-a1')));
@@ -268,7 +268,7 @@ for (const mode of E2E_MODES) {
       const v6 = mode.familyRules(rules, 'IPv6');
       const v4 = mode.familyRules(rules, 'IPv4');
       expect(v6).toMatch(mode.clusterIPRuleOf(`${NS}/web6:http`, 'fd00:10:96::10', 80));
-      for (const pod of ['web-a1', 'web-b1']) expect(v6).toContain(`[${cluster.pod(pod).ip6}]:8080`);
+      for (const pod of ['web-a1', 'web-b1']) expect(v6).toContain(mode.endpointText(cluster.pod(pod).ip6, 8080));
       expect(v4).not.toContain('fd00:10:96::10');
       // The dual-stack Service is in both, each family with its own cluster IP.
       expect(v4).toMatch(mode.clusterIPRuleOf(`${NS}/dual:http`, '10.96.0.100', 80));
@@ -292,7 +292,7 @@ for (const mode of E2E_MODES) {
       await mode.wreck6(cluster, nodeA);
       // Only IPv6 was wrecked.
       expect(await mode.present(cluster, nodeA)).toBe(true);
-      await eventually('agent sees the IPv6 damage', async () => (/IPv6 canary chain is gone/.test(agent.output) ? true : undefined));
+      await eventually('agent sees the IPv6 damage', async () => (mode.damage6.test(agent.output) ? true : undefined));
       await eventually('IPv6 rules come back', async () => ((await mode.present6(cluster, nodeA)) ? true : undefined));
       await eventually('IPv6 service answers again from both endpoints', async () => {
         const seen = answered(await cluster.tcpMany(cluster.pod('client-a'), 'fd00:10:96::10', 80, 20));

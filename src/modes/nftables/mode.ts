@@ -9,6 +9,7 @@ import { NftablesDataplane } from './dataplane.js';
 import { familyRulesText } from './dryrun.js';
 import { renderNftables, type NftablesOptions } from './render.js';
 import { TABLE_NAME } from './ruleset.js';
+import { startNftablesSyncer } from './syncer.js';
 
 export function nftablesOptions(cfg: ProxyConfig): NftablesOptions {
   return {
@@ -31,7 +32,7 @@ export const nftablesMode: ProxyMode = {
       usesServiceCIDRs: true,
       rulesText: (model, node, explain) => familyRulesText(model, node, opts, explain),
       dataplane: (model, node) => NftablesDataplane.ofRuleset([renderNftables(model, node, opts)], node.nodeIPs),
-      syncer: () => Promise.reject(new Error('nftables mode cannot program a node yet: use --dry-run, or --proxy-mode iptables')),
+      syncer: (host) => startNftablesSyncer(host, opts),
     };
   },
 
