@@ -3,7 +3,8 @@
  * rules for the example cluster beside a user's own iptables chains and nftables table:
  * nftables mode starting removes iptables mode's chains and jumps (through iptables mode's
  * own cleanup) and keeps its table; iptables mode starting removes the `kube-proxy`
- * nftables tables of both families and keeps its chains; `--cleanup` removes both. The
+ * nftables tables of both families and keeps its chains; iptables and ipvs modes leave
+ * the chains they share alone; `--cleanup` removes both. The
  * user's rules survive all of it. The start-up step runs from the compiled agent
  * (`npx tsc -p .` first) in a child under `ip netns exec`.
  */
@@ -13,6 +14,7 @@ import { runCommand, type Runner } from '../src/exec/command.js';
 import { nftablesOptions } from '../src/modes/nftables/mode.js';
 import { fullTransaction } from '../src/modes/nftables/plan.js';
 import { renderNftables } from '../src/modes/nftables/render.js';
+import { modeByName, otherModes } from '../src/modes/registry.js';
 import { exampleCluster, loadExampleIptables } from './support/example-rules.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
@@ -96,11 +98,29 @@ describe.runIf(privilegedTestsCanRun('switching modes in a namespace', TOOLS))('
     expect(save()).toMatch(/^-A INPUT -j MY-INPUT$/m);
   });
 
+  it.each(['iptables', 'ipvs'])('%s mode starting leaves the chains it shares with the other to its first full sync: a restart cuts no traffic', async (mode) => {
+    await loadIptables();
+    const before = save();
+    start(mode);
+    expect(save()).toBe(before);
+  });
+
   it('--cleanup removes both, and only them', async () => {
     loadNftables();
     const r = ns.exec(process.execPath, [MAIN, '--cleanup']);
     expect(r.status, r.stderr).toBe(0);
     expect(save()).toBe(userIptables);
     expect(tables()).toEqual(userTables);
+  });
+});
+
+describe('which modes a starting mode cleans up after', () => {
+  it.each([
+    ['iptables', ['nftables', 'userspace']],
+    ['ipvs', ['nftables', 'userspace']],
+    ['nftables', ['iptables', 'ipvs', 'userspace']],
+    ['userspace', ['iptables', 'nftables', 'ipvs']],
+  ] as const)('%s: %j', (mode, others) => {
+    expect(otherModes(modeByName(mode)).map((m) => m.name)).toEqual(others);
   });
 });

@@ -10,7 +10,7 @@ import { applyConntrackSettings } from '../conntrack/settings.js';
 import { runCommand } from '../exec/command.js';
 import { procSysctls } from '../exec/sysctl.js';
 import type { ProxyMode } from '../modes/mode.js';
-import { allModes } from '../modes/registry.js';
+import { otherModes } from '../modes/registry.js';
 import { healthCheckAddresses, HealthCheckServers, healthCheckTargets } from './healthcheck.js';
 import { createMetrics } from './metrics.js';
 import { BoundedFrequencyRunner } from './runner.js';
@@ -31,11 +31,12 @@ export async function cleanupModes(modes: readonly ProxyMode[], log: Logger): Pr
 /**
  * What the other modes left (a node moving between modes with a restart): removed before
  * this mode programs, as upstream does, so no two modes' rules handle the same packets.
- * A failure is logged, not fatal: the mode's own rules still work beside the leftovers.
+ * Chains this mode shares with another (iptables and ipvs) are left to its first full
+ * sync, which rewrites them: a restart must not cut the traffic they carry. A failure is
+ * logged, not fatal: the mode's own rules still work beside the leftovers.
  */
 export async function removeOtherModes(mode: ProxyMode, log: Logger): Promise<void> {
-  for (const other of allModes()) {
-    if (other.name === mode.name) continue;
+  for (const other of otherModes(mode)) {
     const clean = await other.cleanup({ run: runCommand, sysctl: procSysctls, log }).catch((err: Error) => (log.warn({ mode: other.name, err: err.message }, 'could not look for leftovers'), false));
     if (!clean) log.warn({ mode: other.name }, "some of another mode's rules may remain on this node; `--cleanup` removes them");
   }
@@ -47,13 +48,13 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     problem: (p) => log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, reason: p.reason }, 'skipped invalid object'),
   });
   const configured = mode.configure(cfg);
-  await removeOtherModes(mode, log);
-  // A node whose kernel cannot run the mode fails here, before the API hears from it.
+  // A node whose kernel cannot run the mode fails here, before anything changes on it and
+  // before the API hears from it.
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
   // Then the way to the API server: without one there is nothing to proxy.
   const api = connect(cfg.kubeconfig || null);
-  // Then the lists go out at once: the API's answers, the conntrack library and the
-  // servers are waited for together, and the first sync needs the lists only.
+  // Then the lists go out at once: the API's answers, the other modes' leftovers, the
+  // conntrack library and the servers are waited for together.
   let runner: BoundedFrequencyRunner | null = null;
   const stopSignal = new Promise<string>((resolve) => {
     signals.once('SIGTERM', () => resolve('SIGTERM'));
@@ -90,6 +91,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
     REFLECTOR_BACKOFF,
     stopRequested.signal,
   );
+  // The first sync waits for these; the lists take longer.
+  const leftovers = removeOtherModes(mode, log);
   // Stale flows are first deleted after the first sync: the library loads meanwhile.
   const conntrack = chooseConntrackCleaner(runCommand, log);
   await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
@@ -126,6 +129,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
 
   log.info({ node: cfg.hostnameOverride, mode: cfg.mode, families: syncer.families }, 'starting');
   const watches = await watching;
+  await leftovers;
   // Without the informers' objects a sync would remove every service's rules: none then.
   if (watches) runner.start();
 

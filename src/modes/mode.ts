@@ -24,6 +24,12 @@ export interface Host {
 
 export interface ProxyMode {
   readonly name: ProxyModeName;
+  /**
+   * Modes whose rules share chains with this one's (iptables and ipvs: KUBE-SERVICES,
+   * KUBE-MARK-MASQ, ...). Starting this mode leaves theirs to its own first full sync,
+   * which rewrites them, instead of deleting chains that may be carrying traffic.
+   */
+  readonly sharesRulesWith?: readonly ProxyModeName[];
   /** Binds the mode to a configuration: what it renders depends on nothing else. */
   configure(cfg: ProxyConfig): ConfiguredMode;
   /**

@@ -19,3 +19,8 @@ export function modeByName(name: ProxyModeName): ProxyMode {
 export function allModes(): readonly ProxyMode[] {
   return Object.values(MODES);
 }
+
+/** The modes whose leftovers `mode` removes when it starts: every other one but those sharing its rules. */
+export function otherModes(mode: ProxyMode): ProxyMode[] {
+  return allModes().filter((m) => m.name !== mode.name && !(mode.sharesRulesWith ?? []).includes(m.name));
+}

@@ -79,6 +79,7 @@ function addressedTo(p: Packet): (sp: ServicePort) => boolean {
 
 export const iptablesMode: ProxyMode = {
   name: 'iptables',
+  sharesRulesWith: ['ipvs'],
 
   configure(cfg: ProxyConfig): ConfiguredMode {
     // What the host's iptables can do (--random-fully) is known once the syncer looked:

@@ -74,6 +74,7 @@ export async function startIpvs(cfg: ProxyConfig, host: Host, probe: KernelProbe
 
 export const ipvsMode: ProxyMode = {
   name: 'ipvs',
+  sharesRulesWith: ['iptables'],
 
   configure(cfg: ProxyConfig): ConfiguredMode {
     let opts = ipvsOptions(cfg);
