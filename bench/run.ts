@@ -55,8 +55,15 @@ if (userspace.status !== 0) process.exitCode = userspace.status ?? 1;
 
 // The agent at scale needs root and network namespaces; say so rather than fail.
 if (process.getuid?.() === 0) {
-  for (const script of ['agent.js', 'soak.js', 'conntrack.js']) {
-    const r = spawnSync(process.execPath, [join(import.meta.dirname, script)], { stdio: 'inherit' });
+  // The agent from process start at a common size and at 10,000 services, then the soak and conntrack.
+  const runs: [string, Record<string, string>][] = [
+    ['agent.js', { BENCH_SERVICES: '1000' }],
+    ['agent.js', { BENCH_SERVICES: '10000' }],
+    ['soak.js', {}],
+    ['conntrack.js', {}],
+  ];
+  for (const [script, env] of runs) {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, script)], { stdio: 'inherit', env: { ...process.env, ...env } });
     if (r.status !== 0) process.exitCode = r.status ?? 1;
   }
 } else {
