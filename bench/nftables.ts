@@ -44,15 +44,15 @@ if (process.getuid?.() === 0) {
     console.log(`  nft -f, first load: ${first}; again over the loaded table: ${again}`);
     const t = 'ip kube-proxy';
     const sv = '10.96.0.7 . tcp . 80';
-    const replace = nft(`delete element ${t} cluster-endpoints-10 { ${sv} . 3 }\nadd element ${t} cluster-endpoints-10 { ${sv} . 3 : 10.250.0.1 . 8080 }\n`);
+    const replace = nft(`delete element ${t} cluster-endpoints-tcp-10 { ${sv} . 3 }\nadd element ${t} cluster-endpoints-tcp-10 { ${sv} . 3 : 10.250.0.1 . 8080 }\n`);
     const elems = (n: number) => Array.from({ length: n }, (_, i) => `${sv} . ${i} : 10.250.0.${i + 1} . 8080`).join(', ');
     const keys = (n: number) => Array.from({ length: n }, (_, i) => `${sv} . ${i}`).join(', ');
     const group = (n: number) =>
-      `add map ${t} cluster-endpoints-${n} { typeof ip daddr . meta l4proto . th dport . numgen random mod ${n} : ip daddr . tcp dport ; }\n` +
-      `add rule ${t} cluster-endpoints dnat ip to ip daddr . meta l4proto . th dport . numgen random mod ${n} map @cluster-endpoints-${n}\n`;
+      `add map ${t} cluster-endpoints-tcp-${n} { typeof ip daddr . meta l4proto . th dport . numgen random mod ${n} : ip daddr . tcp dport ; }\n` +
+      `add rule ${t} cluster-endpoints meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod ${n} map @cluster-endpoints-tcp-${n}\n`;
     nft(group(11));
-    const move = nft(`delete element ${t} cluster-endpoints-10 { ${keys(10)} }\nadd element ${t} cluster-endpoints-11 { ${elems(11)} }\n`);
-    const newGroup = nft(`${group(12)}delete element ${t} cluster-endpoints-11 { ${keys(11)} }\nadd element ${t} cluster-endpoints-12 { ${elems(12)} }\n`);
+    const move = nft(`delete element ${t} cluster-endpoints-tcp-10 { ${keys(10)} }\nadd element ${t} cluster-endpoints-tcp-11 { ${elems(11)} }\n`);
+    const newGroup = nft(`${group(12)}delete element ${t} cluster-endpoints-tcp-11 { ${keys(11)} }\nadd element ${t} cluster-endpoints-tcp-12 { ${elems(12)} }\n`);
     const verdict = nft(`delete element ${t} service-ips { ${sv} }\nadd element ${t} service-ips { ${sv} : goto local-endpoints }\n`);
     console.log(`  one endpoint replaced ${replace}; a service to another endpoint count ${move}`);
     // The rare features with chains of their own: 1% of the services with ClientIP affinity.

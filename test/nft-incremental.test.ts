@@ -13,7 +13,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClusterState } from '../src/agent/state.js';
 import { runCommand, type Runner } from '../src/exec/command.js';
-import { GROUP_KINDS, groupMap } from '../src/modes/nftables/names.js';
+import { groupCount } from '../src/modes/nftables/names.js';
 import { commandNft } from '../src/modes/nftables/nft.js';
 import { fullTransaction } from '../src/modes/nftables/plan.js';
 import { renderNftables } from '../src/modes/nftables/render.js';
@@ -87,10 +87,8 @@ function canonical(listing: string): string[] {
 function listedGroups(listing: string): Groups {
   const out = new Set<number>();
   for (const m of listing.matchAll(/\tmap (\S+) \{/g)) {
-    for (const kind of GROUP_KINDS) {
-      const n = Number(m[1]!.slice(groupMap(kind, 0).length - 1));
-      if (Number.isInteger(n) && n > 0 && groupMap(kind, n) === m[1]) out.add(n);
-    }
+    const n = groupCount(m[1]!);
+    if (n !== null) out.add(n);
   }
   return [...out].sort((a, b) => a - b);
 }

@@ -21,8 +21,8 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
   beforeAll(async () => {
     cluster = await TestCluster.create({
       nodes: [
-        { name: 'node-a', pods: [{ name: 'a1', tcp: [8080] }, { name: 'a2', tcp: [8080] }] },
-        { name: 'node-b', pods: [{ name: 'b1', tcp: [8080] }] },
+        { name: 'node-a', pods: [{ name: 'a1', tcp: [8080], udp: [8080] }, { name: 'a2', tcp: [8080] }] },
+        { name: 'node-b', pods: [{ name: 'b1', tcp: [8080], udp: [8080] }] },
       ],
       external: true,
     });
@@ -34,6 +34,11 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
       { apiVersion: 'networking.k8s.io/v1', kind: 'ServiceCIDR', metadata: { name: 'kubernetes' }, spec: { cidrs: ['10.96.0.0/16'] } },
       service('e2e', 'web', '10.96.0.20', [{ name: 'http', port: 80 }]),
       endpointSlice('e2e', 'web', 'web-1', [{ name: 'http', port: 8080 }], [
+        { ip: a1.ip, nodeName: 'node-a' },
+        { ip: b1.ip, nodeName: 'node-b' },
+      ]),
+      service('e2e', 'dns', '10.96.0.25', [{ name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP', nodePort: 30053 }], { type: 'NodePort' }),
+      endpointSlice('e2e', 'dns', 'dns-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], [
         { ip: a1.ip, nodeName: 'node-a' },
         { ip: b1.ip, nodeName: 'node-b' },
       ]),
@@ -98,6 +103,22 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
     expect(byPod.get('a1')).toEqual(new Set([cluster.node('node-a').gateway6]));
     expect(await cluster.tcp(a1, 'fd00:10:96::20', 81)).toEqual({ ok: false, error: 'refused' });
     expect(await cluster.tcp(a1, 'fd00:10:96::99', 80, { timeoutMs: 700 })).toEqual({ ok: false, error: 'timeout' });
+  });
+
+  // Each group map holds one protocol: nft makes the DNAT rule of a map whose value is
+  // `tcp dport` match TCP only, so UDP needs its own map and rule.
+  it('balances UDP to a cluster IP and a node port over both endpoints', async () => {
+    const answered = async (from: { ns: string }, ip: string, port: number) => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 20; i++) {
+        const r = await cluster.udp(from, ip, port, { timeoutMs: 1000 });
+        expect(r.ok, JSON.stringify(r)).toBe(true);
+        if (r.ok) seen.add(r.pod);
+      }
+      return [...seen].sort();
+    };
+    expect(await answered(cluster.pod('a2'), '10.96.0.25', 53)).toEqual(['a1', 'b1']);
+    expect(await answered({ ns: cluster.external!.ns }, cluster.node('node-a').ip, 30053)).toEqual(['a1', 'b1']);
   });
 
   it('REJECTs a port of a cluster IP that the Service does not serve', async () => {

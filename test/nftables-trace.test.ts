@@ -162,7 +162,7 @@ describe('trace --proxy-mode nftables and /debug/trace', () => {
     expect(r.stdout).toMatch(/^tcp 10\.244\.0\.7 -> 10\.96\.20\.15:80 from a pod, entering node-a \(IPv4, nftables mode\)$/m);
     expect(r.stdout).toContain('one of 3 ways (numgen random):');
     expect(r.stdout).toContain('Verdict: DNAT to one of 3 endpoints, not masqueraded');
-    expect(r.stdout).toMatch(/balanced over the cluster set \(@cluster-endpoints-3\)/);
+    expect(r.stdout).toMatch(/balanced over the cluster set \(@cluster-endpoints-tcp-3\)/);
   });
 
   it('the agent\'s /debug/trace answers from the nftables mode it runs', () => {

@@ -16,7 +16,7 @@ import { privilegedTestsCanRun } from '../support/privileges.js';
 import { TestCluster, type NsProcess, type ProbeResult } from '../support/topology.js';
 import { startClusterApi, type ClusterApi } from './cluster-api.js';
 import { startDaemonSetAgent } from './daemonset-agent.js';
-import { E2E_MODES, sourceIP, udpRuns } from './modes.js';
+import { E2E_MODES, sourceIP } from './modes.js';
 
 const NS = 'e2e';
 
@@ -122,7 +122,6 @@ for (const mode of E2E_MODES) {
           return seen.size === 2 ? true : undefined;
         });
       }
-      if (!udpRuns(mode)) return;
       const udp = await eventually('UDP answers', async () => {
         const r = await cluster.udp(cluster.pod('client-b'), '10.96.0.20', 53, { timeoutMs: 500 });
         return r.ok ? r : undefined;
@@ -130,7 +129,7 @@ for (const mode of E2E_MODES) {
       expect(['web-a1', 'web-b1']).toContain(udp.ok && udp.pod);
     });
 
-    it.runIf(udpRuns(mode))('moves a UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
+    it('moves a UDP client that keeps its source port to the new backend (stale conntrack entries cleared)', async () => {
       const ask = () => cluster.udp(cluster.pod('client-a'), '10.96.0.53', 53, { timeoutMs: 500, sourcePort: 40053 });
       api.apply(service(NS, 'dns', '10.96.0.53', [{ name: 'dns', port: 53, targetPort: 8080, protocol: 'UDP' }]));
       api.apply(endpointSlice(NS, 'dns', 'dns-1', [{ name: 'dns', port: 8080, protocol: 'UDP' }], web().slice(0, 1)));

@@ -50,20 +50,6 @@ export interface E2EMode {
   endpointText(ip: string, port: number): string;
   /** What the agent logs when it finds its IPv6 rules wrecked (wreck6). */
   damage6: RegExp;
-  /**
-   * Whether UDP to a service reaches an endpoint. False in nftables mode: a KNOWN BUG of
-   * its renderer, whose group maps declare their value `typeof ip daddr . tcp dport`, for
-   * which nft adds `meta l4proto tcp` to the DNAT rule (`th dport` fixes it, but nft 1.0.6
-   * then refuses to load the dry-run script a second time). The UDP tests say so when
-   * skipped; they must run again once the renderer is fixed.
-   */
-  udp: boolean;
-}
-
-/** Skips a UDP test in a mode that cannot serve UDP yet, saying why. */
-export function udpRuns(mode: E2EMode): boolean {
-  if (!mode.udp) console.warn(`SKIP ${mode.name} UDP e2e: the mode does not DNAT UDP yet (see E2EMode.udp)`);
-  return mode.udp;
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
@@ -140,7 +126,6 @@ export const E2E_MODES: E2EMode[] = [
     localhostNodePorts: true,
     endpointText: (ip, port) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`),
     damage6: /IPv6 canary chain is gone/,
-    udp: true,
   },
   {
     name: 'userspace',
@@ -166,7 +151,6 @@ export const E2E_MODES: E2EMode[] = [
     localhostNodePorts: true,
     endpointText: (ip, port) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`),
     damage6: /IPv6 canary chain is gone/,
-    udp: true,
   },
   {
     name: 'nftables',
@@ -192,7 +176,6 @@ export const E2E_MODES: E2EMode[] = [
     localhostNodePorts: false,
     endpointText: (ip, port) => `${ip} . ${port}`,
     damage6: /IPv6 table ip6 kube-proxy or its base chain \S+ is gone/,
-    udp: false,
     hidesSourceIP: null,
     noEndpoints: 'refused',
     needsAgent: null,

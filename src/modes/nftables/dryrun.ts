@@ -6,6 +6,7 @@
  */
 import { explainComments, type ServicePortLabels } from '../../model/explain.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
+import { PROTOCOL_NAMES } from '../iptables/names.js';
 import * as N from './names.js';
 import { renderNftables, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, scriptText, TABLE_NAME } from './ruleset.js';
@@ -30,10 +31,10 @@ export function portLabels(sp: ServicePort): ServicePortLabels {
     const own = N.ownChains(sp);
     return { cluster: own.service, local: own.local, external: own.external, ...firewall };
   }
-  const n = (set: { endpoints: unknown[] }) => set.endpoints.length;
+  const group = (kind: N.GroupKind, set: { endpoints: unknown[] }) => `@${N.groupMap(kind, PROTOCOL_NAMES[sp.protocol], set.endpoints.length)}`;
   return {
-    cluster: `@${N.groupMap('cluster', n(sp.cluster))}`,
-    local: `@${N.groupMap('local', n(sp.local))}`,
+    cluster: group('cluster', sp.cluster),
+    local: group('local', sp.local),
     external: externalLabel(sp),
     ...firewall,
   };

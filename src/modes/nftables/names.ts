@@ -50,10 +50,27 @@ export type GroupKind = 'cluster' | 'local' | 'nodeport-cluster' | 'nodeport-loc
 
 export const GROUP_KINDS: readonly GroupKind[] = ['cluster', 'local', 'nodeport-cluster', 'nodeport-local'];
 
-/** The chain holding one DNAT rule per endpoint count of this kind. */
+/** Protocols in nft's spelling; each has its own group maps (see render.ts). */
+export type GroupProtocol = (typeof PROTOCOL_NAMES)[keyof typeof PROTOCOL_NAMES];
+
+export const GROUP_PROTOCOLS: readonly GroupProtocol[] = Object.values(PROTOCOL_NAMES);
+
+/** The chain holding one DNAT rule per protocol and endpoint count of this kind. */
 export const groupChain = (kind: GroupKind): string => `${kind}-endpoints`;
-/** The map of the service ports of this kind with `n` endpoints: key . index -> endpoint. */
-export const groupMap = (kind: GroupKind, n: number): string => `${kind}-endpoints-${n}`;
+/** The map of the service ports of this kind and protocol with `n` endpoints: key . index -> endpoint. */
+export const groupMap = (kind: GroupKind, proto: GroupProtocol, n: number): string => `${kind}-endpoints-${proto}-${n}`;
+
+/** The endpoint count of a group map's name; null for any other name. */
+export function groupCount(name: string): number | null {
+  for (const kind of GROUP_KINDS) {
+    for (const proto of GROUP_PROTOCOLS) {
+      const prefix = groupMap(kind, proto, 0).slice(0, -1);
+      const n = Number(name.slice(prefix.length));
+      if (name.startsWith(prefix) && Number.isInteger(n) && n > 0 && groupMap(kind, proto, n) === name) return n;
+    }
+  }
+  return null;
+}
 
 /** External traffic (external IPs, load-balancer IPs, node ports) with externalTrafficPolicy Cluster / Local. */
 export const EXTERNAL = 'external';

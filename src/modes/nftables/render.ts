@@ -15,17 +15,18 @@
  * balances with `numgen random mod N vmap { i : goto endpoint-chain }`. At 10,000
  * services x 10 endpoints that is 110,000 chains, and loading them took 121 s here
  * (nearly all kernel time validating chains and jumps). We have no per-service chains:
- * service ports are grouped by endpoint count N, and each group is one map,
- * `cluster-endpoints-N`, keyed `daddr . proto . port . index` with the endpoint
+ * service ports are grouped by protocol and endpoint count N, and each group is one map,
+ * `cluster-endpoints-PROTO-N`, keyed `daddr . proto . port . index` with the endpoint
  * (`addr . port`) as value, used by one rule in the fixed chain `cluster-endpoints`:
- * `dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N map @cluster-endpoints-N`.
+ * `meta l4proto udp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N
+ * map @cluster-endpoints-udp-N`.
  * The same table loads in about a second, and an endpoint change (the common event)
  * changes map elements only: no chain or rule, so the kernel validates nothing. The
  * verdict maps point at fixed chains (`cluster-endpoints`, `local-endpoints`, `external`,
  * `external-local` and their `nodeport-` twins, keyed by protocol and port since node
  * ports arrive on any node address), so they change only when a service's addresses or
- * policies do. An endpoint count no service port had adds a map and a rule per kind
- * (no jump, so no validation either: as cheap as an element; the applier may keep the
+ * policies do. An endpoint count no service port had adds a map and a rule per kind and
+ * protocol (no jump, so no validation either: as cheap as an element; the applier may keep the
  * groups it wrote, `keepGroups`). Policies with their own needs use sets instead of
  * per-service rules: source ranges (`firewall-ips` + `firewall-allow`, an interval set
  * of `daddr . proto . port . saddr`), hairpin masquerade (`hairpin-endpoints`, `saddr .
@@ -109,18 +110,22 @@ interface Context {
   hairpin: Elements;
   /** Keys (`addr . proto . port`, or `proto . port`) a service port already owns. */
   claimed: Set<string>;
-  groups: Map<N.GroupKind, Map<number, Element[]>>;
+  /** Elements of each balancing group's map, by map name. */
+  groups: Map<string, Element[]>;
+  /** Endpoint counts some group has. */
+  counts: Set<number>;
   /** Chains and sets of the service ports that keep their own (affinity). */
   ownChains: Chain[];
   ownSets: NftSet[];
 }
 
-function addGroup(ctx: Context, kind: N.GroupKind, key: string[], endpoints: Endpoint[]): void {
+function addGroup(ctx: Context, kind: N.GroupKind, proto: N.GroupProtocol, key: string[], endpoints: Endpoint[]): void {
   const n = endpoints.length;
   if (n === 0) return;
-  const byN = ctx.groups.get(kind)!;
-  let list = byN.get(n);
-  if (!list) byN.set(n, (list = []));
+  ctx.counts.add(n);
+  const name = N.groupMap(kind, proto, n);
+  let list = ctx.groups.get(name);
+  if (!list) ctx.groups.set(name, (list = []));
   for (let i = 0; i < n; i++) list.push({ key: [...key, String(i)], value: [endpoints[i]!.ip, String(endpoints[i]!.port)] });
 }
 
@@ -202,7 +207,7 @@ function servicePort(sp: ServicePort, ctx: Context): void {
     else {
       const kind = internalLocal ? 'local' : 'cluster';
       ctx.serviceIPs.add({ key: cip, value: [`goto ${N.groupChain(kind)}`], comment: name });
-      addGroup(ctx, kind, cip, internalLocal ? view.localEndpoints : view.clusterEndpoints);
+      addGroup(ctx, kind, proto, cip, internalLocal ? view.localEndpoints : view.clusterEndpoints);
     }
   }
   if (!view.externallyAccessible) return;
@@ -220,8 +225,8 @@ function servicePort(sp: ServicePort, ctx: Context): void {
     const chain = externalLocal ? (space === 'ip' ? N.EXTERNAL_LOCAL : N.NODEPORT_EXTERNAL_LOCAL) : space === 'ip' ? N.EXTERNAL : N.NODEPORT_EXTERNAL;
     verdicts.add({ key, value: [`goto ${chain}`], comment: name });
     // Pods and the node itself reach Local-policy addresses with Cluster policy.
-    addGroup(ctx, `${prefix}cluster` as N.GroupKind, key, view.clusterEndpoints);
-    if (externalLocal) addGroup(ctx, `${prefix}local` as N.GroupKind, key, view.localEndpoints);
+    addGroup(ctx, `${prefix}cluster` as N.GroupKind, proto, key, view.clusterEndpoints);
+    if (externalLocal) addGroup(ctx, `${prefix}local` as N.GroupKind, proto, key, view.localEndpoints);
   };
 
   const owned = new Set<string>();
@@ -263,34 +268,37 @@ function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
 }
 
 /**
- * The balancing groups: per kind, a chain with one DNAT rule per endpoint count, and the
- * counts' maps. Every kind has a group for every count any kind uses, so that a service
- * port whose endpoint count changes finds its new group already there far more often.
+ * The balancing groups: per kind, a chain with one DNAT rule per endpoint count and
+ * protocol, and their maps. Every kind and protocol has a group for every count any
+ * kind uses, so that a service port whose endpoint count changes finds its new group
+ * already there far more often.
+ *
+ * One map per protocol because nft makes the DNAT rule require the protocol of the
+ * map's value (`tcp dport` adds `meta l4proto tcp`), and `th dport` there makes nft
+ * 1.0.6 refuse any later rule that names the map. The rule's own `meta l4proto` says so.
  */
 function groupObjects(ctx: Context, keep: NftablesOptions['keepGroups']): { chains: Chain[]; sets: NftSet[] } {
   const chains: Chain[] = [];
   const sets: NftSet[] = [];
-  const used = [...ctx.groups.values()].flatMap((byN) => [...byN.keys()]);
-  const counts = [...new Set([...used, ...(keep ?? [])])].sort((a, b) => a - b);
+  const counts = [...new Set([...ctx.counts, ...(keep ?? [])])].sort((a, b) => a - b);
   for (const kind of N.GROUP_KINDS) {
-    const byN = ctx.groups.get(kind)!;
     const key = groupKey(ctx.ip, kind);
     const rules: Rule[] = [];
     for (const n of counts) {
-      const map = N.groupMap(kind, n);
       const lookup = `${key} . numgen random mod ${n}`;
-      rules.push({ rule: `dnat ${ctx.ip} to ${lookup} map @${map}` });
-      sets.push({
-        kind: 'map',
-        name: map,
-        key: { typeof: lookup },
-        // Only the types count (address . port, whatever the protocol); `th dport` here
-        // makes nft 1.0.6 fail on any later rule that names the map.
-        value: { typeof: `${ctx.ip} daddr . tcp dport` },
-        flags: [],
-        comment: `service ports with ${n} ${kind.replace('nodeport-', '')} endpoint${n === 1 ? '' : 's'}`,
-        elements: byN.get(n) ?? [],
-      });
+      for (const proto of N.GROUP_PROTOCOLS) {
+        const map = N.groupMap(kind, proto, n);
+        rules.push({ rule: `meta l4proto ${proto} dnat ${ctx.ip} to ${lookup} map @${map}` });
+        sets.push({
+          kind: 'map',
+          name: map,
+          key: { typeof: lookup },
+          value: { typeof: `${ctx.ip} daddr . ${proto} dport` },
+          flags: [],
+          comment: `${proto} service ports with ${n} ${kind.replace('nodeport-', '')} endpoint${n === 1 ? '' : 's'}`,
+          elements: ctx.groups.get(map) ?? [],
+        });
+      }
     }
     chains.push({ name: N.groupChain(kind), rules });
   }
@@ -324,7 +332,8 @@ export function renderNftables(model: FamilyModel, node: NodeContext, options: P
     firewallAllow: new Elements(),
     hairpin: new Elements(),
     claimed: new Set(),
-    groups: new Map(N.GROUP_KINDS.map((k) => [k, new Map()])),
+    groups: new Map(),
+    counts: new Set(),
     ownChains: [],
     ownSets: [],
   };

@@ -4,10 +4,10 @@
  * part, and the rule counts `nft list chain` shows. Pure.
  */
 import type { ServicePort } from '../../model/types.js';
-import { GROUP_KINDS, groupMap } from './names.js';
+import { groupCount } from './names.js';
 import { chainSpec, elementText, ruleText, setSpec, type NftTable } from './ruleset.js';
 
-/** Endpoint counts whose groups the table declares (every kind has every count). */
+/** Endpoint counts whose groups the table declares (every kind and protocol has every count). */
 export type Groups = readonly number[];
 
 /** Rule lines of each chain in `nft list chain` output (several chains listed one after another). */
@@ -77,13 +77,9 @@ export function mergeGroups(a: Groups, b: Groups): Groups {
  */
 export function writtenGroups(t: NftTable): number[] {
   const out = new Set<number>();
-  const names = new Set(t.sets.map((s) => s.name));
-  for (const kind of GROUP_KINDS) {
-    const prefix = groupMap(kind, 0).slice(0, -1);
-    for (const name of names) {
-      const n = Number(name.slice(prefix.length));
-      if (name.startsWith(prefix) && Number.isInteger(n) && n > 0 && groupMap(kind, n) === name) out.add(n);
-    }
+  for (const s of t.sets) {
+    const n = groupCount(s.name);
+    if (n !== null) out.add(n);
   }
   return [...out].sort((a, b) => a - b);
 }
