@@ -1,7 +1,7 @@
 /**
  * nftables mode: one `kube-proxy` table per family (render.ts explains the layout).
- * Rendering, `--dry-run` and cleanup are here; the applier, syncer and trace come with
- * their own changes and say so clearly until then.
+ * The options it renders with, and the seam's parts wired: the dry-run text, the trace's
+ * dataplane, the syncer, and cleanup.
  */
 import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
