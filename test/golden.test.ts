@@ -9,8 +9,9 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { splitFamilies } from '../src/modes/iptables/dryrun.js';
-import { splitFamilies as splitNftFamilies } from '../src/modes/nftables/dryrun.js';
+import { familySections } from '../src/modes/family-sections.js';
+import { FAMILY_BANNER } from '../src/modes/iptables/dryrun.js';
+import { FAMILY_BANNER as NFT_FAMILY_BANNER } from '../src/modes/nftables/dryrun.js';
 import { cli } from './support/cli.js';
 import { GOLDEN_MODES, goldenCaseNames, goldenPath, readGoldenCase } from './support/golden.js';
 import { restoreTest } from './support/iptables-check.js';
@@ -61,7 +62,7 @@ describe.each(['iptables', 'userspace'])('%s golden outputs pass iptables-restor
 
   for (const name of cases) {
     it.runIf(canRun)(name, () => {
-      const byFamily = splitFamilies(readFileSync(goldenPath(name, `${mode}.txt`), 'utf8'));
+      const byFamily = familySections(readFileSync(goldenPath(name, `${mode}.txt`), 'utf8'), FAMILY_BANNER);
       expect(restoreTest(ns!, 'IPv4', byFamily.IPv4)).toBeNull();
       expect(restoreTest(ns!, 'IPv6', byFamily.IPv6)).toBeNull();
     });
@@ -78,7 +79,7 @@ describe('nftables golden outputs load with nft -f', () => {
 
   for (const name of cases) {
     it.runIf(canRun)(name, () => {
-      const byFamily = splitNftFamilies(readFileSync(goldenPath(name, 'nftables.txt'), 'utf8'));
+      const byFamily = familySections(readFileSync(goldenPath(name, 'nftables.txt'), 'utf8'), NFT_FAMILY_BANNER);
       for (const [script, table] of [
         [byFamily.IPv4, 'ip kube-proxy'],
         [byFamily.IPv6, 'ip6 kube-proxy'],

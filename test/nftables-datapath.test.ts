@@ -7,7 +7,8 @@
  * addresses DROPped).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { splitFamilies } from '../src/modes/nftables/dryrun.js';
+import { familySections } from '../src/modes/family-sections.js';
+import { FAMILY_BANNER } from '../src/modes/nftables/dryrun.js';
 import { endpointSlice, endpointSlice6, node, service, service6 } from './support/objects.js';
 import { pipeline } from './support/pipeline.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
@@ -68,7 +69,7 @@ describe.runIf(canRun)('nftables table in a network-namespace node', () => {
     );
     for (const lb of ['192.0.2.50', '192.0.2.51']) await cluster.exec(cluster.external!, 'ip', ['route', 'add', lb, 'via', a.ip]);
     const text = pipeline(JSON.stringify({ apiVersion: 'v1', kind: 'List', items }), ['--proxy-mode', 'nftables', '--hostname-override', 'node-a', '--cluster-cidr', `10.244.0.0/16,${CLUSTER_CIDR6}`]).dryRunText();
-    for (const script of Object.values(splitFamilies(text))) {
+    for (const script of Object.values(familySections(text, FAMILY_BANNER))) {
       const r = await cluster.exec(a, 'nft', ['-f', '-'], script);
       expect(r.status, r.stderr).toBe(0);
     }

@@ -4,6 +4,9 @@
  * behaviour is asserted the same way for each.
  */
 import { expect } from 'vitest';
+import { familySections } from '../../src/modes/family-sections.js';
+import { FAMILY_BANNER as IPTABLES_BANNER } from '../../src/modes/iptables/dryrun.js';
+import { FAMILY_BANNER as NFT_BANNER } from '../../src/modes/nftables/dryrun.js';
 import type { NodeInfo, TestCluster } from '../support/topology.js';
 
 export type Family = 'IPv4' | 'IPv6';
@@ -62,27 +65,11 @@ async function flushTables(bin: string, cluster: TestCluster, node: NodeInfo): P
   }
 }
 
-const IPTABLES_BANNER: Record<Family, string> = {
-  IPv4: '# ==== IPv4: iptables-restore input ====',
-  IPv6: '# ==== IPv6: ip6tables-restore input ====',
-};
-
-/** Each family's section starts with its banner; the IPv6 one, when there is one, comes second. */
-function iptablesFamilyRules(text: string, family: Family): string {
-  const start = text.indexOf(IPTABLES_BANNER[family]);
-  if (start < 0) return '';
-  const next = family === 'IPv4' ? text.indexOf(IPTABLES_BANNER.IPv6, start) : -1;
-  return text.slice(start, next < 0 ? undefined : next);
-}
+const iptablesFamilyRules = (text: string, family: Family): string => familySections(text, IPTABLES_BANNER)[family];
 
 const USERSPACE_PORTALS = ['PREROUTING', '-m', 'comment', '--comment', 'handle ClusterIPs; NOTE: this must be before the NodePort rules', '-j', 'KUBE-PORTALS-CONTAINER'];
 
 const NFT_TABLE = 'kube-proxy';
-const NFT_BANNER: Record<Family, string> = {
-  IPv4: `# ==== IPv4: nft -f input (table ip ${NFT_TABLE}) ====`,
-  IPv6: `# ==== IPv6: nft -f input (table ip6 ${NFT_TABLE}) ====`,
-};
-
 async function deleteTable(family: 'ip' | 'ip6', cluster: TestCluster, node: NodeInfo): Promise<void> {
   expect((await cluster.exec(node, 'nft', ['delete', 'table', family, NFT_TABLE])).status).toBe(0);
 }
@@ -166,12 +153,7 @@ export const E2E_MODES: E2EMode[] = [
     hooked: async (cluster, node) => /\bjump services\b/.test((await cluster.exec(node, 'nft', ['list', 'chain', 'ip', NFT_TABLE, 'nat-prerouting'])).stdout),
     wreck6: (cluster, node) => deleteTable('ip6', cluster, node),
     present6: (cluster, node) => tablePresent('ip6', cluster, node),
-    familyRules(text, family) {
-      const start = text.indexOf(NFT_BANNER[family]);
-      if (start < 0) return '';
-      const next = family === 'IPv4' ? text.indexOf(NFT_BANNER.IPv6, start) : -1;
-      return text.slice(start, next < 0 ? undefined : next);
-    },
+    familyRules: (text, family) => familySections(text, NFT_BANNER)[family],
     clusterIPRuleOf: nftClusterIPRule,
     localhostNodePorts: false,
     endpointText: (ip, port) => `${ip} . ${port}`,

@@ -8,11 +8,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { IptablesDataplane } from '../../src/modes/iptables/dataplane.js';
-import { splitFamilies } from '../../src/modes/iptables/dryrun.js';
+import { familySections } from '../../src/modes/family-sections.js';
+import { FAMILY_BANNER } from '../../src/modes/iptables/dryrun.js';
 import { iptablesOptions } from '../../src/modes/iptables/mode.js';
 import { renderIptables } from '../../src/modes/iptables/render.js';
 import { NftablesDataplane } from '../../src/modes/nftables/dataplane.js';
-import { splitFamilies as splitNftFamilies } from '../../src/modes/nftables/dryrun.js';
+import { FAMILY_BANNER as NFT_FAMILY_BANNER } from '../../src/modes/nftables/dryrun.js';
 import { packetFamily } from '../../src/trace/packet.js';
 import type { Packet, TraceResult } from '../../src/trace/types.js';
 import { goldenPath, readGoldenCase } from './golden.js';
@@ -35,7 +36,7 @@ export function goldenTracer(name: string, mode: TraceMode = 'iptables'): (p: Pa
   const golden = goldenPath(name, `${mode}.txt`);
   // Until a mode has golden files, its dry run is the text to read back.
   const written = existsSync(golden) ? readFileSync(golden, 'utf8') : p.dryRunText();
-  const text = mode === 'iptables' ? splitFamilies(written) : splitNftFamilies(written);
+  const text = familySections(written, mode === 'iptables' ? FAMILY_BANNER : NFT_FAMILY_BANNER);
   return (spec) => {
     const family = packetFamily({ protocol: 'tcp', srcPort: null, from: 'pod', ...spec } as Packet);
     let fromText: TraceResult;

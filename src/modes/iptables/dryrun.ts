@@ -34,8 +34,3 @@ export function familyRulesText(model: FamilyModel, node: NodeContext, opts: Ipt
   ].join('\n');
 }
 
-/** Cuts a dry run's text back into the restore input of each family. */
-export function splitFamilies(text: string): Record<IPFamily, string> {
-  const v6 = text.indexOf(FAMILY_BANNER.IPv6);
-  return { IPv4: text.slice(0, v6), IPv6: text.slice(v6) };
-}

@@ -6,6 +6,7 @@ import { conntrackConfig, type ProxyConfig } from '../../config/options.js';
 import { localhostNodePortsOn } from '../../model/nodeports.js';
 import type { IPFamily, ServicePort } from '../../model/types.js';
 import type { Packet } from '../../trace/types.js';
+import { FULL_SYNC_INTERVAL_MS } from '../full-sync.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { IptablesApplier } from './applier.js';
 import { IptablesDataplane } from './dataplane.js';
@@ -16,7 +17,6 @@ import { detectVariant, supportsRandomFully, type VariantChoice } from './varian
 
 /** About 100 services of 10 endpoints: restores this size load in ~0.1 s on nf_tables. */
 export const DEFAULT_MAX_RESTORE_LINES = 5_000;
-const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 
 export function iptablesOptions(cfg: ProxyConfig): IptablesOptions {
   return {

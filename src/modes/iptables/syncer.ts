@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { FamilyModel, IPFamily } from '../../model/types.js';
+import { fullSyncReason } from '../full-sync.js';
 import type { ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import type { IptablesApplier } from './applier.js';
 import { appliedServices, fixedSignature, fullSyncSteps, partialSyncSteps, renderedServices, type AppliedServices } from './plan.js';
@@ -86,13 +87,12 @@ export class IptablesSyncer implements Syncer {
   }
 
   async sync(req: SyncRequest): Promise<SyncResult> {
-    const reason = this.needFullSync
-      ? 'required'
-      : req.all
-        ? 'node changed'
-        : this.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
-          ? 'periodic'
-          : null;
+    const reason = fullSyncReason({
+      required: this.needFullSync,
+      all: { changed: req.all, why: 'node changed' },
+      msSinceLastFull: this.now() - this.lastFullSync,
+      intervalMs: this.opts.fullSyncIntervalMs,
+    });
     let full = reason !== null;
     // A family whose partial sync had to become a full one says why.
     let escalated: string | null = null;

@@ -50,8 +50,3 @@ export function familyRulesText(model: FamilyModel, node: NodeContext, opts: Nft
   ].join('\n');
 }
 
-/** Cuts a dry run's text back into the script of each family. */
-export function splitFamilies(text: string): Record<IPFamily, string> {
-  const v6 = text.indexOf(FAMILY_BANNER.IPv6);
-  return { IPv4: text.slice(0, v6), IPv6: text.slice(v6) };
-}

@@ -10,6 +10,7 @@
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';
+import { FULL_SYNC_INTERVAL_MS, fullSyncReason } from '../full-sync.js';
 import { compareServicePorts } from '../../model/build.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
 import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
@@ -20,7 +21,6 @@ import { renderNftables, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, TABLE_NAME, type Chain, type NftTable } from './ruleset.js';
 import { byService, countClaims, frameOf, listedRuleCounts, mergeGroups, writtenGroups, type Groups } from './written.js';
 
-const FULL_SYNC_INTERVAL_MS = 60 * 60 * 1000;
 /** Services counted into the ledger between two yields to the event loop. */
 const LEDGER_BATCH = 200;
 
@@ -96,13 +96,12 @@ export class NftablesSyncer implements Syncer {
   }
 
   async sync(req: SyncRequest): Promise<SyncResult> {
-    const reason = this.needFullSync
-      ? 'required'
-      : req.all
-        ? 'node or service CIDRs changed'
-        : this.now() - this.lastFullSync > this.opts.fullSyncIntervalMs
-          ? 'periodic'
-          : null;
+    const reason = fullSyncReason({
+      required: this.needFullSync,
+      all: { changed: req.all, why: 'node or service CIDRs changed' },
+      msSinceLastFull: this.now() - this.lastFullSync,
+      intervalMs: this.opts.fullSyncIntervalMs,
+    });
     let full = reason !== null;
     let escalated: string | null = null;
     let txs: Transaction[] = [];
