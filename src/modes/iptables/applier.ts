@@ -104,13 +104,18 @@ export class IptablesApplier {
    * Removes the chains kube-proxy owns (ours or upstream's) in nat, filter and mangle and
    * every rule that jumps to them, leaving everything else; nothing to do on a clean node.
    */
-  async cleanup(isOwned?: (table: CleanupTable, name: string) => boolean): Promise<void> {
+  /** True when there was something to remove. */
+  async cleanup(isOwned?: (table: CleanupTable, name: string) => boolean): Promise<boolean> {
+    let removed = false;
     for (const table of CLEANUP_TABLES) {
       const r = await this.run(this.bin.save, ['-t', table]);
       // A table the kernel does not have holds nothing of ours.
       if (r.status !== 0) continue;
       const input = cleanupRestore(table, r.stdout, isOwned && ((name) => isOwned(table, name)));
-      if (input !== null) await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(input)], lines: input.split('\n').length });
+      if (input === null) continue;
+      await this.restore({ what: `cleanup ${table}`, chunks: [Buffer.from(input)], lines: input.split('\n').length });
+      removed = true;
     }
+    return removed;
   }
 }

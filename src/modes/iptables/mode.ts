@@ -9,6 +9,7 @@ import type { Packet } from '../../trace/types.js';
 import { FULL_SYNC_INTERVAL_MS } from '../full-sync.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { IptablesApplier } from './applier.js';
+import type { CleanupTable } from './chains.js';
 import { IptablesDataplane } from './dataplane.js';
 import { familyRulesText } from './dryrun.js';
 import { renderIptables, type IptablesOptions } from './render.js';
@@ -98,17 +99,23 @@ export const iptablesMode: ProxyMode = {
     };
   },
 
-  async cleanup(host: Host): Promise<boolean> {
-    let clean = true;
-    for (const [family, applier] of await appliers(host)) {
-      try {
-        await applier.cleanup();
-        host.log.info({ family }, 'removed kube-proxy chains and jumps');
-      } catch (err) {
-        clean = false;
-        host.log.error({ family, err: (err as Error).message }, 'cleanup failed');
-      }
-    }
-    return clean;
-  },
+  cleanup: (host: Host) => removeChains(host, 'kube-proxy chains and jumps'),
 };
+
+/**
+ * Removes the chains `isOwned` names (by default kube-proxy's, whichever mode wrote them)
+ * and every rule that jumps to them, in both families; says so only when there were any.
+ * True when none is left.
+ */
+export async function removeChains(host: Host, what: string, isOwned?: (table: CleanupTable, name: string) => boolean): Promise<boolean> {
+  let clean = true;
+  for (const [family, applier] of await appliers(host)) {
+    try {
+      if (await applier.cleanup(isOwned)) host.log.info({ family }, `removed ${what}`);
+    } catch (err) {
+      clean = false;
+      host.log.error({ family, err: (err as Error).message }, 'cleanup failed');
+    }
+  }
+  return clean;
+}

@@ -8,7 +8,7 @@
 import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
-import { appliers } from '../iptables/mode.js';
+import { appliers, removeChains } from '../iptables/mode.js';
 import type { FamilyModel, NodeContext } from '../../model/types.js';
 import { USERSPACE_CHAINS } from './chains.js';
 import { UserspaceDataplane } from './dataplane.js';
@@ -64,17 +64,5 @@ export const userspaceMode: ProxyMode = {
     };
   },
 
-  async cleanup(host: Host): Promise<boolean> {
-    let clean = true;
-    for (const [family, applier] of await appliers(host)) {
-      try {
-        await applier.cleanup((table, name) => table === 'nat' && (USERSPACE_CHAINS as readonly string[]).includes(name));
-        host.log.info({ family }, 'removed the userspace chains and jumps');
-      } catch (err) {
-        clean = false;
-        host.log.error({ family, err: (err as Error).message }, 'cleanup failed');
-      }
-    }
-    return clean;
-  },
+  cleanup: (host: Host) => removeChains(host, 'the userspace chains and jumps', (table, name) => table === 'nat' && (USERSPACE_CHAINS as readonly string[]).includes(name)),
 };
