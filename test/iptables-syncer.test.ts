@@ -374,8 +374,8 @@ describe('IptablesSyncer against the fake iptables tools', () => {
 
     h.syncer.requireFullSync('x');
     expect(await h.sync()).toEqual({ ok: true, full: true, reason: 'required' });
-    // A full sync reads the nat chains and rewrites everything, each family.
-    expect(h.lastCalls.filter((c) => c.cmd === 'iptables-nft-save')).toEqual([{ cmd: 'iptables-nft-save', args: ['-t', 'nat'] }]);
+    // A full sync reads the tables once and rewrites everything, each family.
+    expect(h.lastCalls.filter((c) => c.cmd === 'iptables-nft-save')).toEqual([{ cmd: 'iptables-nft-save', args: [] }]);
     const [v4, v6] = restores(h.lastCalls);
     expect(v4!.input).toContain('"ns/a:http cluster IP"');
     expect(v4!.input).toContain('"ns/b:http cluster IP"');
@@ -459,6 +459,45 @@ describe('IptablesSyncer against the fake iptables tools', () => {
     h.apply(slice);
     expect(await h.sync()).toEqual({ ok: true, full: true, reason: 'large-cluster mode changed' });
     expect(restores(h.lastCalls, 'iptables-nft-restore')[0]!.input).toContain(':KUBE-SERVICES - [0:0]');
+  });
+
+  it('a first sync asks nothing chain by chain: one save and one restore per family, the jumps in it', async () => {
+    const h = new Harness().apply(...CLUSTER);
+    expect(await h.sync()).toMatchObject({ ok: true, full: true });
+    expect(h.lastCalls.map((c) => c.cmd)).toEqual(['iptables-nft', 'iptables-nft-save', 'iptables-nft-restore', 'ip6tables-nft-save', 'ip6tables-nft-restore']);
+    expect(h.lastCalls[0]!.args).toEqual(['--version']);
+    const restore = h.lastCalls.find((c) => c.cmd === 'iptables-nft-restore')!.input!;
+    // The jumps come after the chains they lead to are written.
+    expect(restore.indexOf('-I PREROUTING 1 ')).toBeGreaterThan(restore.lastIndexOf(':KUBE-SERVICES '));
+    expect(h.fake.rules('IPv4', 'mangle', 'PREROUTING')).toEqual([]);
+    expect(h.fake.chains('IPv4', 'mangle')).toContain('KUBE-PROXY-CANARY');
+  });
+
+  it('a restarted agent finds its jumps in the save and adds none twice, nor flushes what it wrote', async () => {
+    const h = await synced();
+    const before = { v4: tables(h.fake, 'IPv4', false), v6: tables(h.fake, 'IPv6', false) };
+    const restarted = new IptablesSyncer(
+      new Map(FAMILIES.map((f) => [f, new IptablesApplier(f, h.fake.run, binaries(f, 'nf_tables'))] as const)),
+      { render: { ...DEFAULT_IPTABLES_OPTIONS, clusterCIDRs: ['10.244.0.0/16', 'fd00:10:244::/48'] }, maxRestoreLines: Infinity, fullSyncIntervalMs: 3_600_000 },
+      log,
+    );
+    const first = h.fake.calls.length;
+    expect(await restarted.sync({ model: h.state, services: new Set(), all: true })).toMatchObject({ ok: true, full: true });
+    expect(h.fake.calls.slice(first).filter((c) => c.args.includes('-C') || c.args.includes('-S'))).toEqual([]);
+    expect(tables(h.fake, 'IPv4', false)).toEqual(before.v4);
+    expect(tables(h.fake, 'IPv6', false)).toEqual(before.v6);
+  });
+
+  it('a jump to our chain that the save prints otherwise is asked about with -C, and added when -C says no', async () => {
+    const h = new Harness().apply(...CLUSTER);
+    // Someone else's rule into KUBE-SERVICES, with arguments that are not ours.
+    for (const args of [['-N', 'KUBE-SERVICES'], ['-A', 'PREROUTING', '-s', '192.0.2.1', '-j', 'KUBE-SERVICES']]) {
+      expect((await h.fake.run('iptables-nft', ['-t', 'nat', ...args])).status).toBe(0);
+    }
+    expect(await h.sync()).toMatchObject({ ok: true, full: true });
+    const checks = h.lastCalls.filter((c) => c.cmd === 'iptables-nft' && c.args.includes('-C'));
+    expect(checks.map((c) => c.args.slice(c.args.indexOf('-C') + 1, c.args.indexOf('-C') + 2))).toEqual([['PREROUTING']]);
+    expect(h.fake.rules('IPv4', 'nat', 'PREROUTING')).toEqual(['-m comment --comment "kubernetes service portals" -j KUBE-SERVICES', '-s 192.0.2.1 -j KUBE-SERVICES']);
   });
 
   it('reads the kernel\'s chains back only when it cannot trust what it wrote', async () => {

@@ -211,6 +211,20 @@ describe.runIf(privilegedTestsCanRun('iptables variant detection', TOOLS))('dete
     expect(ns.exec('iptables-nft', ['-w', '-S', 'KUBE-FIREWALL']).stdout.trim()).toBe('-N KUBE-FIREWALL');
   });
 
+  it('iptables-save prints every jump rule as the applier writes it, in both families and variants', async () => {
+    ns = new Netns('variant');
+    for (const variant of ['nf_tables', 'legacy'] as const) {
+      for (const family of ['IPv4', 'IPv6'] as const) {
+        const { jumps } = renderIptables({ family, servicePorts: [], serviceCIDRs: [] }, { nodeName: 'n', zone: null, labels: {}, nodeIPs: [] });
+        const applier = new IptablesApplier(family, inNs(ns), binaries(family, variant));
+        await applier.ensureJumps(jumps);
+        const saved = await applier.save();
+        expect(jumps.filter((j) => saved.jump(j) !== 'present'), `${variant} ${family}`).toEqual([]);
+        expect(await applier.jumpsRestore(jumps, { saved, written: new Set() }), `${variant} ${family}`).toBe('');
+      }
+    }
+  });
+
   it("kubelet's hint chain in nf_tables outweighs more rules in legacy", async () => {
     ns = new Netns('variant');
     for (const src of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) must(ns, 'iptables-legacy', ['-w', '-A', 'INPUT', '-s', src, '-j', 'ACCEPT']);

@@ -8,6 +8,7 @@ import { CANARY_CHAIN, CANARY_TABLES, type CleanupTable } from './chains.js';
 import { cleanupRestore } from './cleanup.js';
 import { formatArgs, type JumpRule } from './ruleset.js';
 import type { RestoreStep } from './plan.js';
+import { SavedTables } from './saved.js';
 import { binaries, parseVersion, type IptablesBinaries, type IptablesVersion } from './variant.js';
 import type { Runner } from '../../exec/command.js';
 
@@ -48,17 +49,33 @@ export class IptablesApplier {
 
   /** Creates the canary chains and inserts any missing jump rule from the built-in chains. */
   async ensureJumps(jumps: JumpRule[]): Promise<void> {
-    // Every check at once (each is a process), then one restore with what is missing: at a
-    // first sync that is every jump, which one by one took some sixty processes in a row.
+    const text = await this.jumpsRestore(jumps);
+    if (text !== '') await this.restore({ what: 'ensure canary chains and jump rules', chunks: [Buffer.from(text)], lines: 0 });
+  }
+
+  /**
+   * The restore input that creates whichever canary chains, jump targets and jump rules are
+   * missing ('' when none is). `known`: an iptables-save just read, and the chains (`table
+   * chain`) that restores run before this one write; what they tell is not asked again. The
+   * rest is asked all at once, a process per chain or rule.
+   */
+  async jumpsRestore(jumps: JumpRule[], known?: { saved: SavedTables; written: ReadonlySet<string> }): Promise<string> {
     const targets = [...new Map(jumps.map((j) => [`${j.table} ${j.args.at(-1)}`, { table: j.table, chain: j.args.at(-1)! }])).values()];
+    const chainThere = (table: string, chain: string) =>
+      known ? known.written.has(`${table} ${chain}`) || known.saved.hasChain(table, chain) : this.present(table, ['-S', chain]);
     const [canaries, targetsThere] = await Promise.all([
-      Promise.all(CANARY_TABLES.map((table) => this.present(table, ['-S', CANARY_CHAIN]))),
-      Promise.all(targets.map((t) => this.present(t.table, ['-S', t.chain]))),
+      Promise.all(CANARY_TABLES.map((table) => chainThere(table, CANARY_CHAIN))),
+      Promise.all(targets.map((t) => chainThere(t.table, t.chain))),
     ]);
     // iptables -C of a jump to a chain that does not exist is an error (exit 2), not "no":
     // such a jump is missing, and not asked about.
     const missingTarget = new Set(targets.filter((_, i) => !targetsThere[i]).map((t) => `${t.table} ${t.chain}`));
-    const jumpsThere = await Promise.all(jumps.map((j) => !missingTarget.has(`${j.table} ${j.args.at(-1)}`) && this.present(j.table, ['-C', j.chain, ...j.args])));
+    const jumpThere = (j: JumpRule) => {
+      if (missingTarget.has(`${j.table} ${j.args.at(-1)}`)) return false;
+      const seen = known?.saved.jump(j) ?? 'unsure';
+      return seen === 'unsure' ? this.present(j.table, ['-C', j.chain, ...j.args]) : seen === 'present';
+    };
+    const jumpsThere = await Promise.all(jumps.map(jumpThere));
     const lines = new Map<string, string[]>(CANARY_TABLES.map((t) => [t, []]));
     const add = (table: string, line: string) => lines.get(table)!.push(line);
     CANARY_TABLES.forEach((table, i) => canaries[i] || add(table, `:${CANARY_CHAIN} - [0:0]`));
@@ -66,7 +83,7 @@ export class IptablesApplier {
     // Each prepended in turn, as upstream does: `iptables -S` then shows upstream's order.
     jumps.forEach((j, i) => jumpsThere[i] || add(j.table, `-I ${j.chain} 1 ${formatArgs(j.args)}`));
     const text = [...lines].flatMap(([table, ls]) => (ls.length > 0 ? [`*${table}`, ...ls, 'COMMIT'] : [])).join('\n');
-    if (text !== '') await this.restore({ what: 'ensure canary chains and jump rules', chunks: [Buffer.from(`${text}\n`)], lines: 0 });
+    return text === '' ? '' : `${text}\n`;
   }
 
   /**
@@ -91,13 +108,11 @@ export class IptablesApplier {
     return true;
   }
 
-  /** Names of the chains in a table (from iptables-save's declarations). */
-  async chains(table: 'nat' | 'filter' | 'mangle'): Promise<string[]> {
-    const r = await this.run(this.bin.save, ['-t', table]);
-    if (r.status !== 0) throw new RestoreError(`${this.bin.save} -t ${table}`, r.stderr.trim());
-    const out: string[] = [];
-    for (const line of r.stdout.split('\n')) if (line.startsWith(':')) out.push(line.slice(1, line.indexOf(' ')));
-    return out;
+  /** Every table as one iptables-save prints it. */
+  async save(): Promise<SavedTables> {
+    const r = await this.run(this.bin.save, []);
+    if (r.status !== 0) throw new RestoreError(this.bin.save, r.stderr.trim());
+    return new SavedTables(r.stdout);
   }
 
   /**

@@ -130,8 +130,17 @@ export class IptablesSyncer implements Syncer {
     const opts = this.renderOptions(source, family);
     const rs = renderIptables(model, source.nodeContext, opts);
     const prev = this.applied.get(family);
-    const existing = this.appliedIsKernel && prev ? [...prev.services.values()].flatMap((s) => s.chains) : await applier.chains('nat');
+    // What the kernel holds is read back only when it may differ from what was written last.
+    const saved = this.appliedIsKernel && prev ? null : await applier.save();
+    const existing = saved ? saved.chains('nat') : [...prev!.services.values()].flatMap((s) => s.chains);
     const steps = fullSyncSteps(rs, existing, this.maxLines());
+    // With the node just read whole, the missing jumps ride in the last restore, after every
+    // chain they lead to: no process per check on the way to the first sync.
+    const jumps = saved ? await applier.jumpsRestore(rs.jumps, { saved, written: new Set(rs.fixed.map((c) => `${c.table} ${c.name}`)) }) : null;
+    if (jumps) {
+      const last = steps.at(-1)!;
+      steps[steps.length - 1] = { ...last, what: `${last.what}, canary chains and jump rules`, chunks: [...last.chunks, Buffer.from(jumps)] };
+    }
     const started = this.now();
     let reported = started;
     for (const [i, step] of steps.entries()) {
@@ -144,7 +153,7 @@ export class IptablesSyncer implements Syncer {
         this.log.info({ family, restores: `${i + 1} of ${steps.length}`, step: step.what, secondsLeft: Math.round(leftMs / 100) / 10 }, 'full sync in progress');
       }
     }
-    await applier.ensureJumps(rs.jumps);
+    if (!saved) await applier.ensureJumps(rs.jumps);
     this.applied.set(family, {
       services: appliedServices(rs),
       jumps: rs.jumps,
