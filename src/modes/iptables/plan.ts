@@ -8,7 +8,8 @@
  * no restore ever jumps to a chain that does not exist yet:
  *   1. KUBE-MARK-MASQ, which every service chain may jump to;
  *   2. the service chains, a slice of service ports at a time (each slice complete in
- *      itself: SVC -> SEP, EXT -> SVC/SVL, FW -> EXT);
+ *      itself: SVC -> SEP, EXT -> SVC/SVL, FW -> EXT), so that slices may be restored
+ *      side by side;
  *   3. the fixed and shared chains (KUBE-SERVICES, KUBE-NODEPORTS, filter), which point
  *      into the service chains, then stale chains flushed and deleted.
  * Live traffic never sees a gap: service chains are replaced atomically one restore at a
@@ -28,6 +29,11 @@ import { restoreLine, writeRestore, type IptablesRuleset, type Rule, type Servic
 export interface RestoreStep {
   /** For logs: what this restore does. */
   what: string;
+  /**
+   * Whether it may run beside the steps next to it that may too: it only writes chains
+   * of its own, and jumps only to chains that steps before those wrote.
+   */
+  concurrent?: boolean;
   /** The restore input, to be written in order. */
   chunks: Buffer[];
   lines: number;
@@ -215,7 +221,7 @@ export function fullSyncSteps(rs: IptablesRuleset, existingChains: Iterable<stri
       i++;
     }
     w.line('COMMIT');
-    steps.push(w.step(`full sync: service chains ${first + 1}-${i} of ${rs.services.length}`));
+    steps.push({ ...w.step(`full sync: service chains ${first + 1}-${i} of ${rs.services.length}`), concurrent: true });
   }
   const w = new StepWriter();
   writeRestore(rs, w, { serviceChains: false, stale: stale.now });
