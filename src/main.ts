@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+// First: it sets V8 flags that must hold before the other modules load.
+import './v8-flags.js';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { runCli } from './cli/run.js';

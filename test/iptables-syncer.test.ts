@@ -290,6 +290,23 @@ describe('IptablesSyncer against the fake iptables tools', () => {
     await expectSameAsFullSync(h);
   });
 
+  it('partial syncs in a row build on what the one before wrote', async () => {
+    const h = await synced();
+    // b's endpoint moves, then b gains a rule in KUBE-SERVICES (an external IP), then b goes:
+    // each sync must undo what the one before wrote, not what the first sync did.
+    h.apply(endpointSlice('ns', 'b', 'b-1', http, [{ ip: '10.244.0.9', nodeName: NODE }]));
+    expect(await h.sync()).toEqual({ ok: true, full: false, reason: null });
+    const moved = ownedChains(h.fake, 'IPv4', 'ns/b:http');
+    h.apply(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80, nodePort: 30080 }], { type: 'NodePort', externalIPs: ['192.0.2.2'] }));
+    expect(await h.sync()).toEqual({ ok: true, full: false, reason: null });
+    expect(h.fake.rules('IPv4', 'nat', 'KUBE-SERVICES')!.join('\n')).toContain('ns/b:http external IP');
+    h.remove(svcB, sliceB);
+    expect(await h.sync()).toEqual({ ok: true, full: false, reason: null });
+    for (const c of moved) expect(h.fake.chains('IPv4', 'nat')).not.toContain(c);
+    expect(h.fake.rules('IPv4', 'nat', 'KUBE-SERVICES')!.join('\n')).not.toContain('ns/b:http');
+    await expectSameAsFullSync(h);
+  });
+
   it('a service that gains endpoints is inserted at the top of KUBE-SERVICES, below nothing that must stay last', async () => {
     const h = await synced();
     h.apply(endpointSlice('ns', 'd', 'd-1', http, [{ ip: '10.244.0.8', nodeName: NODE }]));

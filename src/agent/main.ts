@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { ProxyConfig } from '../config/options.js';
+import type { ConntrackCleaner } from '../conntrack/cleaner.js';
 import { chooseConntrackCleaner } from '../conntrack/choose.js';
 import { applyConntrackSettings } from '../conntrack/settings.js';
 import { runCommand } from '../exec/command.js';
@@ -53,8 +54,8 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   const syncer = await configured.syncer({ run: runCommand, sysctl: procSysctls, log, metrics: metrics.registry });
   // Then the way to the API server: without one there is nothing to proxy.
   const api = connect(cfg.kubeconfig || null);
-  // Then the lists go out at once: the API's answers, the other modes' leftovers, the
-  // conntrack library and the servers are waited for together.
+  // Then the lists go out at once: the API's answers, the other modes' leftovers and the
+  // servers are waited for together.
   let runner: BoundedFrequencyRunner | null = null;
   const stopSignal = new Promise<string>((resolve) => {
     signals.once('SIGTERM', () => resolve('SIGTERM'));
@@ -93,10 +94,13 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   );
   // The first sync waits for these; the lists take longer.
   const leftovers = removeOtherModes(mode, log);
-  // Stale flows are first deleted after the first sync: the library loads meanwhile.
-  const conntrack = chooseConntrackCleaner(runCommand, log);
+  // The first sync has no stale flows (nothing was programmed before it), and is when the
+  // agent holds the most memory: the conntrack cleaner's worker thread (some 15 MB) starts
+  // once it is done.
+  let conntrack: Promise<ConntrackCleaner> | null = null;
+  const cleaner = () => (conntrack ??= chooseConntrackCleaner(runCommand, log));
   await applyConntrackSettings(cfg, { sysctl: procSysctls, log });
-  const proxy = new ProxySync(state, syncer, { deleteFlows: async (d) => (await conntrack).delete(d), log, metrics });
+  const proxy = new ProxySync(state, syncer, { deleteFlows: async (d) => (await cleaner()).delete(d), log, metrics });
   const health = { lastUpdated: () => proxy.lastUpdated, pendingSince: () => proxy.pendingSince };
   const healthChecks = new HealthCheckServers(log, () => healthReport(health, Date.now(), cfg.syncPeriodMs, true).healthy);
   runner = new BoundedFrequencyRunner(
@@ -106,6 +110,7 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
         return false;
       });
       healthChecks.update(healthCheckTargets(state.allServicePorts()), healthCheckAddresses(state.nodeContext, cfg.nodePortAddresses, syncer.families));
+      if (ok) void cleaner();
       return ok;
     },
     { minIntervalMs: cfg.minSyncPeriodMs, maxIntervalMs: cfg.syncPeriodMs, retryMs: 1000 },

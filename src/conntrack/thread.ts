@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import type { ConntrackCleaner, ConntrackCleanup } from './cleaner.js';
 import type { PassFigures } from './native.js';
 import type { ConntrackDeletion } from './stale.js';
+import { keepV8Flags } from '../v8-flags.js';
 
 type FromWorker =
   | { type: 'ready' }
@@ -31,6 +32,7 @@ function startWorker(library: string): Promise<Worker> {
     try {
       // None of the process's own flags: they are for its main script (e.g. --input-type).
       worker = new Worker(ENTRY, { workerData: { library }, execArgv: [] });
+      keepV8Flags(worker);
     } catch (err) {
       return reject(err as Error);
     }

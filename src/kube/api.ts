@@ -6,6 +6,7 @@
  */
 import type { KubeConfig } from './client.js';
 import fetch from 'node-fetch';
+import { StringDecoder } from 'node:string_decoder';
 import { isRecord } from './objects.js';
 
 export interface RawList {
@@ -31,13 +32,26 @@ function statusMessage(text: string): string | undefined {
   }
 }
 
+/**
+ * A response body as text, decoded as it arrives. fetch's own text() keeps every chunk
+ * until the last, then copies them into one buffer: at 10,000 EndpointSlices that is two
+ * copies of a 13 MB list held until the old generation is next collected, while a chunk
+ * decoded at once is freed by the next scavenge.
+ */
+async function bodyText(body: NodeJS.ReadableStream): Promise<string> {
+  const decoder = new StringDecoder('utf8');
+  let text = '';
+  for await (const chunk of body) text += decoder.write(chunk as Buffer);
+  return text + decoder.end();
+}
+
 /** GET of a path as JSON; an HTTP error keeps its status as `statusCode`, as client-node's do. */
 export async function getJson(kc: KubeConfig, path: string): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('the kubeconfig has no current cluster');
   const init = await kc.applyToFetchOptions({});
   const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
-  const text = await res.text();
+  const text = await bodyText(res.body);
   if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${statusMessage(text) ?? text.slice(0, 200)}`), { statusCode: res.status });
   try {
     return JSON.parse(text) as unknown;
