@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { REFLECTOR_BACKOFF } from '../src/agent/backoff.js';
-import { malformedEvent, startWatches, type Watches } from '../src/agent/watch.js';
+import { malformedEvent, REQUEST_TIMEOUTS, startWatches, type Watches } from '../src/agent/watch.js';
 import { kubeconfigConnection } from '../src/kube/connection.js';
 import { malformedList } from '../src/kube/api.js';
-import { TestApiServer } from './support/apiserver.js';
+import { TestApiServer, type FaultHook } from './support/apiserver.js';
 import { eventually, node, service } from './support/objects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -59,9 +59,10 @@ describe('informers against a faulty API server', () => {
   /** Quick backoff for the tests that only need it to happen; the storm tests use the real one. */
   const QUICK = { initialMs: 50, maxMs: 400, resetAfterMs: 120_000, jitter: 1 };
 
-  async function start(backoff = QUICK) {
+  async function start(backoff = QUICK, timeouts = REQUEST_TIMEOUTS, faults: FaultHook | null = null) {
     dir = mkdtempSync(join(tmpdir(), 'kpt-watch-'));
     api = await TestApiServer.start({ bookmarkIntervalMs: 200 });
+    api.faults = faults;
     api.apply(node('node-a', '192.168.0.10'));
     api.apply(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));
     const seen = new Map<string, unknown>();
@@ -76,6 +77,8 @@ describe('informers against a faulty API server', () => {
       { services: handlers, endpointSlices: handlers, node: { upsert: () => {}, remove: () => {} }, changed: () => {}, rejected: (kind, why, count) => rejected.push({ kind, why, count }) },
       pino({ level: 'silent' }),
       backoff,
+      undefined,
+      timeouts,
     )) ?? undefined;
     return { seen, rejected };
   }
@@ -95,6 +98,28 @@ describe('informers against a faulty API server', () => {
     api.apply(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
     await eventually('converged after the relist', async () => (seen.has('b') ? true : undefined));
     expect(api.count('list', 'Service')).toBeGreaterThan(lists);
+  });
+
+  it('a list the server takes and never answers is given up after its timeout, and listed again', async () => {
+    let silenced = 0;
+    const silentOnce: FaultHook = (r) => (r.verb === 'list' && r.kind === 'Service' && silenced++ === 0 ? { silence: true } : undefined);
+    const { seen } = await start(QUICK, { ...REQUEST_TIMEOUTS, listMs: 300 }, silentOnce);
+    expect([...seen.keys()]).toEqual(['a']);
+    expect(api.count('list', 'Service')).toBe(2);
+  });
+
+  it('a watch that outlives the timeout it asked for is ended, and a new one picks up what changed', async () => {
+    // Every watch after the first lists is silent past its own timeoutSeconds, as on a dead path.
+    let silent = false;
+    const { seen } = await start(QUICK, { ...REQUEST_TIMEOUTS, watchSeconds: { min: 1, max: 1 }, watchGraceMs: 200 }, (r) => (silent && r.verb === 'watch' && r.kind === 'Service' ? { silence: true } : undefined));
+    silent = true;
+    const watches = api.count('watch', 'Service');
+    await api.restart(0);
+    api.apply(service('ns', 'b', '10.96.0.2', [{ name: 'http', port: 80 }]));
+    // The watch after the restart hears nothing; once it has outlived 1 s + 200 ms, the next one is served.
+    await eventually('a stalled watch was ended', async () => (api.count('watch', 'Service') > watches + 1 ? true : undefined));
+    silent = false;
+    await eventually('the change arrives by the next watch', async () => (seen.has('b') ? true : undefined));
   });
 
   it('a list answered with {} is reported and retried, and the informer recovers', async () => {

@@ -12,9 +12,9 @@
  * The retry's line names the cause (explainApiError: TLS, 401, 403); a 401 also tells the
  * connection, which reads the service account token again and says so once.
  */
-import { ListWatch, Watch, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
+import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '../kube/client.js';
 import type { Logger } from 'pino';
-import { getList } from '../kube/api.js';
+import { getList, LIST_TIMEOUT_MS } from '../kube/api.js';
 import { explainApiError, statusCodeOf, type ApiRequest } from '../kube/api-errors.js';
 import type { ApiConnection } from '../kube/connection.js';
 import { isRecord } from '../kube/objects.js';
@@ -43,6 +43,20 @@ export interface Watches {
 
 /** A watch that ends sooner than this did not really work: the next one waits its turn. */
 const SHORT_WATCH_MS = 1000;
+
+/**
+ * How long the informers' requests may take. Each watch asks the server to end it after a
+ * random 5-10 minutes, as client-go's do; one that outlives that by `watchGraceMs` sits on
+ * a connection that died without a word (a half-open TCP path) and is ended here, to be
+ * followed by a new watch from the last resourceVersion.
+ */
+export interface RequestTimeouts {
+  listMs: number;
+  watchSeconds: { min: number; max: number };
+  watchGraceMs: number;
+}
+
+export const REQUEST_TIMEOUTS: RequestTimeouts = { listMs: LIST_TIMEOUT_MS, watchSeconds: { min: 300, max: 600 }, watchGraceMs: 30_000 };
 
 const WATCH_TYPES = new Set(['ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK', 'ERROR']);
 
@@ -144,13 +158,13 @@ class Pacer {
  * The list an informer starts from, as plain JSON (see kube/api.ts). Objects without a
  * name are dropped here (client-node would fail on them), and reported.
  */
-function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected']) {
+function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pacer, rejected: WatchHandlers['rejected'], timeoutMs: number) {
   return async (): Promise<KubernetesListObject<KubernetesObject>> => {
     await pacer.beforeList();
     if (pacer.stopping.aborted) throw new Error('stopped');
     const generation = pacer.credentials.generation();
     try {
-      const list = await getList(kc, path);
+      const list = await getList(kc, path, timeoutMs);
       const items = list.items.filter(named);
       for (const o of items) slim(o as unknown as Record<string, unknown>);
       if (items.length < list.items.length) rejected(kind, 'listed objects without metadata.name', list.items.length - items.length);
@@ -167,26 +181,58 @@ function rawList(kc: ApiConnection['kc'], path: string, kind: string, pacer: Pac
 type WatchCallback = (phase: string, apiObj: unknown, watchObj?: unknown) => unknown;
 
 /**
- * client-node's Watch, as ListWatch calls it, with every event checked before the
- * informer sees it, `done` called once, and a re-watch paced after a failed one.
+ * A Watch whose request goes through an HTTP agent of its own, handed to `use`: destroying
+ * the agent ends the request, also one still waiting for the server's answer, which
+ * client-node's Watch gives no other way to end.
  */
-function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rejected: WatchHandlers['rejected'], restart: () => void): Watch {
-  const guarded = Object.create(watch) as Watch;
+function watchWithOwnAgent(kc: KubeConfig, use: (agent: { destroy(): void }) => void): Watch {
+  const config = Object.create(kc) as KubeConfig;
+  config.applyToFetchOptions = async (opts) => {
+    const init = await kc.applyToFetchOptions(opts);
+    if (init.agent && typeof init.agent === 'object') use(init.agent);
+    return init;
+  };
+  return new Watch(config);
+}
+
+/**
+ * client-node's Watch, as ListWatch calls it, with every event checked before the
+ * informer sees it, `done` called once, a re-watch paced after a failed one, and a watch
+ * that outlives `lifetimeMs` ended and followed by a new one.
+ */
+function guardedWatch(kc: KubeConfig, kind: string, pacer: Pacer, log: Logger, rejected: WatchHandlers['rejected'], restart: () => void, lifetimeMs: number): Watch {
+  const guarded = new Watch(kc);
   guarded.watch = async (path, queryParams, callback, done) => {
     await pacer.beforeWatch();
     const startedAt = Date.now();
     const generation = pacer.credentials.generation();
     let finished = false;
     let controller: AbortController | undefined;
+    let agent: { destroy(): void } | undefined;
+    // A watch ended for outliving its timeout is no failure: the next one resumes from the
+    // last resourceVersion, without a relist.
+    let outlived = false;
     // ListWatch watches after a list even once stopped: end such a watch before it starts.
     if (pacer.stopping.aborted) {
       done(null);
       return new AbortController();
     }
-    const finish = (err: unknown) => {
+    const stalled = setTimeout(() => {
+      log.warn({ kind, lastedMs: Date.now() - startedAt }, 'watch outlived the timeout it asked the server for; ending it and watching again');
+      outlived = true;
+      if (agent) agent.destroy();
+      else finish(null);
+    }, lifetimeMs).unref();
+    // stop() aborts only a watch that got its answer: one still waiting goes with its agent.
+    const onStop = () => agent?.destroy();
+    pacer.stopping.addEventListener('abort', onStop, { once: true });
+    const finish = (failure: unknown) => {
       if (finished) return;
       finished = true;
+      clearTimeout(stalled);
+      pacer.stopping.removeEventListener('abort', onStop);
       controller?.abort();
+      const err = outlived ? null : failure;
       pacer.watchEnded(startedAt, generation, err);
       // ListWatch's done handler relists and re-watches, asynchronously: a failure there is ours to catch.
       Promise.resolve((done as (e: unknown) => unknown)(err)).catch((e: unknown) => {
@@ -210,6 +256,7 @@ function guardedWatch(watch: Watch, kind: string, pacer: Pacer, log: Logger, rej
       });
     };
     try {
+      const watch = watchWithOwnAgent(kc, (a) => (agent = a));
       controller = await watch.watch(path, queryParams, onEvent as Parameters<Watch['watch']>[2], finish);
     } catch (err) {
       finish(err);
@@ -228,9 +275,9 @@ const SERVICE_CIDRS_PATH = '/apis/networking.k8s.io/v1/servicecidrs';
  * Whether the API serves ServiceCIDRs (GA in Kubernetes 1.33). An older cluster answers
  * 404: it then has no ServiceCIDR objects to wait for, and its watch would fail forever.
  */
-async function servesServiceCIDRs(kc: ApiConnection['kc'], log: Logger): Promise<boolean> {
+async function servesServiceCIDRs(kc: ApiConnection['kc'], log: Logger, listMs: number): Promise<boolean> {
   try {
-    await getList(kc, `${SERVICE_CIDRS_PATH}?limit=1`);
+    await getList(kc, `${SERVICE_CIDRS_PATH}?limit=1`, listMs);
     return true;
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode !== 404) return true;
@@ -251,9 +298,9 @@ export async function startWatches(
   log: Logger,
   backoff: BackoffOptions = REFLECTOR_BACKOFF,
   cancel?: AbortSignal,
+  timeouts: RequestTimeouts = REQUEST_TIMEOUTS,
 ): Promise<Watches | null> {
   const { kc } = api;
-  const watch = new Watch(kc);
   const unauthorized = (generation: number) => {
     if (api.refused(generation)) log.warn({ credentials: api.credentials }, `the API server answered 401 Unauthorized: it refused ${api.credentials}`);
   };
@@ -261,7 +308,8 @@ export async function startWatches(
   // client-node passes a path's query on to the watch: bookmarks keep the resourceVersion
   // fresh (a restart then resumes without a relist), and a server-side timeout ends a watch
   // that silently stalled, as client-go does with its 5-10 minute watches.
-  const watchPath = (path: string) => `${path}?allowWatchBookmarks=true&timeoutSeconds=${300 + Math.floor(Math.random() * 300)}`;
+  const { min, max } = timeouts.watchSeconds;
+  const watchSeconds = () => min + Math.floor(Math.random() * (max - min + 1));
   const stopping = new AbortController();
   const cancelled = () => stopping.abort();
   if (cancel?.aborted) stopping.abort();
@@ -276,10 +324,11 @@ export async function startWatches(
         });
   const informer = (kind: string, resource: string, path: string, listPath: string, h: ObjectHandlers, fieldSelector?: string) => {
     const pacer = new Pacer(kind, resource, log, stopping.signal, backoff, { generation: () => api.generation(), unauthorized });
+    const seconds = watchSeconds();
     const lw: ListWatch<KubernetesObject> = new ListWatch(
-      watchPath(path),
-      guardedWatch(watch, kind, pacer, log, handlers.rejected, () => void start(kind, lw)),
-      rawList(kc, listPath, kind, pacer, handlers.rejected),
+      `${path}?allowWatchBookmarks=true&timeoutSeconds=${seconds}`,
+      guardedWatch(kc, kind, pacer, log, handlers.rejected, () => void start(kind, lw), seconds * 1000 + timeouts.watchGraceMs),
+      rawList(kc, listPath, kind, pacer, handlers.rejected, timeouts.listMs),
       false,
       undefined,
       fieldSelector,
@@ -291,7 +340,7 @@ export async function startWatches(
     informer('endpointslices', 'endpointslices.discovery.k8s.io', '/apis/discovery.k8s.io/v1/endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', handlers.endpointSlices),
     informer('node', 'nodes', '/api/v1/nodes', `/api/v1/nodes?fieldSelector=${encodeURIComponent(nodeSelector)}`, handlers.node, nodeSelector),
   ];
-  if (handlers.serviceCIDRs && (await servesServiceCIDRs(kc, log))) {
+  if (handlers.serviceCIDRs && (await servesServiceCIDRs(kc, log, timeouts.listMs))) {
     informers.push(informer('servicecidrs', 'servicecidrs.networking.k8s.io', SERVICE_CIDRS_PATH, SERVICE_CIDRS_PATH, handlers.serviceCIDRs));
   }
 

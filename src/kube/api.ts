@@ -45,13 +45,31 @@ async function bodyText(body: NodeJS.ReadableStream): Promise<string> {
   return text + decoder.end();
 }
 
+/**
+ * How long a list may take, answer and body: a server or a path that accepted the request
+ * and went silent would otherwise hold the agent's start, or an informer, for good. A
+ * 10,000-object list takes a second or two; a busy API server, many more.
+ */
+export const LIST_TIMEOUT_MS = 60_000;
+
 /** GET of a path as JSON; an HTTP error keeps its status as `statusCode`, as client-node's do. */
-export async function getJson(kc: KubeConfig, path: string): Promise<unknown> {
+export async function getJson(kc: KubeConfig, path: string, timeoutMs = LIST_TIMEOUT_MS): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('the kubeconfig has no current cluster');
   const init = await kc.applyToFetchOptions({});
-  const res = await fetch(new URL(server + path), { ...init, method: 'GET' });
-  const text = await bodyText(res.body);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  let res: Awaited<ReturnType<typeof fetch>>;
+  let text: string;
+  try {
+    res = await fetch(new URL(server + path), { ...init, method: 'GET', signal: abort.signal });
+    text = await bodyText(res.body);
+  } catch (err) {
+    if (abort.signal.aborted) throw new Error(`GET ${path}: no whole answer within ${timeoutMs / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
   if (!res.ok) throw Object.assign(new Error(`GET ${path}: HTTP ${res.status}: ${statusMessage(text) ?? text.slice(0, 200)}`), { statusCode: res.status });
   try {
     return JSON.parse(text) as unknown;
@@ -61,8 +79,8 @@ export async function getJson(kc: KubeConfig, path: string): Promise<unknown> {
 }
 
 /** A list, refused with the reason when it is not one. */
-export async function getList(kc: KubeConfig, path: string): Promise<RawList> {
-  const body = await getJson(kc, path);
+export async function getList(kc: KubeConfig, path: string, timeoutMs = LIST_TIMEOUT_MS): Promise<RawList> {
+  const body = await getJson(kc, path, timeoutMs);
   const bad = malformedList(body);
   if (bad) throw Object.assign(new Error(`GET ${path}: ${bad}`), { malformed: bad });
   return body as RawList;

@@ -70,10 +70,11 @@ export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'delete' | '
 
 /**
  * What a broken or hostile API path answers instead of the real thing, for one list or
- * watch request: an error status (a Kubernetes Status body), a raw body for a list, or
- * raw lines for a watch stream (then closed, or left open like a stalled stream).
+ * watch request: an error status (a Kubernetes Status body), a raw body for a list, raw
+ * lines for a watch stream (then closed, or left open like a stalled stream), or silence:
+ * the request taken and never answered, as behind a dead TCP path.
  */
-export type Fault = { status: number } | { listBody: string } | { watchLines: string[]; then: 'close' | 'hang' };
+export type Fault = { status: number } | { listBody: string } | { watchLines: string[]; then: 'close' | 'hang' } | { silence: true };
 
 /** Decides, per request, whether it meets a fault; undefined lets it through. */
 export type FaultHook = (r: RequestRecord) => Fault | undefined;
@@ -482,6 +483,8 @@ export class TestApiServer {
       sendJson(res, f.status, status(f.status, f.status === 410 ? 'Expired' : 'InternalError', `injected fault ${f.status}`));
     } else if ('listBody' in f) {
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(f.listBody);
+    } else if ('silence' in f) {
+      return true;
     } else {
       res.writeHead(200, { 'Content-Type': 'application/json' });
       for (const line of f.watchLines) res.write(`${line}\n`);
