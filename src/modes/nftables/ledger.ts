@@ -39,12 +39,12 @@ export class ElementLedger {
     return e;
   }
 
-  /** Counts one service's elements in (a full sync, service by service, in model order). */
-  count(sets: readonly NftSet[]): void {
-    for (const s of sets) {
-      if (s.elements.length === 0) continue;
-      const e = this.entries(s.name);
-      for (const el of s.elements) {
+  /** Counts one service's elements in, by set name (a full sync, service by service, in model order). */
+  count(sets: ReadonlyMap<string, readonly Element[]>): void {
+    for (const [name, elements] of sets) {
+      if (elements.length === 0) continue;
+      const e = this.entries(name);
+      for (const el of elements) {
         const k = elementKey(el);
         const text = elementText(el);
         const had = e.text.get(k);

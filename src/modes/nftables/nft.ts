@@ -17,8 +17,8 @@ export interface NftResult {
 
 export interface Nft {
   readonly kind: 'library' | 'command';
-  /** A transaction: nft's commands, applied all or none. */
-  run(script: string): Promise<NftResult>;
+  /** A transaction: nft's commands (ASCII), applied all or none. */
+  run(script: string | Buffer): Promise<NftResult>;
   /**
    * A read (`list ...`). nft reads the objects a listing needs into its cache, at 10,000
    * services hundreds of MB: the library's path lists through the command where it can.
@@ -45,8 +45,8 @@ export async function runNft(nft: Nft, what: string, script: string): Promise<st
 
 /** `nft -f -`: the fallback, and what a test compares the library with. */
 export function commandNft(run: Runner, bin = 'nft'): Nft {
-  const runScript = async (script: string): Promise<NftResult> => {
-    const r = await run(bin, ['-f', '-'], [Buffer.from(script)]);
+  const runScript = async (script: string | Buffer): Promise<NftResult> => {
+    const r = await run(bin, ['-f', '-'], [typeof script === 'string' ? Buffer.from(script) : script]);
     return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
   };
   return { kind: 'command', run: runScript, list: runScript, close() {} };
@@ -75,8 +75,8 @@ export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {})
     const lib = await loadLibnftables(library);
     log.info({ library, inProcessMaxBytes: IN_PROCESS_MAX_BYTES }, 'applying nftables rules in process through libnftables (larger transactions with nft -f -)');
     const command = commandNft(run);
-    const inProcess = async (script: string): Promise<NftResult> => {
-      const r = await lib.run(script);
+    const inProcess = async (script: string | Buffer): Promise<NftResult> => {
+      const r = await lib.run(typeof script === 'string' ? script : script.toString('latin1'));
       return { ok: r.status === 0, output: r.output, error: r.status === 0 ? '' : r.error || `nft_run_cmd_from_buffer returned ${r.status}` };
     };
     return {

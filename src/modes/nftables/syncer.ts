@@ -17,8 +17,8 @@ import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode
 import { ElementLedger } from './ledger.js';
 import { chooseNft, NftError, type Nft } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
-import { renderNftables, type NftablesOptions } from './render.js';
-import { NFT_FAMILY, TABLE_NAME, type Chain, type NftTable } from './ruleset.js';
+import { renderNftables, renderServiceElements, type NftablesOptions } from './render.js';
+import { NFT_FAMILY, TABLE_NAME, type Chain, type Element, type NftTable } from './ruleset.js';
 import { byService, countClaims, frameOf, listedRuleCounts, mergeGroups, writtenGroups, type Groups } from './written.js';
 
 /** Services counted into the ledger between two yields to the event loop. */
@@ -31,6 +31,12 @@ export interface NftSyncerOptions {
    * that a render of a few services has the fixed part the whole table has).
    */
   render: (model: FamilyModel, node: NodeContext, keep?: Groups) => NftTable;
+  /**
+   * The elements a model's service ports put into the table, by set or map name, as
+   * `render` gives them: what the ledger counts, one service at a time. By default taken
+   * from `render`; the renderer's own is several times cheaper than a table per service.
+   */
+  elements?: (model: FamilyModel, node: NodeContext) => ReadonlyMap<string, readonly Element[]>;
   fullSyncIntervalMs: number;
   /** Injected for tests: the periodic full sync is due by this clock. */
   now?: () => number;
@@ -131,7 +137,7 @@ export class NftablesSyncer implements Syncer {
       }
       const script = Buffer.concat(txs.map((t) => t.script));
       if (script.length > 0) {
-        const r = await this.nft.run(script.toString('latin1'));
+        const r = await this.nft.run(script);
         if (!r.ok) throw new NftError(full ? 'full sync' : 'partial sync', r.error.trim());
       }
     } catch (err) {
@@ -151,6 +157,11 @@ export class NftablesSyncer implements Syncer {
     return { ok: true, full, reason: reason ?? escalated, written: { commands, bytes } };
   }
 
+  private elements(model: FamilyModel, node: NodeContext): ReadonlyMap<string, readonly Element[]> {
+    if (this.opts.elements) return this.opts.elements(model, node);
+    return new Map(this.render(model, node).sets.map((s) => [s.name, s.elements]));
+  }
+
   private render(model: FamilyModel, node: NodeContext, keep?: Groups): NftTable {
     const t = this.opts.render(model, node, keep);
     if (t.family !== NFT_FAMILY[model.family] || t.name !== TABLE_NAME) throw new Error(`rendered table ${t.family} ${t.name} for ${model.family}`);
@@ -163,14 +174,15 @@ export class NftablesSyncer implements Syncer {
     const table = this.render(model, source.nodeContext);
     const groups = writtenGroups(table);
     const frame = frameOf(this.render({ ...model, servicePorts: [] }, source.nodeContext, groups));
+    const bases = table.chains.filter((c) => c.base);
+    const tx = fullTransaction(table);
     const ports = byService(model.servicePorts);
-    // Counted while the kernel loads the table (nft works on another thread): ready, or
-    // nearly, when the first partial sync needs it.
+    const claims = countClaims(model.servicePorts);
+    // Counted while the kernel loads the table (nft works in its own process): ready, or
+    // nearly, when the first partial sync needs it. The table itself is not kept: at
+    // 10,000 services its elements are tens of MB.
     const ledger = this.countLedger(model, source.nodeContext, ports, generation);
-    return {
-      tx: fullTransaction(table),
-      state: () => ({ ports, groups, frame, bases: table.chains.filter((c) => c.base), claims: countClaims(model.servicePorts), ledger }),
-    };
+    return { tx, state: () => ({ ports, groups, frame, bases, claims, ledger }) };
   }
 
   /**
@@ -181,7 +193,7 @@ export class NftablesSyncer implements Syncer {
     const ledger = new ElementLedger();
     let i = 0;
     for (const list of ports.values()) {
-      ledger.count(this.render({ ...model, servicePorts: list }, node).sets);
+      ledger.count(this.elements({ ...model, servicePorts: list }, node));
       if (++i % LEDGER_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (generation !== this.generation) break;
@@ -239,5 +251,6 @@ export async function startNftablesSyncer(host: Host, opts: NftablesOptions): Pr
   const nft = await chooseNft(host.run, host.log);
   const families: IPFamily[] = existsSync('/proc/sys/net/ipv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
   const render = (model: FamilyModel, node: NodeContext, keep?: Groups) => renderNftables(model, node, keep ? { ...opts, keepGroups: keep } : opts);
-  return new NftablesSyncer(nft, { families, render, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+  const elements = (model: FamilyModel, node: NodeContext) => renderServiceElements(model, node, opts);
+  return new NftablesSyncer(nft, { families, render, elements, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
 }
