@@ -22,8 +22,10 @@ export interface Nft {
   /**
    * A read (`list ...`). nft reads the objects a listing needs into its cache, at 10,000
    * services hundreds of MB: the library's path lists through the command where it can.
+   * `terse` leaves set elements out (`nft -t`); only the command does that, so a terse
+   * listing rejects where there is no nft command.
    */
-  list(command: string): Promise<NftResult>;
+  list(command: string, terse?: boolean): Promise<NftResult>;
   close(): void;
 }
 
@@ -45,11 +47,11 @@ export async function runNft(nft: Nft, what: string, script: string): Promise<st
 
 /** `nft -f -`: the fallback, and what a test compares the library with. */
 export function commandNft(run: Runner, bin = 'nft'): Nft {
-  const runScript = async (script: string | Buffer): Promise<NftResult> => {
-    const r = await run(bin, ['-f', '-'], [typeof script === 'string' ? Buffer.from(script) : script]);
+  const runScript = async (script: string | Buffer, terse = false): Promise<NftResult> => {
+    const r = await run(bin, [...(terse ? ['-t'] : []), '-f', '-'], [typeof script === 'string' ? Buffer.from(script) : script]);
     return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
   };
-  return { kind: 'command', run: runScript, list: runScript, close() {} };
+  return { kind: 'command', run: (script) => runScript(script), list: runScript, close() {} };
 }
 
 export interface NftOptions {
@@ -83,7 +85,7 @@ export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {})
       kind: 'library',
       // A command that cannot start (no nft binary) is a rejection: then the library does it.
       run: (script) => (script.length > IN_PROCESS_MAX_BYTES ? command.run(script).catch(() => inProcess(script)) : inProcess(script)),
-      list: (cmd) => command.list(cmd).catch(() => inProcess(cmd)),
+      list: (cmd, terse) => (terse ? command.list(cmd, true) : command.list(cmd).catch(() => inProcess(cmd))),
       close: () => lib.close(),
     };
   } catch (err) {
