@@ -53,7 +53,8 @@ class Script {
     }
   }
   done(full: boolean): Transaction {
-    return { script: Buffer.from(this.out.bytes()), commands: this.commands, full };
+    // A view, not a copy: a full table's script is ~10 MB at 10,000 services, and lives one sync.
+    return { script: this.out.bytes(), commands: this.commands, full };
   }
 }
 

@@ -348,6 +348,17 @@ function serviceElements(ctx: Context): [string, Element[]][] {
 }
 
 /**
+ * The sets and maps whose every key starts with a destination a service port claimed
+ * (`claim` in servicePort): a key of theirs no other service port holds, unless two claim
+ * one destination. A ledger of shared elements can leave them out.
+ */
+export function keyedByClaim(set: string): boolean {
+  return CLAIMED_SETS.has(set) || N.groupCount(set) !== null;
+}
+
+const CLAIMED_SETS = new Set([N.SERVICE_IPS, N.SERVICE_NODEPORTS, N.NO_ENDPOINT_SERVICES, N.NO_ENDPOINT_NODEPORTS, N.FIREWALL_IPS, N.FIREWALL_ALLOW]);
+
+/**
  * The elements `model`'s service ports put into the table, set by set, without the table:
  * the same elements `renderNftables` gives those sets and maps for the same model (the
  * fixed elements, such as the node port addresses, left out). What a ledger of who holds

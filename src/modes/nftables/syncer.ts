@@ -19,7 +19,7 @@ import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode
 import { ElementLedger } from './ledger.js';
 import { chooseNft, NftError, type Nft, type NftResult } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
-import { renderNftables, renderServiceElements, type NftablesOptions } from './render.js';
+import { keyedByClaim, renderNftables, renderServiceElements, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, TABLE_NAME, type Chain, type Element, type NftTable } from './ruleset.js';
 import {
   byService,
@@ -50,6 +50,8 @@ export interface NftSyncerOptions {
    * from `render`; the renderer's own is several times cheaper than a table per service.
    */
   elements?: (model: FamilyModel, node: NodeContext) => ReadonlyMap<string, readonly Element[]>;
+  /** The renderer's sets and maps keyed by claimed destinations, which the ledger need not keep (render.ts keyedByClaim). */
+  keyedByClaim?: (set: string) => boolean;
   fullSyncIntervalMs: number;
   /** Injected for tests: the periodic full sync is due by this clock. */
   now?: () => number;
@@ -170,8 +172,8 @@ export class NftablesSyncer implements Syncer {
   }
 
   private async apply(txs: Transaction[]): Promise<NftResult> {
-    const script = Buffer.concat(txs.map((t) => t.script));
-    return script.length === 0 ? { ok: true, output: '', error: '' } : this.nft.run(script);
+    const chunks = txs.map((t) => t.script).filter((b) => b.length > 0);
+    return chunks.length === 0 ? { ok: true, output: '', error: '' } : this.nft.run(chunks);
   }
 
   /**
@@ -236,7 +238,7 @@ export class NftablesSyncer implements Syncer {
    * order, a batch at a time so that the event loop stays free. A partial sync waits for it.
    */
   private async countLedger(model: FamilyModel, node: NodeContext, ports: Map<string, ServicePort[]>, generation: number): Promise<ElementLedger> {
-    const ledger = new ElementLedger();
+    const ledger = new ElementLedger(this.opts.keyedByClaim);
     let i = 0;
     for (const list of ports.values()) {
       ledger.count(this.elements({ ...model, servicePorts: list }, node));
@@ -298,5 +300,5 @@ export async function startNftablesSyncer(host: Host, opts: NftablesOptions): Pr
   const families: IPFamily[] = existsSync('/proc/sys/net/ipv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
   const render = (model: FamilyModel, node: NodeContext, keep?: Groups) => renderNftables(model, node, keep ? { ...opts, keepGroups: keep } : opts);
   const elements = (model: FamilyModel, node: NodeContext) => renderServiceElements(model, node, opts);
-  return new NftablesSyncer(nft, { families, render, elements, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+  return new NftablesSyncer(nft, { families, render, elements, keyedByClaim, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
 }
