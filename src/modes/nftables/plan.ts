@@ -27,10 +27,19 @@ export class NeedsFullSync extends Error {}
 /** Elements per `add element` command: one command per set parses fastest, this bounds a line. */
 const ELEMENTS_PER_COMMAND = 1000;
 
+/** Bytes a full transaction's script takes per element, about (48 covers the balancing maps' `addr . proto . port . i : addr . port, `). */
+const BYTES_PER_ELEMENT = 48;
+
 class Script {
-  private readonly out = new LineWriter(64 * 1024);
+  private readonly out: LineWriter;
   private commands = 0;
-  constructor(readonly ref: string) {}
+  /** `expectBytes`: what the script will about take; written into one buffer, not grown by doubling from small. */
+  constructor(
+    readonly ref: string,
+    expectBytes = 64 * 1024,
+  ) {
+    this.out = new LineWriter(expectBytes);
+  }
 
   add(line: string): void {
     this.out.line(line);
@@ -73,7 +82,7 @@ class Script {
  * it, and written again (`flush table` would keep set elements).
  */
 export function fullTransaction(want: NftTable, present?: TableObjects): Transaction {
-  const s = new Script(tableRef(want));
+  const s = new Script(tableRef(want), 64 * 1024 + BYTES_PER_ELEMENT * want.sets.reduce((n, x) => n + x.elements.length, 0));
   if (present) {
     s.add(`add table ${s.ref} { ${comment(want.comment)} ; }`);
     s.add(`flush table ${s.ref}`);
