@@ -49,7 +49,9 @@ export async function startBenchAgent(objects: ClusterObjects, nodeName: string,
   const logs: LogLine[] = [];
   const waiters: { pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   const started = Date.now();
-  const agent = spawn('ip', ['netns', 'exec', ns.name, process.execPath, join(root, 'dist', 'src', 'main.js'), '--kubeconfig', kubeconfig, '--hostname-override', nodeName, ...args], {
+  // BENCH_AGENT_NODE_ARGS: node's own flags for the agent (`--cpu-prof --cpu-prof-dir=/tmp/prof`).
+  const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const agent = spawn('ip', ['netns', 'exec', ns.name, process.execPath, ...nodeArgs, join(root, 'dist', 'src', 'main.js'), '--kubeconfig', kubeconfig, '--hostname-override', nodeName, ...args], {
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   createInterface({ input: agent.stderr! }).on('line', (text) => {

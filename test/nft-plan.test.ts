@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fullTransaction, NeedsFullSync, partialTransaction } from '../src/modes/nftables/plan.js';
 import { chainSpec, elementKey, ruleText, setSpec, type Chain, type NftSet, type NftTable } from '../src/modes/nftables/ruleset.js';
+import { listedObjects } from '../src/modes/nftables/written.js';
 import { Netns } from './support/netns.js';
 import { privilegedTestsCanRun } from './support/privileges.js';
 
@@ -158,6 +159,10 @@ function applyModel(table: ModelTable | null, tx: Buffer): ModelTable | null {
       if (at >= c.rules.length) throw new Error(`no rule at index ${at} of ${m[1]}`);
       checkRefs(m[3]!);
       c.rules.splice(at, 0, m[3]!);
+    } else if (line === 'flush table ip kube-proxy') {
+      for (const c of need().chains.values()) c.rules = [];
+    } else if ((m = line.match(/^flush (set|map) ip kube-proxy (\S+)$/))) {
+      set(m[2]!).elements.clear();
     } else if ((m = line.match(/^flush chain ip kube-proxy (\S+)$/))) {
       chain(m[1]!).rules = [];
     } else if ((m = line.match(/^delete chain ip kube-proxy (\S+)$/))) {
@@ -209,6 +214,21 @@ function shape(t: ModelTable | NftTable | null) {
   };
 }
 
+describe('the objects a listing shows', () => {
+  const listing = (name: string) =>
+    ['table ip filter {', '\tchain INPUT {', '\t\ttype filter hook input priority filter; policy accept;', '\t}', '}', 'table ip kube-proxy {', `\tchain ${name} {`, '\t}', '}', 'table ip kube-proxy {', '\tmap service-ips {', '\t\ttype ipv4_addr : verdict', '\t}', '\tset cluster-ips {', '\t}', '}', 'table ip6 kube-proxy {', '\tchain only-v6 {', '\t}', '}'].join('\n');
+
+  it('are our table\'s chains, sets and maps, in the family asked for', () => {
+    const objects = listedObjects(listing('endpoint-ABCDEFGH-ns/svc/tcp/http__10.0.0.1/80'), 'ip');
+    expect(objects).toEqual({ chains: new Set(['endpoint-ABCDEFGH-ns/svc/tcp/http__10.0.0.1/80']), sets: new Map([['service-ips', 'map'], ['cluster-ips', 'set']]) });
+    expect(listedObjects(listing('x'), 'ip6')).toEqual({ chains: new Set(['only-v6']), sets: new Map() });
+  });
+
+  it('are not read when one has a name a script must not carry', () => {
+    for (const name of ['"x; flush ruleset"', 'x;y', 'a b']) expect(listedObjects(listing(name), 'ip')).toBeNull();
+  });
+});
+
 describe('nftables transaction planner (model)', () => {
   it('full(want) gives want from nothing and from any earlier table', () => {
     fc.assert(
@@ -219,6 +239,31 @@ describe('nftables transaction planner (model)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('full(want) over the objects it was told of keeps the table: want, and the elements the data path added to dynamic sets, or a refusal when a declaration changed', () => {
+    let kept = 0;
+    fc.assert(
+      fc.property(arbTable, arbTable, (prev, want) => {
+        const before = applyModel(null, fullTransaction(prev).script)!;
+        before.sets.get('affinity')?.elements.set('10.1.2.3', null);
+        const present = { chains: new Set(before.chains.keys()), sets: new Map([...before.sets].map(([k, x]) => [k, x.kind])) };
+        let after: ModelTable | null;
+        try {
+          after = applyModel(before, fullTransaction(want, present).script);
+        } catch (err) {
+          expect((err as Error).message).toMatch(/exists with another/);
+          return;
+        }
+        const remembered = before.sets.has('affinity') && want.sets.some((x) => x.name === 'affinity');
+        const expected = shape(want)!;
+        if (remembered) expected.sets.affinity!.elements = [['10.1.2.3', null]];
+        expect(shape(after)).toEqual(expected);
+        if (remembered) kept++;
+      }),
+      { numRuns: 300 },
+    );
+    expect(kept).toBeGreaterThan(10);
   });
 
   it('partial(prev, want) on top of prev gives exactly want, or asks for a full sync when a declaration changed', () => {

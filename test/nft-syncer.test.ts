@@ -12,6 +12,7 @@ import { ClusterState } from '../src/agent/state.js';
 import { runCommand, type Runner } from '../src/exec/command.js';
 import type { FamilyModel } from '../src/model/types.js';
 import { commandNft } from '../src/modes/nftables/nft.js';
+import { renderNftables } from '../src/modes/nftables/render.js';
 import type { NftTable } from '../src/modes/nftables/ruleset.js';
 import { NftablesSyncer } from '../src/modes/nftables/syncer.js';
 import { Netns } from './support/netns.js';
@@ -127,5 +128,61 @@ describe.runIf(canRun)('nftables syncer against a real kernel', () => {
     clock += 3_600_001;
     expect(await s.sync(req())).toMatchObject({ ok: true, full: true, reason: 'periodic' });
     expect(await s.sync(req())).toMatchObject({ ok: true, full: false, written: { commands: 0, bytes: 0 } });
+  });
+
+  describe('a full sync keeps the table', () => {
+    // The real renderer: ClientIP affinity gives each endpoint a dynamic set the data path fills.
+    const real = (run: Runner = inNs) =>
+      new NftablesSyncer(commandNft(run), { families: ['IPv4'], render: (m, n) => renderNftables(m, n), fullSyncIntervalMs: 3_600_000, now: () => clock }, pino({ level: 'silent' }));
+    const affinitySet = () => {
+      const m = /set (affinity-\S+) \{/.exec(listed());
+      if (!m) throw new Error('no affinity set listed');
+      return m[1]!;
+    };
+    beforeEach(() => state.upsertService(service('ns', 's1', '10.96.0.1', [{ name: 'http', port: 80, protocol: 'TCP' }], { sessionAffinity: 'ClientIP' })));
+
+    it('and the clients affinity remembers, through every full sync', async () => {
+      const s = real();
+      expect(await s.sync(req())).toMatchObject({ ok: true, full: true });
+      // A client the data path remembered, as `update @affinity-... { ip saddr }` does.
+      const set = affinitySet();
+      expect(ns.exec('nft', ['add', 'element', 'ip', 'kube-proxy', set, '{ 10.1.2.3 }']).status).toBe(0);
+      s.requireFullSync('test');
+      expect(await s.sync(req())).toMatchObject({ ok: true, full: true });
+      clock += 3_600_001;
+      expect(await s.sync(req())).toMatchObject({ ok: true, full: true, reason: 'periodic' });
+      expect(ns.exec('nft', ['list', 'set', 'ip', 'kube-proxy', set]).stdout).toMatch(/elements = \{ 10\.1\.2\.3 (timeout|expires)/);
+      expect(await s.damage()).toBeNull();
+    });
+
+    it('but nothing else an earlier writer left in it', async () => {
+      await real().sync(req());
+      for (const cmd of [
+        'add chain ip kube-proxy stale-chain',
+        'add rule ip kube-proxy stale-chain accept',
+        'add rule ip kube-proxy nat-output accept',
+        'add map ip kube-proxy stale-map { type ipv4_addr : verdict ; }',
+        'add element ip kube-proxy stale-map { 10.9.9.9 : goto stale-chain }',
+        'add element ip kube-proxy cluster-ips { 10.96.9.9 }',
+      ])
+        expect(ns.exec('nft', cmd.split(' ')).status, cmd).toBe(0);
+      // A fresh agent: it knows nothing of what the table holds.
+      expect(await real().sync(req())).toMatchObject({ ok: true, full: true });
+      const after = listed();
+      expect(after).not.toMatch(/stale|10\.96\.9\.9|^\s*accept$/m);
+      expect(after).toMatch(/10\.96\.0\.1/);
+    });
+
+    it('unless nft refuses it: a set declared otherwise makes it replace the table', async () => {
+      const s = real();
+      await s.sync(req());
+      // What an older version might have declared under the same name.
+      expect(ns.exec('nft', ['flush', 'table', 'ip', 'kube-proxy']).status).toBe(0);
+      expect(ns.exec('nft', ['delete', 'set', 'ip', 'kube-proxy', 'hairpin-endpoints']).status).toBe(0);
+      expect(ns.exec('nft', ['add', 'set', 'ip', 'kube-proxy', 'hairpin-endpoints', '{ type ipv4_addr ; }']).status).toBe(0);
+      s.requireFullSync('test');
+      expect(await s.sync(req())).toMatchObject({ ok: true, full: true });
+      expect(listed()).toMatch(/set hairpin-endpoints \{\s*type ipv4_addr \. ipv4_addr/);
+    });
   });
 });

@@ -8,9 +8,12 @@
  * settled by a full render, where the first in model order wins: the ledger asks for one
  * whenever such a key is touched. Pure.
  *
- * Kept lean, as it holds every element of a 10,000-service table: per key only the
- * element's text (the key itself where they are the same), with counts and contested
- * keys on the side, where they are rare.
+ * Kept lean, as it holds a 10,000-service table's elements: per key only the element's
+ * text (the key itself where they are the same), with counts and contested keys on the
+ * side, where they are rare. Sets whose keys start with a destination a service port
+ * claims (`keyedByClaim`) are not kept at all: such a key has one holder, since the
+ * syncer makes any change to a destination two service ports claim a full sync. That is
+ * more than half of the elements (the balancing maps).
  */
 import { elementKey, elementText, type Element, type NftSet } from './ruleset.js';
 
@@ -33,18 +36,21 @@ export class ElementLedger {
   /** Changes of the transaction being planned: kept apart until it is applied. */
   private pending: Map<string, Map<string, Held>> | null = null;
 
+  /** `keyedByClaim`: the sets and maps whose every key has one holder. */
+  constructor(private readonly keyedByClaim: (set: string) => boolean = () => false) {}
+
   private entries(set: string): SetEntries {
     let e = this.sets.get(set);
     if (!e) this.sets.set(set, (e = { text: new Map(), shared: new Map(), contested: new Set() }));
     return e;
   }
 
-  /** Counts one service's elements in (a full sync, service by service, in model order). */
-  count(sets: readonly NftSet[]): void {
-    for (const s of sets) {
-      if (s.elements.length === 0) continue;
-      const e = this.entries(s.name);
-      for (const el of s.elements) {
+  /** Counts one service's elements in, by set name (a full sync, service by service, in model order). */
+  count(sets: ReadonlyMap<string, readonly Element[]>): void {
+    for (const [name, elements] of sets) {
+      if (elements.length === 0 || this.keyedByClaim(name)) continue;
+      const e = this.entries(name);
+      for (const el of elements) {
         const k = elementKey(el);
         const text = elementText(el);
         const had = e.text.get(k);
@@ -81,6 +87,7 @@ export class ElementLedger {
    * holds them). Throws ContestedElement where only a full render can say.
    */
   release(set: NftSet, gone: readonly Element[]): string[] {
+    if (this.keyedByClaim(set.name)) return gone.map(elementKey);
     const out: string[] = [];
     for (const el of gone) {
       const k = elementKey(el);
@@ -98,6 +105,7 @@ export class ElementLedger {
 
   /** The elements of `fresh` the kernel must gain; throws ContestedElement on a disagreement. */
   claim(set: NftSet, fresh: readonly Element[]): Element[] {
+    if (this.keyedByClaim(set.name)) return [...fresh];
     const out: Element[] = [];
     for (const el of fresh) {
       const k = elementKey(el);

@@ -17,13 +17,15 @@ export interface NftResult {
 
 export interface Nft {
   readonly kind: 'library' | 'command';
-  /** A transaction: nft's commands, applied all or none. */
-  run(script: string): Promise<NftResult>;
+  /** A transaction: nft's commands (ASCII; or the chunks of them, in order), applied all or none. */
+  run(script: string | readonly Buffer[]): Promise<NftResult>;
   /**
    * A read (`list ...`). nft reads the objects a listing needs into its cache, at 10,000
    * services hundreds of MB: the library's path lists through the command where it can.
+   * `terse` leaves set elements out (`nft -t`); only the command does that, so a terse
+   * listing rejects where there is no nft command.
    */
-  list(command: string): Promise<NftResult>;
+  list(command: string, terse?: boolean): Promise<NftResult>;
   close(): void;
 }
 
@@ -45,11 +47,11 @@ export async function runNft(nft: Nft, what: string, script: string): Promise<st
 
 /** `nft -f -`: the fallback, and what a test compares the library with. */
 export function commandNft(run: Runner, bin = 'nft'): Nft {
-  const runScript = async (script: string): Promise<NftResult> => {
-    const r = await run(bin, ['-f', '-'], [Buffer.from(script)]);
+  const runScript = async (script: string | readonly Buffer[], terse = false): Promise<NftResult> => {
+    const r = await run(bin, [...(terse ? ['-t'] : []), '-f', '-'], typeof script === 'string' ? [Buffer.from(script)] : [...script]);
     return { ok: r.status === 0, output: r.stdout, error: r.status === 0 ? '' : r.stderr || `${bin} exited ${r.status}` };
   };
-  return { kind: 'command', run: runScript, list: runScript, close() {} };
+  return { kind: 'command', run: (script) => runScript(script), list: runScript, close() {} };
 }
 
 export interface NftOptions {
@@ -64,6 +66,8 @@ export interface NftOptions {
  */
 export const IN_PROCESS_MAX_BYTES = 1 << 20;
 
+const scriptBytes = (script: string | readonly Buffer[]) => (typeof script === 'string' ? script.length : script.reduce((n, b) => n + b.length, 0));
+
 /**
  * libnftables in process when it loads, else the nft command (with one warning). With
  * the library, scripts above IN_PROCESS_MAX_BYTES still run as `nft -f -` where the
@@ -75,15 +79,15 @@ export async function chooseNft(run: Runner, log: Logger, opts: NftOptions = {})
     const lib = await loadLibnftables(library);
     log.info({ library, inProcessMaxBytes: IN_PROCESS_MAX_BYTES }, 'applying nftables rules in process through libnftables (larger transactions with nft -f -)');
     const command = commandNft(run);
-    const inProcess = async (script: string): Promise<NftResult> => {
-      const r = await lib.run(script);
+    const inProcess = async (script: string | readonly Buffer[]): Promise<NftResult> => {
+      const r = await lib.run(typeof script === 'string' ? script : Buffer.concat(script).toString('latin1'));
       return { ok: r.status === 0, output: r.output, error: r.status === 0 ? '' : r.error || `nft_run_cmd_from_buffer returned ${r.status}` };
     };
     return {
       kind: 'library',
       // A command that cannot start (no nft binary) is a rejection: then the library does it.
-      run: (script) => (script.length > IN_PROCESS_MAX_BYTES ? command.run(script).catch(() => inProcess(script)) : inProcess(script)),
-      list: (cmd) => command.list(cmd).catch(() => inProcess(cmd)),
+      run: (script) => (scriptBytes(script) > IN_PROCESS_MAX_BYTES ? command.run(script).catch(() => inProcess(script)) : inProcess(script)),
+      list: (cmd, terse) => (terse ? command.list(cmd, true) : command.list(cmd).catch(() => inProcess(cmd))),
       close: () => lib.close(),
     };
   } catch (err) {

@@ -11,6 +11,7 @@
 import { LineWriter } from '../line-writer.js';
 import { ContestedElement, type ElementLedger } from './ledger.js';
 import { chainSpec, comment, elementKey, elementText, ruleText, setSpec, tableRef, type Chain, type Element, type NftSet, type NftTable } from './ruleset.js';
+import type { TableObjects } from './written.js';
 
 export interface Transaction {
   /** The nft script, ASCII; empty when there is nothing to change. */
@@ -26,10 +27,19 @@ export class NeedsFullSync extends Error {}
 /** Elements per `add element` command: one command per set parses fastest, this bounds a line. */
 const ELEMENTS_PER_COMMAND = 1000;
 
+/** Bytes a full transaction's script takes per element, about (48 covers the balancing maps' `addr . proto . port . i : addr . port, `). */
+const BYTES_PER_ELEMENT = 48;
+
 class Script {
-  private readonly out = new LineWriter(64 * 1024);
+  private readonly out: LineWriter;
   private commands = 0;
-  constructor(readonly ref: string) {}
+  /** `expectBytes`: what the script will about take; written into one buffer, not grown by doubling from small. */
+  constructor(
+    readonly ref: string,
+    expectBytes = 64 * 1024,
+  ) {
+    this.out = new LineWriter(expectBytes);
+  }
 
   add(line: string): void {
     this.out.line(line);
@@ -52,26 +62,50 @@ class Script {
     }
   }
   done(full: boolean): Transaction {
-    return { script: Buffer.from(this.out.bytes()), commands: this.commands, full };
+    // A view, not a copy: a full table's script is ~10 MB at 10,000 services, and lives one sync.
+    return { script: this.out.bytes(), commands: this.commands, full };
   }
 }
 
 /**
- * The whole table in one transaction, whatever the kernel holds: the table is created
- * (should it be missing), deleted with everything in it, and written again, so no chain,
- * set, rule or element of an earlier writer survives (`flush table` would keep set
- * elements). Atomic: packets meet the old table or the new one.
+ * The whole table in one transaction. Atomic: packets meet the old table or the new one.
+ *
+ * With `present` (what the kernel's table holds, listed just before), the table stays:
+ * every rule is flushed and written again, every set and map we fill is flushed and
+ * filled again, and chains, sets and maps we no longer declare are deleted, so that no
+ * rule, element or object of an earlier writer survives but one: the elements of the
+ * dynamic sets, which are the data path's memory of ClientIP affinity, not ours. A
+ * declaration that changed (a set's type, a base chain's hook) makes nft refuse this;
+ * then the caller writes the table without `present`.
+ *
+ * Without it, the table is created (should it be missing), deleted with everything in
+ * it, and written again (`flush table` would keep set elements).
  */
-export function fullTransaction(want: NftTable): Transaction {
-  const s = new Script(tableRef(want));
-  s.add(`add table ${s.ref}`);
-  s.add(`delete table ${s.ref}`);
-  s.add(`add table ${s.ref} { ${comment(want.comment)} ; }`);
+export function fullTransaction(want: NftTable, present?: TableObjects): Transaction {
+  const s = new Script(tableRef(want), 64 * 1024 + BYTES_PER_ELEMENT * want.sets.reduce((n, x) => n + x.elements.length, 0));
+  if (present) {
+    s.add(`add table ${s.ref} { ${comment(want.comment)} ; }`);
+    s.add(`flush table ${s.ref}`);
+  } else {
+    s.add(`add table ${s.ref}`);
+    s.add(`delete table ${s.ref}`);
+    s.add(`add table ${s.ref} { ${comment(want.comment)} ; }`);
+  }
   // Every chain and set first, so that any rule or element can name any of them.
   for (const c of want.chains) s.chain(c);
-  for (const set of want.sets) s.set(set);
+  for (const set of want.sets) {
+    s.set(set);
+    if (present?.sets.has(set.name) && !set.flags.includes('dynamic')) s.add(`flush ${set.kind} ${s.ref} ${set.name}`);
+  }
   for (const set of want.sets) s.elements('add', set, set.elements);
   for (const c of want.chains) s.rules(c);
+  if (present) {
+    // Sets and maps before chains: a verdict map's elements may name a stale chain.
+    const sets = new Set(want.sets.map((x) => x.name));
+    const chains = new Set(want.chains.map((c) => c.name));
+    for (const [name, kind] of present.sets) if (!sets.has(name)) s.add(`delete ${kind} ${s.ref} ${name}`);
+    for (const name of present.chains) if (!chains.has(name)) s.add(`delete chain ${s.ref} ${name}`);
+  }
   return s.done(true);
 }
 

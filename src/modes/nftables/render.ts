@@ -310,18 +310,11 @@ function familyNodeIPs(node: NodeContext, ip: 'ip' | 'ip6'): ParsedIP[] {
   return node.nodeIPs.map((t) => parseIP(t)!).filter((a) => a.family === family);
 }
 
-export function renderNftables(model: FamilyModel, node: NodeContext, options: Partial<NftablesOptions> = {}): NftTable {
-  const opts = { ...DEFAULT_NFTABLES_OPTIONS, ...options };
-  if (!Number.isInteger(opts.masqueradeBit) || opts.masqueradeBit < 0 || opts.masqueradeBit > 31) {
-    throw new Error(`masquerade bit ${opts.masqueradeBit} is not in 0-31`);
-  }
-  const mark = `0x${(2 ** opts.masqueradeBit).toString(16)}`;
+function newContext(model: FamilyModel, node: NodeContext, opts: NftablesOptions): Context {
   const ip = NFT_FAMILY[model.family];
-  const addr = ip === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
-  const podCIDR = opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null;
-  const ctx: Context = {
+  return {
     ip,
-    podCIDR,
+    podCIDR: opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null,
     primaryNodeIP: familyNodeIPs(node, ip)[0] ?? null,
     clusterIPs: new Elements(),
     serviceIPs: new Elements(),
@@ -337,6 +330,57 @@ export function renderNftables(model: FamilyModel, node: NodeContext, options: P
     ownChains: [],
     ownSets: [],
   };
+}
+
+/** What service ports put into sets and maps, by set name; `renderNftables` declares them. */
+function serviceElements(ctx: Context): [string, Element[]][] {
+  return [
+    [N.CLUSTER_IPS, ctx.clusterIPs.list],
+    [N.SERVICE_IPS, ctx.serviceIPs.list],
+    [N.SERVICE_NODEPORTS, ctx.serviceNodePorts.list],
+    [N.NO_ENDPOINT_SERVICES, ctx.noEndpointServices.list],
+    [N.NO_ENDPOINT_NODEPORTS, ctx.noEndpointNodePorts.list],
+    [N.FIREWALL_IPS, ctx.firewallIPs.list],
+    [N.FIREWALL_ALLOW, ctx.firewallAllow.list],
+    [N.HAIRPIN, ctx.hairpin.list],
+    ...ctx.groups,
+  ];
+}
+
+/**
+ * The sets and maps whose every key starts with a destination a service port claimed
+ * (`claim` in servicePort): a key of theirs no other service port holds, unless two claim
+ * one destination. A ledger of shared elements can leave them out.
+ */
+export function keyedByClaim(set: string): boolean {
+  return CLAIMED_SETS.has(set) || N.groupCount(set) !== null;
+}
+
+const CLAIMED_SETS = new Set([N.SERVICE_IPS, N.SERVICE_NODEPORTS, N.NO_ENDPOINT_SERVICES, N.NO_ENDPOINT_NODEPORTS, N.FIREWALL_IPS, N.FIREWALL_ALLOW]);
+
+/**
+ * The elements `model`'s service ports put into the table, set by set, without the table:
+ * the same elements `renderNftables` gives those sets and maps for the same model (the
+ * fixed elements, such as the node port addresses, left out). What a ledger of who holds
+ * which element counts, one service at a time, for 10,000 services: a whole table each
+ * time would cost several times more.
+ */
+export function renderServiceElements(model: FamilyModel, node: NodeContext, options: Partial<NftablesOptions> = {}): Map<string, Element[]> {
+  const ctx = newContext(model, node, { ...DEFAULT_NFTABLES_OPTIONS, ...options });
+  for (const sp of model.servicePorts) servicePort(sp, ctx);
+  return new Map(serviceElements(ctx).filter(([, list]) => list.length > 0));
+}
+
+export function renderNftables(model: FamilyModel, node: NodeContext, options: Partial<NftablesOptions> = {}): NftTable {
+  const opts = { ...DEFAULT_NFTABLES_OPTIONS, ...options };
+  if (!Number.isInteger(opts.masqueradeBit) || opts.masqueradeBit < 0 || opts.masqueradeBit > 31) {
+    throw new Error(`masquerade bit ${opts.masqueradeBit} is not in 0-31`);
+  }
+  const mark = `0x${(2 ** opts.masqueradeBit).toString(16)}`;
+  const ip = NFT_FAMILY[model.family];
+  const addr = ip === 'ip' ? 'ipv4_addr' : 'ipv6_addr';
+  const ctx = newContext(model, node, opts);
+  const podCIDR = ctx.podCIDR;
   for (const sp of model.servicePorts) servicePort(sp, ctx);
 
   const dest = `${ip} daddr . meta l4proto . th dport`;
@@ -407,31 +451,32 @@ export function renderNftables(model: FamilyModel, node: NodeContext, options: P
   const vmap = (key: string[]) => ({ type: key, value: { type: ['verdict'] } });
   const destType = [addr, 'inet_proto', 'inet_service'];
   const portType = ['inet_proto', 'inet_service'];
-  const set = (name: string, key: string[], comment: string, elements: Elements, flags: NftSet['flags'] = []): NftSet => ({
+  const filled = new Map(serviceElements(ctx));
+  const set = (name: string, key: string[], comment: string, flags: NftSet['flags'] = [], elements = filled.get(name) ?? []): NftSet => ({
     kind: 'set',
     name,
     key: { type: key },
     flags,
     comment,
-    elements: elements.list,
+    elements,
   });
-  const map = (name: string, key: string[], comment: string, elements: Elements): NftSet => {
+  const map = (name: string, key: string[], comment: string): NftSet => {
     const v = vmap(key);
-    return { kind: 'map', name, key: { type: v.type }, value: v.value, flags: [], comment, elements: elements.list };
+    return { kind: 'map', name, key: { type: v.type }, value: v.value, flags: [], comment, elements: filled.get(name) ?? [] };
   };
   const nodePortIPSet = new Elements();
   for (const a of npIPs ?? []) nodePortIPSet.add({ key: [a] });
 
   const sets: NftSet[] = [
-    set(N.CLUSTER_IPS, [addr], 'Active ClusterIPs', ctx.clusterIPs),
-    ...(npIPs === null ? [] : [set(N.NODEPORT_IPS, [addr], 'IPs that accept NodePort traffic', nodePortIPSet)]),
-    map(N.SERVICE_IPS, destType, 'ClusterIP, ExternalIP and LoadBalancer IP traffic', ctx.serviceIPs),
-    map(N.SERVICE_NODEPORTS, portType, 'NodePort traffic', ctx.serviceNodePorts),
-    map(N.NO_ENDPOINT_SERVICES, destType, 'vmap to drop or reject packets to services with no endpoints', ctx.noEndpointServices),
-    map(N.NO_ENDPOINT_NODEPORTS, portType, 'vmap to drop or reject packets to service nodeports with no endpoints', ctx.noEndpointNodePorts),
-    set(N.FIREWALL_IPS, destType, 'destinations that are subject to LoadBalancerSourceRanges', ctx.firewallIPs),
-    set(N.FIREWALL_ALLOW, [...destType, addr], 'sources LoadBalancerSourceRanges let in, per destination', ctx.firewallAllow, ['interval']),
-    set(N.HAIRPIN, [addr, addr], 'endpoint . endpoint: a pod reaching itself through a service', ctx.hairpin),
+    set(N.CLUSTER_IPS, [addr], 'Active ClusterIPs'),
+    ...(npIPs === null ? [] : [set(N.NODEPORT_IPS, [addr], 'IPs that accept NodePort traffic', [], nodePortIPSet.list)]),
+    map(N.SERVICE_IPS, destType, 'ClusterIP, ExternalIP and LoadBalancer IP traffic'),
+    map(N.SERVICE_NODEPORTS, portType, 'NodePort traffic'),
+    map(N.NO_ENDPOINT_SERVICES, destType, 'vmap to drop or reject packets to services with no endpoints'),
+    map(N.NO_ENDPOINT_NODEPORTS, portType, 'vmap to drop or reject packets to service nodeports with no endpoints'),
+    set(N.FIREWALL_IPS, destType, 'destinations that are subject to LoadBalancerSourceRanges'),
+    set(N.FIREWALL_ALLOW, [...destType, addr], 'sources LoadBalancerSourceRanges let in, per destination', ['interval']),
+    set(N.HAIRPIN, [addr, addr], 'endpoint . endpoint: a pod reaching itself through a service'),
     ...groups.sets,
     ...ctx.ownSets,
   ];

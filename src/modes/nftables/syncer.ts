@@ -1,10 +1,11 @@
 /**
  * The nftables sync: model -> rendered table per family -> one transaction -> the kernel.
  * Full (the whole table) at start, after a failure, when someone changed our table, when
- * the node or the service CIDRs changed, and periodically. Otherwise partial: only the
- * services that changed are rendered, as they were when last written and as they are now,
- * and the difference goes to the kernel, their set elements through the ledger of who
- * holds what. That keeps a one-endpoint change at 10,000 services a few milliseconds of
+ * the node or the service CIDRs changed, and periodically: over the table the kernel
+ * holds (listed first), which keeps the affinity sets' elements, or, where nft refuses
+ * that, replacing it. Otherwise partial: only the services that changed are rendered, as
+ * they were when last written and as they are now, and the difference goes to the
+ * kernel, their set elements through the ledger of who holds what. That keeps a one-endpoint change at 10,000 services a few milliseconds of
  * work. Every family's change goes into one transaction, so the node never holds an IPv4
  * table of one sync beside an IPv6 table of another.
  */
@@ -15,11 +16,22 @@ import { compareServicePorts } from '../../model/build.js';
 import type { FamilyModel, IPFamily, NodeContext, ServicePort } from '../../model/types.js';
 import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode.js';
 import { ElementLedger } from './ledger.js';
-import { chooseNft, NftError, type Nft } from './nft.js';
+import { chooseNft, NftError, type Nft, type NftResult } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
-import { renderNftables, type NftablesOptions } from './render.js';
-import { NFT_FAMILY, TABLE_NAME, type Chain, type NftTable } from './ruleset.js';
-import { byService, countClaims, frameOf, listedRuleCounts, mergeGroups, writtenGroups, type Groups } from './written.js';
+import { keyedByClaim, renderNftables, renderServiceElements, type NftablesOptions } from './render.js';
+import { NFT_FAMILY, TABLE_NAME, type Chain, type Element, type NftTable } from './ruleset.js';
+import {
+  byService,
+  countClaims,
+  frameOf,
+  LIST_OBJECTS,
+  listedObjects,
+  listedRuleCounts,
+  mergeGroups,
+  writtenGroups,
+  type Groups,
+  type TableObjects,
+} from './written.js';
 
 /** Services counted into the ledger between two yields to the event loop. */
 const LEDGER_BATCH = 200;
@@ -31,6 +43,14 @@ export interface NftSyncerOptions {
    * that a render of a few services has the fixed part the whole table has).
    */
   render: (model: FamilyModel, node: NodeContext, keep?: Groups) => NftTable;
+  /**
+   * The elements a model's service ports put into the table, by set or map name, as
+   * `render` gives them: what the ledger counts, one service at a time. By default taken
+   * from `render`; the renderer's own is several times cheaper than a table per service.
+   */
+  elements?: (model: FamilyModel, node: NodeContext) => ReadonlyMap<string, readonly Element[]>;
+  /** The renderer's sets and maps keyed by claimed destinations, which the ledger need not keep (render.ts keyedByClaim). */
+  keyedByClaim?: (set: string) => boolean;
   fullSyncIntervalMs: number;
   /** Injected for tests: the periodic full sync is due by this clock. */
   now?: () => number;
@@ -105,7 +125,7 @@ export class NftablesSyncer implements Syncer {
     let full = reason !== null;
     let escalated: string | null = null;
     let txs: Transaction[] = [];
-    const next = new Map<IPFamily, () => FamilyState>();
+    let next = new Map<IPFamily, () => FamilyState>();
     try {
       if (!full) {
         for (const family of this.families) {
@@ -120,19 +140,18 @@ export class NftablesSyncer implements Syncer {
       }
       if (full || escalated !== null) {
         full = true;
-        txs = [];
-        next.clear();
-        const generation = ++this.generation;
-        for (const family of this.families) {
-          const planned = this.full(req.model, family, generation);
-          txs.push(planned.tx);
-          next.set(family, planned.state);
+        const present = await this.present();
+        ({ txs, next } = this.fullPlan(req.model, present));
+        let r = await this.apply(txs);
+        if (!r.ok && present) {
+          this.log.warn({ err: r.error.trim() }, 'nft refused the full sync that keeps the table (a declaration changed?): replacing the table, and with it the affinity memory');
+          ({ txs, next } = this.fullPlan(req.model, null));
+          r = await this.apply(txs);
         }
-      }
-      const script = Buffer.concat(txs.map((t) => t.script));
-      if (script.length > 0) {
-        const r = await this.nft.run(script.toString('latin1'));
-        if (!r.ok) throw new NftError(full ? 'full sync' : 'partial sync', r.error.trim());
+        if (!r.ok) throw new NftError('full sync', r.error.trim());
+      } else {
+        const r = await this.apply(txs);
+        if (!r.ok) throw new NftError('partial sync', r.error.trim());
       }
     } catch (err) {
       // What the kernel holds is unknown now: write it all next time.
@@ -151,6 +170,45 @@ export class NftablesSyncer implements Syncer {
     return { ok: true, full, reason: reason ?? escalated, written: { commands, bytes } };
   }
 
+  private async apply(txs: Transaction[]): Promise<NftResult> {
+    const chunks = txs.map((t) => t.script).filter((b) => b.length > 0);
+    return chunks.length === 0 ? { ok: true, output: '', error: '' } : this.nft.run(chunks);
+  }
+
+  /**
+   * What each family's table holds, so that a full sync can keep the table (and the
+   * affinity sets' elements); null when that cannot be listed: then it replaces them.
+   */
+  private async present(): Promise<Map<IPFamily, TableObjects> | null> {
+    const r = await this.nft.list(LIST_OBJECTS, true).catch(() => null);
+    if (!r?.ok) return null;
+    const out = new Map<IPFamily, TableObjects>();
+    for (const family of this.families) {
+      const objects = listedObjects(r.output, NFT_FAMILY[family]);
+      if (!objects) return null;
+      out.set(family, objects);
+    }
+    return out;
+  }
+
+  /** Every family's whole table, over what `present` says the kernel holds (or replacing it). */
+  private fullPlan(source: ModelSource, present: Map<IPFamily, TableObjects> | null): { txs: Transaction[]; next: Map<IPFamily, () => FamilyState> } {
+    const generation = ++this.generation;
+    const txs: Transaction[] = [];
+    const next = new Map<IPFamily, () => FamilyState>();
+    for (const family of this.families) {
+      const planned = this.full(source, family, generation, present?.get(family));
+      txs.push(planned.tx);
+      next.set(family, planned.state);
+    }
+    return { txs, next };
+  }
+
+  private elements(model: FamilyModel, node: NodeContext): ReadonlyMap<string, readonly Element[]> {
+    if (this.opts.elements) return this.opts.elements(model, node);
+    return new Map(this.render(model, node).sets.map((s) => [s.name, s.elements]));
+  }
+
   private render(model: FamilyModel, node: NodeContext, keep?: Groups): NftTable {
     const t = this.opts.render(model, node, keep);
     if (t.family !== NFT_FAMILY[model.family] || t.name !== TABLE_NAME) throw new Error(`rendered table ${t.family} ${t.name} for ${model.family}`);
@@ -158,19 +216,20 @@ export class NftablesSyncer implements Syncer {
   }
 
   /** The whole table; the state to keep once it is applied. */
-  private full(source: ModelSource, family: IPFamily, generation: number): { tx: Transaction; state: () => FamilyState } {
+  private full(source: ModelSource, family: IPFamily, generation: number, present: TableObjects | undefined): { tx: Transaction; state: () => FamilyState } {
     const model = source.familyModel(family);
     const table = this.render(model, source.nodeContext);
     const groups = writtenGroups(table);
     const frame = frameOf(this.render({ ...model, servicePorts: [] }, source.nodeContext, groups));
+    const bases = table.chains.filter((c) => c.base);
+    const tx = fullTransaction(table, present);
     const ports = byService(model.servicePorts);
-    // Counted while the kernel loads the table (nft works on another thread): ready, or
-    // nearly, when the first partial sync needs it.
+    const claims = countClaims(model.servicePorts);
+    // Counted while the kernel loads the table (nft works in its own process): ready, or
+    // nearly, when the first partial sync needs it. The table itself is not kept: at
+    // 10,000 services its elements are tens of MB.
     const ledger = this.countLedger(model, source.nodeContext, ports, generation);
-    return {
-      tx: fullTransaction(table),
-      state: () => ({ ports, groups, frame, bases: table.chains.filter((c) => c.base), claims: countClaims(model.servicePorts), ledger }),
-    };
+    return { tx, state: () => ({ ports, groups, frame, bases, claims, ledger }) };
   }
 
   /**
@@ -178,10 +237,10 @@ export class NftablesSyncer implements Syncer {
    * order, a batch at a time so that the event loop stays free. A partial sync waits for it.
    */
   private async countLedger(model: FamilyModel, node: NodeContext, ports: Map<string, ServicePort[]>, generation: number): Promise<ElementLedger> {
-    const ledger = new ElementLedger();
+    const ledger = new ElementLedger(this.opts.keyedByClaim);
     let i = 0;
     for (const list of ports.values()) {
-      ledger.count(this.render({ ...model, servicePorts: list }, node).sets);
+      ledger.count(this.elements({ ...model, servicePorts: list }, node));
       if (++i % LEDGER_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (generation !== this.generation) break;
@@ -239,5 +298,6 @@ export async function startNftablesSyncer(host: Host, opts: NftablesOptions): Pr
   const nft = await chooseNft(host.run, host.log);
   const families: IPFamily[] = existsSync('/proc/sys/net/ipv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
   const render = (model: FamilyModel, node: NodeContext, keep?: Groups) => renderNftables(model, node, keep ? { ...opts, keepGroups: keep } : opts);
-  return new NftablesSyncer(nft, { families, render, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
+  const elements = (model: FamilyModel, node: NodeContext) => renderServiceElements(model, node, opts);
+  return new NftablesSyncer(nft, { families, render, elements, keyedByClaim, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
 }

@@ -5,7 +5,7 @@
  */
 import type { ServicePort } from '../../model/types.js';
 import { groupCount } from './names.js';
-import { chainSpec, elementText, ruleText, setSpec, type NftTable } from './ruleset.js';
+import { chainSpec, elementText, ruleText, setSpec, TABLE_NAME, tableRef, type NftFamily, type NftTable } from './ruleset.js';
 
 /** Endpoint counts whose groups the table declares (every kind and protocol has every count). */
 export type Groups = readonly number[];
@@ -24,6 +24,41 @@ export function listedRuleCounts(listing: string): Map<string, number> {
     else if (chain !== null && line !== '' && !line.startsWith('type ') && !line.startsWith('comment ')) counts.set(chain, counts.get(chain)! + 1);
   }
   return counts;
+}
+
+/** The chains, sets and maps a table holds in the kernel, by name. */
+export interface TableObjects {
+  chains: ReadonlySet<string>;
+  sets: ReadonlyMap<string, 'set' | 'map'>;
+}
+
+/** The commands whose output `listedObjects` reads: names and declarations only (with `nft -t`), cheap at any size. */
+export const LIST_OBJECTS = 'list chains\nlist sets\nlist maps\n';
+
+/** What our names are made of (names.ts): a listed name goes into a script only if it is one of these. */
+const NAME = /^[A-Za-z0-9_./-]+$/;
+
+/**
+ * Our table's chains, sets and maps in the output of LIST_OBJECTS (every table's, one
+ * block per table and command); null when one has a name we would not write (someone
+ * else's object, which a script must not name verbatim).
+ */
+export function listedObjects(listing: string, family: NftFamily): TableObjects | null {
+  const chains = new Set<string>();
+  const sets = new Map<string, 'set' | 'map'>();
+  const header = `table ${tableRef({ family, name: TABLE_NAME })} {`;
+  let ours = false;
+  for (const line of listing.split('\n')) {
+    if (line.startsWith('table ')) ours = line === header;
+    else if (line === '}') ours = false;
+    else if (ours) {
+      const m = /^\t(chain|set|map) (.+) \{$/.exec(line);
+      if (m && !NAME.test(m[2]!)) return null;
+      if (m?.[1] === 'chain') chains.add(m[2]!);
+      else if (m) sets.set(m[2]!, m[1] as 'set' | 'map');
+    }
+  }
+  return { chains, sets };
 }
 
 /**
