@@ -3,9 +3,13 @@
  * VARIANT BACKEND_PORT` listens on a free port (printed) and forwards to 127.0.0.1:BACKEND_PORT.
  * VARIANT `listener` is userspace mode's own TcpListener (pipe()); the others are bare
  * copies to compare copy paths: `manual` (write, pause on a full buffer, resume on drain)
- * and `pipe-256k` (pipe() with 256 KiB stream buffers).
+ * and `pipe-256k` (pipe() with 256 KiB stream buffers). `workers` runs the TcpListener in one
+ * process per core sharing one accept queue (node:cluster, SCHED_NONE: each worker accepts
+ * from the listening socket the primary bound), to measure whether worker processes pay.
  */
+import cluster from 'node:cluster';
 import net from 'node:net';
+import os from 'node:os';
 import { pino } from 'pino';
 import { Balancer } from '../src/modes/userspace/balancer.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
@@ -44,11 +48,15 @@ async function bare(copy: 'manual' | 'pipe-256k'): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-async function listener(): Promise<number> {
+async function freePort(): Promise<number> {
   const probe = net.createServer();
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
   const port = (probe.address() as net.AddressInfo).port;
   await new Promise((r) => probe.close(r));
+  return port;
+}
+
+async function listener(port: number): Promise<number> {
   const b = new Balancer('rr', null);
   b.update([{ ip: '127.0.0.1', port: backend, address: `127.0.0.1:${backend}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true }], null);
   const l = new TcpListener(b, { key: 'bench', family: 'IPv4', port, maxConnections: 20_000, maxAgeMs: 0, stats: NO_STATS, log: pino({ level: 'silent' }) });
@@ -56,5 +64,20 @@ async function listener(): Promise<number> {
   return port;
 }
 
-const port = variant === 'listener' ? await listener() : await bare(variant === 'manual' ? 'manual' : 'pipe-256k');
-process.stdout.write(`${port}\n`);
+/** One TcpListener per core on `port`; resolves once every worker listens. */
+async function workers(port: number): Promise<number> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ args: ['worker', String(backend), String(port)] });
+  await Promise.all(Array.from({ length: os.availableParallelism() }, () => new Promise((r) => cluster.fork().once('listening', r))));
+  return port;
+}
+
+async function run(): Promise<number> {
+  if (variant === 'worker') return listener(Number(process.argv[4]));
+  if (variant === 'listener') return listener(await freePort());
+  if (variant === 'workers') return workers(await freePort());
+  return bare(variant === 'manual' ? 'manual' : 'pipe-256k');
+}
+
+const port = await run();
+if (variant !== 'worker') process.stdout.write(`${port}\n`);
