@@ -48,6 +48,8 @@ export interface HarnessOptions {
   /** Worker processes; 0: the listeners run in this process. */
   workers?: number;
   stats?: EndpointStats;
+  /** TCP connections per listener (per worker); 100 unless given. */
+  maxConnections?: number;
   pool?: Partial<WorkerPoolOptions>;
 }
 
@@ -62,7 +64,7 @@ export async function harness(first: number, closers: (() => unknown)[], opts: H
   const stats = opts.stats ?? NO_STATS;
   const pool = opts.workers ? await workerPool(opts.workers, { stats, ...opts.pool }) : null;
   if (pool) closers.push(() => pool.stop());
-  const proxier = new Proxier({ scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, maxConnections: 100, stats, log, localAddresses: () => ['127.0.0.1'], pool });
+  const proxier = new Proxier({ scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, maxConnections: opts.maxConnections ?? 100, stats, log, localAddresses: () => ['127.0.0.1'], pool });
   closers.push(() => proxier.closeAll());
   const appliers = new Map([['IPv4' as const, new IptablesApplier('IPv4', fake.run, binaries('IPv4', 'nf_tables'))]]);
   const syncer = new UserspaceSyncer(appliers, proxier, { clusterCIDRs: [], nodePortAddresses: [], localhostNodePorts: true, portRange: { first, last: first + 2 }, maxConnectionAgeMs: 0 }, log);
