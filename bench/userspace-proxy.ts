@@ -3,15 +3,15 @@
  * VARIANT BACKEND_PORT` listens on a free port (printed) and forwards to 127.0.0.1:BACKEND_PORT.
  * VARIANT `listener` is userspace mode's own TcpListener (pipe()); the others are bare
  * copies to compare copy paths: `manual` (write, pause on a full buffer, resume on drain)
- * and `pipe-256k` (pipe() with 256 KiB stream buffers). `workers` runs the TcpListener in one
- * process per core sharing one accept queue (node:cluster, SCHED_NONE: each worker accepts
- * from the listening socket the primary bound), to measure whether worker processes pay.
+ * and `pipe-256k` (pipe() with 256 KiB stream buffers). `workers` is userspace mode's worker
+ * pool, one process per core (the agent's default), this process as the agent.
  */
-import cluster from 'node:cluster';
 import net from 'node:net';
 import os from 'node:os';
 import { pino } from 'pino';
+import type { Endpoint } from '../src/model/types.js';
 import { Balancer } from '../src/modes/userspace/balancer.js';
+import { WorkerPool } from '../src/modes/userspace/pool.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
 
@@ -56,28 +56,25 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function listener(port: number): Promise<number> {
+const endpoints: Endpoint[] = [{ ip: '127.0.0.1', port: backend, address: `127.0.0.1:${backend}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true }];
+const log = pino({ level: 'silent' });
+
+async function listener(): Promise<number> {
+  const port = await freePort();
   const b = new Balancer('rr', null);
-  b.update([{ ip: '127.0.0.1', port: backend, address: `127.0.0.1:${backend}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true }], null);
-  const l = new TcpListener(b, { key: 'bench', family: 'IPv4', port, maxConnections: 20_000, maxAgeMs: 0, stats: NO_STATS, log: pino({ level: 'silent' }) });
+  b.update(endpoints, null);
+  const l = new TcpListener(b, { key: 'bench', family: 'IPv4', port, maxConnections: 20_000, maxAgeMs: 0, stats: NO_STATS, log });
   await l.listen();
   return port;
 }
 
-/** One TcpListener per core on `port`; resolves once every worker listens. */
-async function workers(port: number): Promise<number> {
-  cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ args: ['worker', String(backend), String(port)] });
-  await Promise.all(Array.from({ length: os.availableParallelism() }, () => new Promise((r) => cluster.fork().once('listening', r))));
+async function workers(): Promise<number> {
+  const port = await freePort();
+  const pool = new WorkerPool({ size: os.availableParallelism(), stats: NO_STATS, log });
+  await pool.start();
+  await pool.listen({ key: 'bench', family: 'IPv4', port, scheduler: 'rr', maxConnections: 20_000, maxAgeMs: 0, endpoints });
   return port;
 }
 
-async function run(): Promise<number> {
-  if (variant === 'worker') return listener(Number(process.argv[4]));
-  if (variant === 'listener') return listener(await freePort());
-  if (variant === 'workers') return workers(await freePort());
-  return bare(variant === 'manual' ? 'manual' : 'pipe-256k');
-}
-
-const port = await run();
-if (variant !== 'worker') process.stdout.write(`${port}\n`);
+const variants: Record<string, () => Promise<number>> = { listener, workers, manual: () => bare('manual'), 'pipe-256k': () => bare('pipe-256k') };
+process.stdout.write(`${await variants[variant!]!()}\n`);

@@ -281,21 +281,21 @@ async function main(): Promise<void> {
     if (hp !== null) targets.push({ name: 'haproxy (mode tcp)', ...hp });
     else console.log('  haproxy: not installed (apt-get install haproxy), left out');
     const variants: [string, string][] = [
-      ['listener', 'userspace (TcpListener, pipe)'],
-      ['workers', `  variant: ${os.availableParallelism()} worker processes`],
+      ['workers', `userspace, ${os.availableParallelism()} workers (default)`],
+      ['listener', 'userspace, in the agent (0 workers)'],
       ['manual', '  copy variant: manual'],
       ['pipe-256k', '  copy variant: pipe-256k'],
     ];
     for (const [variant, name] of variants) targets.push({ name, ...(await start(process.execPath, [join(here, 'userspace-proxy.js'), variant, String(backend)])) });
     console.log('userspace mode data path on loopback (endpoint, proxy and load generator in 3 processes; 2 shared cores: indicative)');
-    console.log(`  ${'target'.padEnd(32)} ${'1 stream'.padStart(10)} ${'8 streams'.padStart(10)} ${'conn/s'.padStart(8)} ${'p50 us'.padStart(7)} ${'p99 us'.padStart(7)}   vs haproxy (tput1, tput8, conn/s, p99)   proxy CPU s/GB, s/1k conn; machine idle`);
+    console.log(`  ${'target'.padEnd(36)} ${'1 stream'.padStart(10)} ${'8 streams'.padStart(10)} ${'conn/s'.padStart(8)} ${'p50 us'.padStart(7)} ${'p99 us'.padStart(7)}   vs haproxy (tput1, tput8, conn/s, p99)   proxy CPU s/GB, s/1k conn; machine idle`);
     const rows: Row[] = [];
     for (const t of targets) rows.push(await measure(t));
     const ref = rows.find((r) => r.name.startsWith('haproxy'));
     for (const r of rows) {
       const vs = ref ? `${f(r.bulk1 / ref.bulk1, 2)}x ${f(r.bulk8 / ref.bulk8, 2)}x ${f(r.cps / ref.cps, 2)}x ${f(ref.p99 / r.p99, 2)}x` : '';
       const cpu = `${f(r.cpuPerGB, 2)} ${f(r.cpuPerKConn, 2)}; ${Math.round(r.idle * 100)}%`;
-      console.log(`  ${r.name.padEnd(32)} ${f(r.bulk1).padStart(6)} Gb/s ${f(r.bulk8).padStart(6)} Gb/s ${f(r.cps, 0).padStart(8)} ${f(r.p50, 0).padStart(7)} ${f(r.p99, 0).padStart(7)}   ${vs.padEnd(38)}   ${cpu}`);
+      console.log(`  ${r.name.padEnd(36)} ${f(r.bulk1).padStart(6)} Gb/s ${f(r.bulk8).padStart(6)} Gb/s ${f(r.cps, 0).padStart(8)} ${f(r.p50, 0).padStart(7)} ${f(r.p99, 0).padStart(7)}   ${vs.padEnd(38)}   ${cpu}`);
     }
     console.log('  (vs haproxy: above 1 is better; for p99 it is haproxy p99 / this p99. Proxy CPU over the 8 streams and the');
     console.log('   connection rate run, its workers included; machine idle over both: near 0%, more processes cannot go faster)');
