@@ -117,6 +117,22 @@ describe('userspace worker processes', () => {
     expect(await answers(spread)).toEqual(new Set(['one', 'two']));
   });
 
+  it('take new endpoints at the next sync', async () => {
+    const first = await freeRange(3);
+    const h = await harness(first, closers, { workers: 2 });
+    const port = await server('127.0.0.1', 0, 'one');
+    await server('127.0.0.2', port, 'two');
+    addService(h, 'a', '10.96.0.1', port, ['127.0.0.1']);
+    expect((await h.sync()).ok).toBe(true);
+    const answers = async () => new Set(await Promise.all(Array.from({ length: 20 }, () => read(first))));
+    expect(await answers()).toEqual(new Set(['one']));
+    addService(h, 'a', '10.96.0.1', port, ['127.0.0.2']);
+    expect((await h.sync()).ok).toBe(true);
+    // The update is a message to each worker, not a round trip: it lands within moments.
+    await until(async () => (await read(first)) === 'two', 2_000);
+    expect(await answers()).toEqual(new Set(['two']));
+  });
+
   it('restart a killed worker: traffic flows, and its connections leave the metrics', async () => {
     const first = await freeRange(3);
     const stats = new Recorder();

@@ -19,7 +19,7 @@ import type { EndpointStats } from './stats.js';
 import type { FromWorker, ListenerSpec, Probe, StatsDelta, ToWorker } from './workerprotocol.js';
 
 export const WORKER_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000, resetAfterMs: 60_000, jitter: 0.5 };
-/** How long a worker gets to answer; one that does not is left to its watchdog, the exit. */
+/** How long a worker gets to answer; past it the request counts as unanswered and the caller goes on. */
 const ANSWER_MS = 5_000;
 
 export interface WorkerPoolOptions {
@@ -60,6 +60,7 @@ export class WorkerPool {
     cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: this.opts.script ?? fileURLToPath(new URL('./worker.js', import.meta.url)), args: [] });
     await Promise.all(this.slots.map((s) => this.spawn(s)));
+    this.opts.log.info({ workers: this.running, pids: this.pids() }, 'userspace workers started');
   }
 
   /** Workers taking part in the data path. */
