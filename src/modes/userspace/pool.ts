@@ -7,7 +7,8 @@
  *
  * Each worker runs every listener the pool holds, with its own balancer: round-robin
  * and least connections count per worker (a shared count would cost a round trip to the
- * agent per connection, the cost workers are here to avoid). A worker that dies is
+ * agent per connection, the cost workers are here to avoid), and so does a listener's
+ * connection cap (each worker takes that many). A worker that dies is
  * restarted with backoff, its listeners replayed; the connections it carried are gone,
  * and the metrics say so.
  */
@@ -119,7 +120,8 @@ export class WorkerPool {
         if (!w || w.isDead()) return;
         return new Promise<void>((resolve) => {
           w.once('exit', () => resolve());
-          w.kill('SIGKILL');
+          // Not Worker.kill: it disconnects first, and a worker's disconnect waits for its connections.
+          w.process.kill('SIGKILL');
         });
       }),
     );
