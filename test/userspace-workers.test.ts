@@ -7,10 +7,11 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Endpoint } from '../src/model/types.js';
 import type { EndpointStats } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
 import { endpointSlice, service } from './support/objects.js';
-import { freeRange, harness } from './support/userspace.js';
+import { freeRange, harness, workerPool } from './support/userspace.js';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
@@ -55,6 +56,8 @@ async function server(host: string, port: number, name: string | null): Promise<
   return (srv.address() as net.AddressInfo).port;
 }
 
+const endpoint = (port: number): Endpoint => ({ ip: '127.0.0.1', port, address: `127.0.0.1:${port}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true });
+
 /** One service ns/NAME:http on port 80 of `ip`, to `endpoints` on `port`. */
 function addService(h: Awaited<ReturnType<typeof harness>>, name: string, ip: string, port: number, endpoints: string[], spec: Record<string, unknown> = {}): void {
   h.state.upsertService(service('ns', name, ip, [{ name: 'http', port: 80, targetPort: port }], spec));
@@ -62,9 +65,9 @@ function addService(h: Awaited<ReturnType<typeof harness>>, name: string, ip: st
 }
 
 /** Connects to the listener on `port`, returns what it reads to the end. */
-const read = (port: number) =>
+const read = (port: number, host = '127.0.0.1') =>
   new Promise<string>((resolve, reject) => {
-    const c = net.connect(port, '127.0.0.1');
+    const c = net.connect(port, host);
     let got = '';
     c.on('data', (d) => (got += d));
     c.on('end', () => resolve(got));
@@ -131,6 +134,21 @@ describe('userspace worker processes', () => {
     // The update is a message to each worker, not a round trip: it lands within moments.
     await until(async () => (await read(first)) === 'two', 2_000);
     expect(await answers()).toEqual(new Set(['two']));
+  });
+
+  it('run both families\' listeners of a service port, which share its key', async () => {
+    const pool = await workerPool(2);
+    closers.push(() => pool.stop());
+    const [v4, v6] = [await freeRange(1), await freeRange(1)];
+    const endpoints = [endpoint(await server('127.0.0.1', 0, 'one'))];
+    const spec = { key: 'ns/dual:http TCP', scheduler: 'rr' as const, maxConnections: 100, maxAgeMs: 0, endpoints };
+    await pool.listen({ ...spec, family: 'IPv4', port: v4 });
+    await pool.listen({ ...spec, family: 'IPv6', port: v6 });
+    expect(await read(v4)).toBe('one');
+    expect(await read(v6, '::1')).toBe('one');
+    await pool.close({ family: 'IPv6', key: spec.key });
+    expect(await read(v4)).toBe('one');
+    await expect(read(v6, '::1')).rejects.toThrow(/ECONNREFUSED/);
   });
 
   it('restart a killed worker: traffic flows, and its connections leave the metrics', async () => {

@@ -17,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Backoff, type BackoffOptions } from '../../backoff.js';
 import type { EndpointStats } from './stats.js';
-import type { FromWorker, ListenerSpec, Probe, StatsDelta, ToWorker } from './workerprotocol.js';
+import type { IPFamily } from '../../model/types.js';
+import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type StatsDelta, type ToWorker } from './workerprotocol.js';
 
 export const WORKER_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000, resetAfterMs: 60_000, jitter: 0.5 };
 /** How long a worker gets to answer; past it the request counts as unanswered and the caller goes on. */
@@ -83,27 +84,30 @@ export class WorkerPool {
   async listen(spec: ListenerSpec): Promise<void> {
     const problem = this.problem();
     if (problem) throw new Error(problem);
-    this.specs.set(spec.key, spec);
+    this.specs.set(listenerRef(spec), spec);
     const answers = await Promise.all(this.live().map((s) => this.ask(s, (id) => ({ type: 'listen', id, spec }))));
     const failed = answers.find((a) => a?.type === 'done' && a.error !== null);
     if (failed?.type === 'done') {
-      await this.close(spec.key);
+      await this.close(spec);
       throw new Error(failed.error!);
     }
   }
 
   /** New endpoints or max age for a listener every worker runs. */
   update(spec: ListenerSpec): void {
-    if (!this.specs.has(spec.key)) return;
-    this.specs.set(spec.key, spec);
-    for (const s of this.live()) this.post(s, { type: 'update', key: spec.key, endpoints: spec.endpoints, maxAgeMs: spec.maxAgeMs });
+    const ref = listenerRef(spec);
+    if (!this.specs.has(ref)) return;
+    this.specs.set(ref, spec);
+    for (const s of this.live()) this.post(s, { type: 'update', ref, endpoints: spec.endpoints, maxAgeMs: spec.maxAgeMs });
   }
 
   /** Closes the listener in every worker: the port closes with the last. */
-  async close(key: string): Promise<void> {
-    this.specs.delete(key);
-    for (const s of this.slots) for (const [k, o] of s.open) if (o.listener === key) s.open.delete(k);
-    await Promise.all(this.live().map((s) => this.ask(s, (id) => ({ type: 'close', id, key }))));
+  async close(l: { family: IPFamily; key: string }): Promise<void> {
+    const ref = listenerRef(l);
+    this.specs.delete(ref);
+    // The metrics name a listener by key alone, as both families' listeners of a service port share it.
+    if (!this.counted(l.key)) for (const s of this.slots) for (const [k, o] of s.open) if (o.listener === l.key) s.open.delete(k);
+    await Promise.all(this.live().map((s) => this.ask(s, (id) => ({ type: 'close', id, ref }))));
   }
 
   async probe(): Promise<Probe[]> {
@@ -177,7 +181,7 @@ export class WorkerPool {
     const { stats } = this.opts;
     for (const d of deltas) {
       // A closed listener's late counts would bring back the series it took away.
-      if (!this.specs.has(d.listener)) continue;
+      if (!this.counted(d.listener)) continue;
       const k = `${d.listener}\0${d.endpoint}`;
       const o = slot.open.get(k) ?? { listener: d.listener, endpoint: d.endpoint, n: 0 };
       for (let i = 0; i < d.opened; i++) stats.opened(d.listener, d.endpoint);
@@ -190,6 +194,12 @@ export class WorkerPool {
   }
 
   /** False when the worker is gone (a full channel still queues the message). */
+  /** Whether a listener the pool runs reports under this metrics name. */
+  private counted(key: string): boolean {
+    for (const spec of this.specs.values()) if (spec.key === key) return true;
+    return false;
+  }
+
   private post(slot: Slot, m: ToWorker): boolean {
     const w = slot.worker;
     if (!w?.isConnected()) return false;

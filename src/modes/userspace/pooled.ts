@@ -23,7 +23,7 @@ export class PooledTcpListener {
   }
 
   close(): Promise<void> {
-    return this.pool.close(this.spec.key);
+    return this.pool.close(this.spec);
   }
 
   /** Workers report their bytes themselves, every STATS_INTERVAL_MS. */

@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { Balancer } from './balancer.js';
 import type { EndpointStats } from './stats.js';
 import { TcpListener } from './tcp.js';
-import type { FromWorker, ListenerSpec, Probe, StatsDelta, ToWorker } from './workerprotocol.js';
+import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type StatsDelta, type ToWorker } from './workerprotocol.js';
 
 export const STATS_INTERVAL_MS = 1_000;
 
@@ -59,12 +59,12 @@ function send(m: FromWorker): void {
 }
 
 async function listen(spec: ListenerSpec): Promise<void> {
-  await listeners.get(spec.key)?.close();
+  await listeners.get(listenerRef(spec))?.close();
   const balancer = new Balancer(spec.scheduler, null);
   balancer.update(spec.endpoints, null);
   const l = new TcpListener(balancer, { key: spec.key, family: spec.family, port: spec.port, maxConnections: spec.maxConnections, maxAgeMs: spec.maxAgeMs, stats: deltas.sink, log });
   await l.listen();
-  listeners.set(spec.key, l);
+  listeners.set(listenerRef(spec), l);
 }
 
 function probe(): Probe {
@@ -87,14 +87,14 @@ async function handle(m: ToWorker): Promise<void> {
       return send({ type: 'done', id: m.id, error });
     }
     case 'update': {
-      const l = listeners.get(m.key);
+      const l = listeners.get(m.ref);
       l?.balancer.update(m.endpoints, null);
       l?.setMaxAge(m.maxAgeMs);
       return;
     }
     case 'close': {
-      const l = listeners.get(m.key);
-      listeners.delete(m.key);
+      const l = listeners.get(m.ref);
+      listeners.delete(m.ref);
       await l?.close();
       return send({ type: 'done', id: m.id, error: null });
     }

@@ -13,10 +13,15 @@ export interface ListenerSpec {
   endpoints: Endpoint[];
 }
 
+/** Names a listener between agent and workers: a key is unique only within a family. */
+export function listenerRef(l: { family: IPFamily; key: string }): string {
+  return `${l.family} ${l.key}`;
+}
+
 export type ToWorker =
   | { type: 'listen'; id: number; spec: ListenerSpec }
-  | { type: 'update'; key: string; endpoints: Endpoint[]; maxAgeMs: number }
-  | { type: 'close'; id: number; key: string }
+  | { type: 'update'; ref: string; endpoints: Endpoint[]; maxAgeMs: number }
+  | { type: 'close'; id: number; ref: string }
   | { type: 'probe'; id: number };
 
 /** Counts since the last report, per listener and endpoint. */
