@@ -3,11 +3,15 @@
  * VARIANT BACKEND_PORT` listens on a free port (printed) and forwards to 127.0.0.1:BACKEND_PORT.
  * VARIANT `listener` is userspace mode's own TcpListener (pipe()); the others are bare
  * copies to compare copy paths: `manual` (write, pause on a full buffer, resume on drain)
- * and `pipe-256k` (pipe() with 256 KiB stream buffers).
+ * and `pipe-256k` (pipe() with 256 KiB stream buffers). `workers` is userspace mode's worker
+ * pool, one process per core (the agent's default), this process as the agent.
  */
 import net from 'node:net';
+import os from 'node:os';
 import { pino } from 'pino';
+import type { Endpoint } from '../src/model/types.js';
 import { Balancer } from '../src/modes/userspace/balancer.js';
+import { WorkerPool } from '../src/modes/userspace/pool.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
 
@@ -44,17 +48,33 @@ async function bare(copy: 'manual' | 'pipe-256k'): Promise<number> {
   return (server.address() as net.AddressInfo).port;
 }
 
-async function listener(): Promise<number> {
+async function freePort(): Promise<number> {
   const probe = net.createServer();
   await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
   const port = (probe.address() as net.AddressInfo).port;
   await new Promise((r) => probe.close(r));
+  return port;
+}
+
+const endpoints: Endpoint[] = [{ ip: '127.0.0.1', port: backend, address: `127.0.0.1:${backend}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true }];
+const log = pino({ level: 'silent' });
+
+async function listener(): Promise<number> {
+  const port = await freePort();
   const b = new Balancer('rr', null);
-  b.update([{ ip: '127.0.0.1', port: backend, address: `127.0.0.1:${backend}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true }], null);
-  const l = new TcpListener(b, { key: 'bench', family: 'IPv4', port, maxConnections: 20_000, maxAgeMs: 0, stats: NO_STATS, log: pino({ level: 'silent' }) });
+  b.update(endpoints, null);
+  const l = new TcpListener(b, { key: 'bench', family: 'IPv4', port, maxConnections: 20_000, maxAgeMs: 0, stats: NO_STATS, log });
   await l.listen();
   return port;
 }
 
-const port = variant === 'listener' ? await listener() : await bare(variant === 'manual' ? 'manual' : 'pipe-256k');
-process.stdout.write(`${port}\n`);
+async function workers(): Promise<number> {
+  const port = await freePort();
+  const pool = new WorkerPool({ size: os.availableParallelism(), stats: NO_STATS, log });
+  await pool.start();
+  await pool.listen({ key: 'bench', family: 'IPv4', port, scheduler: 'rr', maxConnections: 20_000, maxAgeMs: 0, endpoints });
+  return port;
+}
+
+const variants: Record<string, () => Promise<number>> = { listener, workers, manual: () => bare('manual'), 'pipe-256k': () => bare('pipe-256k') };
+process.stdout.write(`${await variants[variant!]!()}\n`);

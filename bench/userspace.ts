@@ -4,12 +4,14 @@
  * and p50/p99 latency of 64-byte requests on kept-alive connections. Endpoint, proxy and
  * load generator are three processes. Then the long-lived connection imbalance scenario:
  * 8 kept-alive clients on 2 endpoints, a 3rd added, per-endpoint shares before and after,
- * with and without a max connection age. Figures on a shared machine are indicative.
+ * with and without a max connection age. Figures on a shared machine are indicative; the
+ * proxy's CPU per GB and per 1,000 connections, and how idle the machine was, say what the
+ * throughput figures cannot: whether a proxy is short of CPU or of cores.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Endpoint } from '../src/model/types.js';
@@ -20,13 +22,39 @@ import { TcpListener } from '../src/modes/userspace/tcp.js';
 const children: ChildProcess[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function start(cmd: string, args: string[]): Promise<number> {
+interface Target {
+  name: string;
+  port: number;
+  /** The proxy's process, whose CPU (its threads' and its children's) is counted; null for none. */
+  pid: number | null;
+}
+
+function start(cmd: string, args: string[]): Promise<{ port: number; pid: number }> {
   const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(p);
   return new Promise((resolve, reject) => {
-    p.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+    p.stdout!.once('data', (d) => resolve({ port: Number(String(d).trim()), pid: p.pid! }));
     p.once('exit', (code) => reject(new Error(`${cmd} exited ${code}`)));
   });
+}
+
+const CLOCK_TICKS = 100;
+
+/** CPU seconds used so far by `pid` and its live children (the workers of the `workers` variant). */
+function cpuSeconds(pid: number | null): number {
+  if (pid === null) return NaN;
+  const ticks = (p: number) => {
+    const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return Number(f[11]) + Number(f[12]);
+  };
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  return [pid, ...kids].reduce((sum, p) => sum + ticks(p), 0) / CLOCK_TICKS;
+}
+
+/** The machine's idle and total jiffies so far. */
+function machineTicks(): { idle: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
 }
 
 async function freePort(): Promise<number> {
@@ -37,7 +65,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function haproxy(backend: number, dir: string): Promise<number | null> {
+async function haproxy(backend: number, dir: string): Promise<{ port: number; pid: number } | null> {
   if (spawnSync('haproxy', ['-v']).status !== 0) return null;
   const port = await freePort();
   const cfg = join(dir, 'haproxy.cfg');
@@ -59,14 +87,15 @@ async function haproxy(backend: number, dir: string): Promise<number | null> {
       '',
     ].join('\n'),
   );
-  children.push(spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' }));
+  const p = spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' });
+  children.push(p);
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise<boolean>((r) => {
       const c = net.connect(port, '127.0.0.1');
       c.on('connect', () => (c.destroy(), r(true)));
       c.on('error', () => r(false));
     });
-    if (ok) return port;
+    if (ok) return { port, pid: p.pid! };
     await sleep(50);
   }
   throw new Error('haproxy did not start');
@@ -162,15 +191,28 @@ interface Row {
   cps: number;
   p50: number;
   p99: number;
+  /** The proxy's CPU seconds per GB over the 8 streams, and per 1,000 connections over the rate run. */
+  cpuPerGB: number;
+  cpuPerKConn: number;
+  /** Share of the machine's CPU left idle over the 8 streams and the rate run. */
+  idle: number;
 }
 
-async function measure(name: string, port: number): Promise<Row> {
+const CONNECTION_RATE_MS = 2_000;
+
+async function measure({ name, port, pid }: Target): Promise<Row> {
   await bulk(port, 1, 64 << 20);
   const bulk1 = await bulk(port, 1, 1 << 30);
+  const m0 = machineTicks();
+  let c0 = cpuSeconds(pid);
   const bulk8 = await bulk(port, 8, 128 << 20);
-  const cps = await connectionRate(port, 2_000, 32);
+  const cpuPerGB = (cpuSeconds(pid) - c0) / ((8 * 128) / 1024);
+  c0 = cpuSeconds(pid);
+  const cps = await connectionRate(port, CONNECTION_RATE_MS, 32);
+  const cpuPerKConn = (cpuSeconds(pid) - c0) / ((cps * CONNECTION_RATE_MS) / 1000 / 1000);
+  const m1 = machineTicks();
   const { p50, p99 } = await latency(port, 2_000, 8);
-  return { name, bulk1, bulk8, cps, p50, p99 };
+  return { name, bulk1, bulk8, cps, p50, p99, cpuPerGB, cpuPerKConn, idle: (m1.idle - m0.idle) / (m1.total - m0.total) };
 }
 
 /** Each client's pause between an answer and its next request: request/response traffic, as in the e2e. */
@@ -233,24 +275,30 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'kpt-bench-us-'));
   try {
     const here = import.meta.dirname;
-    const backend = await start(process.execPath, [join(here, 'userspace-backend.js')]);
-    const targets: [string, number][] = [['direct', backend]];
+    const backend = (await start(process.execPath, [join(here, 'userspace-backend.js')])).port;
+    const targets: Target[] = [{ name: 'direct', port: backend, pid: null }];
     const hp = await haproxy(backend, dir);
-    if (hp !== null) targets.push(['haproxy (mode tcp)', hp]);
+    if (hp !== null) targets.push({ name: 'haproxy (mode tcp)', ...hp });
     else console.log('  haproxy: not installed (apt-get install haproxy), left out');
-    for (const variant of ['listener', 'manual', 'pipe-256k']) {
-      targets.push([variant === 'listener' ? 'userspace (TcpListener, pipe)' : `  copy variant: ${variant}`, await start(process.execPath, [join(here, 'userspace-proxy.js'), variant, String(backend)])]);
-    }
+    const variants: [string, string][] = [
+      ['workers', `userspace, ${os.availableParallelism()} workers (default)`],
+      ['listener', 'userspace, in the agent (0 workers)'],
+      ['manual', '  copy variant: manual'],
+      ['pipe-256k', '  copy variant: pipe-256k'],
+    ];
+    for (const [variant, name] of variants) targets.push({ name, ...(await start(process.execPath, [join(here, 'userspace-proxy.js'), variant, String(backend)])) });
     console.log('userspace mode data path on loopback (endpoint, proxy and load generator in 3 processes; 2 shared cores: indicative)');
-    console.log(`  ${'target'.padEnd(32)} ${'1 stream'.padStart(10)} ${'8 streams'.padStart(10)} ${'conn/s'.padStart(8)} ${'p50 us'.padStart(7)} ${'p99 us'.padStart(7)}   vs haproxy (tput1, tput8, conn/s, p99)`);
+    console.log(`  ${'target'.padEnd(36)} ${'1 stream'.padStart(10)} ${'8 streams'.padStart(10)} ${'conn/s'.padStart(8)} ${'p50 us'.padStart(7)} ${'p99 us'.padStart(7)}   vs haproxy (tput1, tput8, conn/s, p99)   proxy CPU s/GB, s/1k conn; machine idle`);
     const rows: Row[] = [];
-    for (const [name, port] of targets) rows.push(await measure(name, port));
+    for (const t of targets) rows.push(await measure(t));
     const ref = rows.find((r) => r.name.startsWith('haproxy'));
     for (const r of rows) {
       const vs = ref ? `${f(r.bulk1 / ref.bulk1, 2)}x ${f(r.bulk8 / ref.bulk8, 2)}x ${f(r.cps / ref.cps, 2)}x ${f(ref.p99 / r.p99, 2)}x` : '';
-      console.log(`  ${r.name.padEnd(32)} ${f(r.bulk1).padStart(6)} Gb/s ${f(r.bulk8).padStart(6)} Gb/s ${f(r.cps, 0).padStart(8)} ${f(r.p50, 0).padStart(7)} ${f(r.p99, 0).padStart(7)}   ${vs}`);
+      const cpu = `${f(r.cpuPerGB, 2)} ${f(r.cpuPerKConn, 2)}; ${Math.round(r.idle * 100)}%`;
+      console.log(`  ${r.name.padEnd(36)} ${f(r.bulk1).padStart(6)} Gb/s ${f(r.bulk8).padStart(6)} Gb/s ${f(r.cps, 0).padStart(8)} ${f(r.p50, 0).padStart(7)} ${f(r.p99, 0).padStart(7)}   ${vs.padEnd(38)}   ${cpu}`);
     }
-    console.log('  (vs haproxy: above 1 is better; for p99 it is haproxy p99 / this p99)');
+    console.log('  (vs haproxy: above 1 is better; for p99 it is haproxy p99 / this p99. Proxy CPU over the 8 streams and the');
+    console.log('   connection rate run, its workers included; machine idle over both: near 0%, more processes cannot go faster)');
 
     console.log('long-lived connection imbalance: 8 kept-alive clients (a request every ~100 ms each), 2 endpoints, then a 3rd (shares of requests per endpoint)');
     const pinned = await imbalance(0);

@@ -1,8 +1,10 @@
 /** userspace mode's pure parts: listener port allocation, which listeners a model asks for, the annotation. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseInvocation } from '../src/cli/program.js';
+import { userspaceConfig } from '../src/config/options.js';
 import { connectionAge } from '../src/modes/userspace/age.js';
 import { parsePortRange } from '../src/config/portrange.js';
 import { allocatePorts } from '../src/modes/userspace/ports.js';
@@ -157,6 +159,16 @@ describe('userspace flags and configuration', () => {
     expect(r.stdout).toContain('portRange: 30000-30099');
     expect(r.stdout).toContain('udpIdleTimeout: 1s');
     expect(r.stderr).toBe('');
+  });
+
+  it('takes --userspace-workers (one per core when absent), and refuses a negative count', () => {
+    const io = { readFile: (p: string) => readFileSync(p, 'utf8') };
+    expect(userspaceConfig(parseInvocation([], io, 'h').config).workers).toBeNull();
+    expect(userspaceConfig(parseInvocation(['--userspace-workers', '0'], io, 'h').config).workers).toBe(0);
+    expect(userspaceConfig(parseInvocation(['--userspace-workers', '4'], io, 'h').config).workers).toBe(4);
+    const bad = cli(['--dry-run', '--proxy-mode', 'userspace', '--userspace-workers', '-1', '--from-file', '-'], '');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--userspace-workers: must be 0 to 256/);
   });
 
   it('refuses a malformed --proxy-port-range and a zero --udp-timeout with a clear error', () => {

@@ -1,74 +1,24 @@
 /**
  * userspace mode's syncer against the fake iptables (no root) and real listeners on
  * loopback: listeners open before the rules point at them, keep their ports across syncs,
- * close once their service goes; a port someone else holds is given up for another.
+ * close once their service goes; a port someone else holds is given up for another. Each
+ * case runs with the listeners in this process and in worker processes.
  */
 import net from 'node:net';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ClusterState } from '../src/agent/state.js';
-import { IptablesApplier } from '../src/modes/iptables/applier.js';
-import { FakeIptables } from '../src/modes/iptables/fake.js';
-import { binaries } from '../src/modes/iptables/variant.js';
-import { Proxier } from '../src/modes/userspace/proxier.js';
-import { NO_STATS } from '../src/modes/userspace/stats.js';
 import { userspaceMode } from '../src/modes/userspace/mode.js';
-import { UserspaceSyncer } from '../src/modes/userspace/syncer.js';
 import { endpointSlice, service } from './support/objects.js';
+import { accepts, freeRange, harness as harnessOf, log } from './support/userspace.js';
 
-const log = pino({ level: 'silent' });
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-async function freeRange(n: number): Promise<number> {
-  // A run of free ports: taken together, then released.
-  for (let first = 41_000 + Math.floor(Math.random() * 10_000); ; first += n) {
-    const held: net.Server[] = [];
-    try {
-      for (let i = 0; i < n; i++) {
-        const s = net.createServer();
-        await new Promise<void>((resolve, reject) => (s.once('error', reject), s.listen(first + i, '0.0.0.0', resolve)));
-        held.push(s);
-      }
-      return first;
-    } catch {
-      continue;
-    } finally {
-      for (const s of held) await new Promise((r) => s.close(r));
-    }
-  }
-}
+// 0: listeners in this process; 2: in worker processes (the default on a multi-core node).
+describe.each([0, 2])('userspace syncer, %s worker processes', (workers) => {
+  const harness = (first: number) => harnessOf(first, closers, { workers });
 
-async function harness(first: number) {
-  const fake = new FakeIptables({ variant: 'nf_tables' });
-  const state = new ClusterState('node-a', {
-    problem: (p) => {
-      throw new Error(`invalid test object: ${JSON.stringify(p)}`);
-    },
-  });
-  const proxier = new Proxier({ scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, maxConnections: 100, stats: NO_STATS, log, localAddresses: () => ['127.0.0.1'] });
-  closers.push(() => proxier.closeAll());
-  const appliers = new Map([['IPv4' as const, new IptablesApplier('IPv4', fake.run, binaries('IPv4', 'nf_tables'))]]);
-  const syncer = new UserspaceSyncer(appliers, proxier, { clusterCIDRs: [], nodePortAddresses: [], localhostNodePorts: true, portRange: { first, last: first + 2 }, maxConnectionAgeMs: 0 }, log);
-  const sync = async () => {
-    const changes = state.take();
-    return syncer.sync({ model: state, services: changes.services, all: changes.all });
-  };
-  const portals = () => fake.rules('IPv4', 'nat', 'KUBE-PORTALS-CONTAINER') ?? [];
-  return { fake, state, proxier, syncer, sync, portals };
-}
-
-/** Whether something listens on the port: a listener without endpoints accepts, then resets. */
-const accepts = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const c = net.connect(port, '127.0.0.1');
-    c.on('connect', () => (c.destroy(), resolve(true)));
-    c.on('error', (err: NodeJS.ErrnoException) => resolve(err.code !== 'ECONNREFUSED'));
-  });
-
-describe('userspace syncer', () => {
   it('opens listeners before the rules point at them, keeps their ports, and closes them with their service', async () => {
     const first = await freeRange(3);
     const h = await harness(first);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { REFLECTOR_BACKOFF } from '../src/agent/backoff.js';
+import { REFLECTOR_BACKOFF } from '../src/backoff.js';
 import { malformedEvent, REQUEST_TIMEOUTS, startWatches, type Watches } from '../src/agent/watch.js';
 import { kubeconfigConnection } from '../src/kube/connection.js';
 import { malformedList } from '../src/kube/api.js';

@@ -19,7 +19,7 @@ import { healthReport, parseBindAddress, startServers } from './servers.js';
 import { ClusterState } from './state.js';
 import { ProxySync } from './sync.js';
 import { connect } from '../kube/connection.js';
-import { REFLECTOR_BACKOFF } from './backoff.js';
+import { REFLECTOR_BACKOFF } from '../backoff.js';
 import { startWatches } from './watch.js';
 
 /** Removes what every given mode left on the node; exit code 0 when all of it is gone. */

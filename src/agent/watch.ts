@@ -18,7 +18,7 @@ import { getList, LIST_TIMEOUT_MS } from '../kube/api.js';
 import { explainApiError, statusCodeOf, type ApiRequest } from '../kube/api-errors.js';
 import type { ApiConnection } from '../kube/connection.js';
 import { isRecord } from '../kube/objects.js';
-import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from './backoff.js';
+import { Backoff, REFLECTOR_BACKOFF, type BackoffOptions } from '../backoff.js';
 
 export interface ObjectHandlers {
   upsert(obj: unknown): void;

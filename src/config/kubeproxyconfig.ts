@@ -15,6 +15,8 @@ export class ConfigError extends Error {}
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_INT32 = 2 ** 31 - 1;
+/** More worker processes than this is a typo, not a machine. */
+const MAX_USERSPACE_WORKERS = 256;
 /**
  * The longest conntrack timeout a sysctl takes: the kernel holds them as int jiffies, and
  * at HZ=1000 (the highest) 2^31-1 jiffies is 596h31m23s.
@@ -113,6 +115,7 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
 }
 
 function validateUserspace(u: UserspaceConfig): void {
+  if (u.workers !== null && (u.workers < 0 || u.workers > MAX_USERSPACE_WORKERS)) throw new ConfigError(`--userspace-workers: must be 0 to ${MAX_USERSPACE_WORKERS}`);
   if (u.udpIdleTimeoutMs <= 0) throw new ConfigError('--udp-timeout: must be greater than 0');
   for (const [field, ms] of [
     ['--udp-timeout', u.udpIdleTimeoutMs],

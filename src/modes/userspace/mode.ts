@@ -5,6 +5,7 @@
  * the backend sees the node's address; in exchange, the proxy balances what the kernel
  * cannot: it can end long-lived connections so that clients spread over new pods.
  */
+import os from 'node:os';
 import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
@@ -16,6 +17,7 @@ import { renderUserspace } from './render.js';
 import { PromEndpointStats } from './metrics.js';
 import { parsePortRange } from '../../config/portrange.js';
 import { Proxier } from './proxier.js';
+import { WorkerPool } from './pool.js';
 import { NO_STATS } from './stats.js';
 import { UserspaceSyncer } from './syncer.js';
 
@@ -50,13 +52,19 @@ export const userspaceMode: ProxyMode = {
       dataplane: (model, node) => new UserspaceDataplane(plan(model, node), node, opts.scheduler),
       syncer: async (host) => {
         const u = userspaceConfig(cfg);
+        const stats = host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS;
+        // One data path per core where the node has more than one: the agent's one thread is otherwise the limit.
+        const workers = u.workers ?? os.availableParallelism();
+        const pool = workers > 1 ? new WorkerPool({ size: workers, stats, log: host.log }) : null;
+        await pool?.start();
         const proxier = new Proxier({
           scheduler: u.scheduler,
           maxConnectionAgeMs: u.maxConnectionAgeMs,
           udpIdleTimeoutMs: u.udpIdleTimeoutMs,
           maxConnections: MAX_CONNECTIONS_PER_LISTENER,
-          stats: host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS,
+          stats,
           log: host.log,
+          pool,
         });
         live = proxier;
         return new UserspaceSyncer(await appliers(host), proxier, opts, host.log);

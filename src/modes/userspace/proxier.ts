@@ -3,12 +3,21 @@
  * stays keeps its port, socket and connections and only takes the new endpoint set; new
  * ones are opened before the capture rules point at them, and gone ones closed after
  * the rules stop pointing at them. Other listeners' connections are never touched.
+ *
+ * With a worker pool, TCP listeners run in the workers, except those of Services with
+ * ClientIP affinity: those stay in this process, so that one affinity table decides for
+ * every connection of a client however the kernel spreads them over the workers (a table
+ * shared between processes would cost a round trip per connection). UDP stays here too:
+ * a session is a client's datagrams in order to one endpoint, and a socket shared by
+ * processes would hand one client's datagrams to several of them.
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { IPFamily } from '../../model/types.js';
 import { connectionAge } from './age.js';
 import { Balancer, type SchedulerName } from './balancer.js';
+import type { WorkerPool } from './pool.js';
+import { PooledTcpListener } from './pooled.js';
 import type { Listener, UserspacePlan } from './render.js';
 import type { EndpointStats } from './stats.js';
 import { TcpListener } from './tcp.js';
@@ -24,9 +33,11 @@ export interface ProxierOptions {
   log: Logger;
   /** The node's addresses of a family, for UDP listeners (see udp.ts); the host's by default. */
   localAddresses?: (family: IPFamily) => string[];
+  /** Worker processes for the TCP listeners (see above); in this process without. */
+  pool?: WorkerPool | null;
 }
 
-type Running = TcpListener | UdpListener;
+type Running = TcpListener | UdpListener | PooledTcpListener;
 
 interface Entry {
   protocol: 'TCP' | 'UDP';
@@ -72,6 +83,11 @@ export class Proxier {
     return this.running.get(family)!.get(key)?.listener ?? null;
   }
 
+  /** Why the data path cannot carry connections, or null. */
+  problem(): string | null {
+    return this.opts.pool?.problem() ?? null;
+  }
+
   /**
    * Opens the plan's new listeners and hands every kept one its new endpoints. Returns
    * the keys that could not be opened; their ports are marked unusable for the next render.
@@ -81,7 +97,8 @@ export class Proxier {
     const failed: string[] = [];
     for (const l of plan.listeners) {
       const have = running.get(l.key);
-      if (have && (have.port !== l.port || have.protocol !== l.protocol)) {
+      // A Service that gains or loses affinity moves between the workers and this process.
+      if (have && (have.port !== l.port || have.protocol !== l.protocol || have.listener instanceof PooledTcpListener !== this.pooled(l))) {
         await this.stop(plan.family, l.key);
       } else if (have) {
         this.refresh(have.listener, l);
@@ -90,8 +107,8 @@ export class Proxier {
       }
       const created = this.create(l);
       try {
-        if (created instanceof TcpListener) await created.listen();
-        else await created.listen(this.addresses(plan.family));
+        if (created instanceof UdpListener) await created.listen(this.addresses(plan.family));
+        else await created.listen();
       } catch (err) {
         if (created instanceof UdpListener) created.close();
         this.unusablePorts.get(plan.family)!.add(l.port);
@@ -136,7 +153,12 @@ export class Proxier {
     return a ? a.timeoutSeconds * 1000 : null;
   }
 
+  private pooled(l: Listener): boolean {
+    return !!this.opts.pool && l.protocol === 'TCP' && this.affinityMs(l) === null;
+  }
+
   private refresh(r: Running, l: Listener): void {
+    if (r instanceof PooledTcpListener) return r.update(l.set.endpoints, this.maxAge(l));
     r.balancer.update(l.set.endpoints, this.affinityMs(l));
     if (r instanceof TcpListener) r.setMaxAge(this.maxAge(l));
     else r.endpointsChanged();
@@ -147,6 +169,9 @@ export class Proxier {
   }
 
   private create(l: Listener): Running {
+    if (this.opts.pool && this.pooled(l)) {
+      return new PooledTcpListener(this.opts.pool, { key: l.key, family: l.family, port: l.port, scheduler: this.opts.scheduler, maxConnections: this.opts.maxConnections, maxAgeMs: this.maxAge(l), endpoints: l.set.endpoints });
+    }
     const balancer = new Balancer(this.opts.scheduler, this.affinityMs(l));
     balancer.update(l.set.endpoints, this.affinityMs(l));
     const common = { key: l.key, family: l.family, port: l.port, stats: this.opts.stats, log: this.opts.log };

@@ -44,6 +44,9 @@ export class UserspaceSyncer implements Syncer {
   private readonly applied = new Map<IPFamily, Buffer>();
 
   async damage(): Promise<string | null> {
+    // Not damage to the rules, but a data path that cannot serve: the sync that follows fails, and health says so.
+    const problem = this.proxier.problem();
+    if (problem) return problem;
     for (const [family, applier] of this.appliers) {
       if (!(await applier.canaryPresent())) return `${family} canary chain is gone`;
       const gone = await applier.missingJump(this.lastJumps);
@@ -55,6 +58,8 @@ export class UserspaceSyncer implements Syncer {
   async sync(req: SyncRequest): Promise<SyncResult> {
     const reason = this.needFull ? 'required' : req.all ? 'node changed' : null;
     try {
+      const problem = this.proxier.problem();
+      if (problem) throw new Error(problem);
       for (const [family, applier] of this.appliers) {
         const model = req.model.familyModel(family);
         let plan = renderUserspace(model, req.model.nodeContext, this.opts, this.proxier.held(family), this.proxier.unusable(family));
