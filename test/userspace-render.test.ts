@@ -161,9 +161,9 @@ describe('userspace flags and configuration', () => {
     expect(r.stderr).toBe('');
   });
 
-  it('takes --userspace-workers (one per core when absent), and refuses a negative count', () => {
+  it('takes --userspace-workers (the agent itself when absent), and refuses a negative count', () => {
     const io = { readFile: (p: string) => readFileSync(p, 'utf8') };
-    expect(userspaceConfig(parseInvocation([], io, 'h').config).workers).toBeNull();
+    expect(userspaceConfig(parseInvocation([], io, 'h').config).workers).toBe(0);
     expect(userspaceConfig(parseInvocation(['--userspace-workers', '0'], io, 'h').config).workers).toBe(0);
     expect(userspaceConfig(parseInvocation(['--userspace-workers', '4'], io, 'h').config).workers).toBe(4);
     const bad = cli(['--dry-run', '--proxy-mode', 'userspace', '--userspace-workers', '-1', '--from-file', '-'], '');

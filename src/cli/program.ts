@@ -177,7 +177,7 @@ export function buildProgram(): Command {
         new Option('--userspace-max-connection-age <duration>', `end TCP connections older than this at a safe point, so clients reconnect and spread over all endpoints; 0 never (default 0; per Service: annotation ${MAX_CONNECTION_AGE_ANNOTATION})`).argParser(durationValue),
       ),
     )
-    .addOption(group(GROUP.userspace, new Option('--userspace-workers <n>', 'processes carrying TCP service traffic; 0 or 1: the agent itself (default: one per core)').argParser(intValue)))
+    .addOption(group(GROUP.userspace, new Option('--userspace-workers <n>', 'worker processes carrying TCP service traffic (e.g. one per core); 0 or 1: the agent itself (default 0)').argParser(intValue)))
     .addOption(group(GROUP.userspace, new Option('--udp-timeout <duration>', 'how long an idle UDP client session is kept (default 250ms)').argParser(durationValue)))
     .addOption(group(GROUP.userspace, new Option('--proxy-port-range <range>', 'local ports the listeners take: FIRST-LAST, FIRST+COUNT or PORT (default 28000-29999)').argParser(portRangeValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-max-per-core <n>', 'nf_conntrack_max per CPU; 0 leaves nf_conntrack_max as it is and ignores --conntrack-min (default 32768)').argParser(intValue)))

@@ -52,11 +52,11 @@ export interface UserspaceConfig {
   udpIdleTimeoutMs: number;
   /** Local ports the listeners take (`--proxy-port-range`, as upstream): `FIRST-LAST`. */
   portRange: string;
-  /** Worker processes carrying TCP (`--userspace-workers`); 0 or 1 in the agent's own; null one per core. */
-  workers: number | null;
+  /** Worker processes carrying TCP (`--userspace-workers`); 0 or 1: the agent itself. */
+  workers: number;
 }
 
-export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, portRange: '28000-29999', workers: null };
+export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, portRange: '28000-29999', workers: 0 };
 
 export function userspaceConfig(cfg: ProxyConfig): UserspaceConfig {
   return cfg.userspace ?? DEFAULT_USERSPACE;

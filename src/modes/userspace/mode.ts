@@ -5,7 +5,6 @@
  * the backend sees the node's address; in exchange, the proxy balances what the kernel
  * cannot: it can end long-lived connections so that clients spread over new pods.
  */
-import os from 'node:os';
 import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
@@ -54,8 +53,9 @@ export const userspaceMode: ProxyMode = {
         const u = userspaceConfig(cfg);
         const stats = host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS;
         // One data path per core where the node has more than one: the agent's one thread is otherwise the limit.
-        const workers = u.workers ?? os.availableParallelism();
-        const pool = workers > 1 ? new WorkerPool({ size: workers, stats, log: host.log }) : null;
+        // In the agent by default: on 2 cores shared with the traffic's ends, workers measured
+        // no faster and cost more CPU per connection (README, userspace).
+        const pool = u.workers > 1 ? new WorkerPool({ size: u.workers, stats, log: host.log }) : null;
         await pool?.start();
         const proxier = new Proxier({
           scheduler: u.scheduler,
