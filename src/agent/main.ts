@@ -94,9 +94,9 @@ export async function runAgent(cfg: ProxyConfig, mode: ProxyMode, log: Logger, s
   );
   // The first sync waits for these; the lists take longer.
   const leftovers = removeOtherModes(mode, log);
-  // The first sync has no stale flows (nothing was programmed before it), and is when the
-  // agent holds the most memory: the conntrack cleaner's worker thread (some 15 MB) starts
-  // once it is done.
+  // The first sync is when the agent holds the most memory: the conntrack cleaner's worker
+  // thread (some 15 MB) starts once it is done, or earlier only if it has stale flows to
+  // delete (after a restart, say).
   let conntrack: Promise<ConntrackCleaner> | null = null;
   const cleaner = () => (conntrack ??= chooseConntrackCleaner(runCommand, log));
   await applyConntrackSettings(cfg, { sysctl: procSysctls, log });

@@ -5,9 +5,10 @@
  * holds (listed first), which keeps the affinity sets' elements, or, where nft refuses
  * that, replacing it. Otherwise partial: only the services that changed are rendered, as
  * they were when last written and as they are now, and the difference goes to the
- * kernel, their set elements through the ledger of who holds what. That keeps a one-endpoint change at 10,000 services a few milliseconds of
- * work. Every family's change goes into one transaction, so the node never holds an IPv4
- * table of one sync beside an IPv6 table of another.
+ * kernel, their set elements through the ledger of who holds what. That keeps a
+ * one-endpoint change at 10,000 services a few milliseconds of work. Every family's change
+ * goes into one transaction, so the node never holds an IPv4 table of one sync beside an
+ * IPv6 table of another.
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from 'pino';

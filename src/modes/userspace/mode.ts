@@ -52,7 +52,6 @@ export const userspaceMode: ProxyMode = {
       syncer: async (host) => {
         const u = userspaceConfig(cfg);
         const stats = host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS;
-        // One data path per core where the node has more than one: the agent's one thread is otherwise the limit.
         // In the agent by default: on 2 cores shared with the traffic's ends, workers measured
         // no faster and cost more CPU per connection (README, userspace).
         const pool = u.workers > 1 ? new WorkerPool({ size: u.workers, stats, log: host.log }) : null;

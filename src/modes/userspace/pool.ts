@@ -193,13 +193,13 @@ export class WorkerPool {
     }
   }
 
-  /** False when the worker is gone (a full channel still queues the message). */
   /** Whether a listener the pool runs reports under this metrics name. */
   private counted(key: string): boolean {
     for (const spec of this.specs.values()) if (spec.key === key) return true;
     return false;
   }
 
+  /** False when the worker is gone (a full channel still queues the message). */
   private post(slot: Slot, m: ToWorker): boolean {
     const w = slot.worker;
     if (!w?.isConnected()) return false;
