@@ -1,5 +1,5 @@
 /**
- * The userspace worker processes (`--userspace-workers`): one TCP data path per core.
+ * The userspace worker processes (`--userspace-workers N`): N TCP data paths beside the agent's.
  * node:cluster with SCHED_NONE: when a worker listens, the agent binds the socket and
  * hands it over, and every worker accepts from its one queue; the agent holds the
  * socket for as long as a worker listens on it, so a restarted worker takes the same
