@@ -24,19 +24,28 @@ export interface ParsedCIDR {
 
 /**
  * Parses IPv4 like Kubernetes' legacy parser: octets with leading zeros are decimal
- * (`010.0.0.1` is 10.0.0.1), never octal.
+ * (`010.0.0.1` is 10.0.0.1), never octal. One pass over the characters: the agent parses
+ * every endpoint address of the cluster at start-up (100,000 at 10,000 services).
  */
 function parseIPv4(s: string): Uint8Array | null {
-  const parts = s.split('.');
-  if (parts.length !== 4) return null;
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^[0-9]{1,3}$/.test(p)) return null;
-    const v = Number.parseInt(p, 10);
-    if (v > 255) return null;
-    out[i] = v;
+  let part = 0;
+  let digits = 0;
+  let v = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (++digits > 3) return null;
+      v = v * 10 + (c - 48);
+    } else if (c === 46 && digits > 0 && part < 3) {
+      if (v > 255) return null;
+      out[part++] = v;
+      digits = 0;
+      v = 0;
+    } else return null;
   }
+  if (part !== 3 || digits === 0 || v > 255) return null;
+  out[3] = v;
   return out;
 }
 
@@ -91,7 +100,7 @@ function formatIPv6(b: Uint8Array): string {
 }
 
 export function formatIP(family: IPFamily, bytes: Uint8Array): string {
-  return family === 'IPv4' ? Array.from(bytes).join('.') : formatIPv6(bytes);
+  return family === 'IPv4' ? `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}` : formatIPv6(bytes);
 }
 
 export function parseIP(input: string): ParsedIP | null {
