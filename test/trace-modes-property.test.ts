@@ -5,7 +5,9 @@
  * load-balancer IP), both modes end in the same verdicts, send the same share of packets
  * to the same endpoints, masquerade the same ones and tell the same why. Packets where the
  * modes differ by design (unserved ports, unallocated service addresses, loopback node
- * ports, health check node ports) are not generated here: the golden packets assert those.
+ * ports, health check node ports, a pod on another node to a cluster IP: its own node's
+ * rules take that packet, and nftables mode keeps only the hairpin check for this node's
+ * pods) are not generated here: the golden packets assert those.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -109,7 +111,12 @@ function cluster(gens: ServiceGen[]): { objects: { services: unknown[]; endpoint
     const probe = (src: string, dst: string, dstPort: number, from: Origin) => probes.push({ clusterIP, src, dst, dstPort, from, protocol });
     probe('10.244.3.5', clusterIP, 80, 'pod');
     probe(OUTSIDE, clusterIP, 80, 'external');
-    if (g.endpoints.length > 0) probe(`10.244.${g.endpoints[0]!.onNode === 'node-a' ? 1 : 2}.${s * 8 + 1}`, clusterIP, 80, 'pod');
+    // An endpoint reaching its own service (hairpin): from this node's pods to the cluster
+    // IP, and from any pod to the node port, where a Local policy short-circuits pods to
+    // every endpoint.
+    const first = g.endpoints[0];
+    const firstIP = `10.244.${first?.onNode === 'node-a' ? 1 : 2}.${s * 8 + 1}`;
+    if (first?.onNode === 'node-a') probe(firstIP, clusterIP, 80, 'pod');
     if (g.externalIP) {
       probe(OUTSIDE, externalIP, 80, 'external');
       probe('10.244.3.5', externalIP, 80, 'pod');
@@ -123,6 +130,7 @@ function cluster(gens: ServiceGen[]): { objects: { services: unknown[]; endpoint
     if (nodePort) {
       probe(OUTSIDE, NODE_IP, nodePort, 'external');
       probe('10.244.3.5', NODE_IP, nodePort, 'pod');
+      if (first) probe(firstIP, NODE_IP, nodePort, 'pod');
     }
   });
   return { objects, probes };

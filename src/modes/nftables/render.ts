@@ -30,7 +30,9 @@
  * groups it wrote, `keepGroups`). Policies with their own needs use sets instead of
  * per-service rules: source ranges (`firewall-ips` + `firewall-allow`, an interval set
  * of `daddr . proto . port . saddr`), hairpin masquerade (`hairpin-endpoints`, `saddr .
- * daddr` of every endpoint, in postrouting, instead of a rule in each endpoint chain),
+ * daddr` of the endpoints whose packets can pass this node's rules, in postrouting,
+ * instead of a rule in each endpoint chain: this node's pods, so the set is as big as the
+ * node, not the cluster; see servicePort),
  * masquerade of off-cluster traffic to cluster IPs (one rule over `cluster-ips`).
  * Service ports with ClientIP session affinity keep upstream's chains (service, local,
  * external, one per endpoint with its dynamic `affinity-` set and timeout): affinity
@@ -198,7 +200,13 @@ function servicePort(sp: ServicePort, ctx: Context): void {
   };
 
   ctx.clusterIPs.add({ key: [sp.clusterIP] });
-  for (const e of view.reachable) ctx.hairpin.add({ key: [e.ip, e.ip] });
+  // Only a pod that can send its packets through this node's rules can land on itself
+  // here: one on this node, or one elsewhere reaching an external address whose Local
+  // policy short-circuits pod traffic to every endpoint (with Cluster policy external
+  // traffic is masqueraded anyway). A remote pod's packets to a cluster IP meet its own
+  // node's rules. So the set holds this node's pods, not every endpoint of the cluster.
+  const remoteHairpin = view.externallyAccessible && externalLocal && ctx.podCIDR !== null;
+  for (const e of view.reachable) if (e.isLocal || remoteHairpin) ctx.hairpin.add({ key: [e.ip, e.ip] });
 
   const cip = [sp.clusterIP, proto, port];
   if (claim(cip)) {
