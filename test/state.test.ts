@@ -33,6 +33,24 @@ describe('ClusterState', () => {
     expect(names(state)).toEqual(['ns/a:http 10.244.0.5:8080', 'ns/b:http 10.244.1.5:8080']);
   });
 
+  it('builds a Service from slices stored before it, updated or deleted between takes', () => {
+    const { state } = fresh();
+    const slice = (ip: string) => endpointSlice('ns', 'a', 'a-1', [{ name: 'http', port: 8080 }], [{ ip, nodeName: 'node-a' }]);
+    state.upsertSlice(slice('10.244.0.5'));
+    state.upsertSlice(slice('10.244.0.6'));
+    state.upsertSlice(endpointSlice('ns', 'a', 'a-2', [{ name: 'http', port: 8080 }], [{ ip: '10.244.0.7', nodeName: 'node-a' }]));
+    state.deleteSlice(endpointSlice('ns', 'a', 'a-2', [], []));
+    state.take();
+    expect(names(state)).toEqual([]);
+    // The Service arrives after a take: its slice, stored before, is read again.
+    state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));
+    state.take();
+    expect(names(state)).toEqual(['ns/a:http 10.244.0.6:8080']);
+    state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 81 }]));
+    state.take();
+    expect(state.familyModel('IPv4').servicePorts.map((sp) => `${sp.port} ${sp.endpoints.map((e) => e.address).join(',')}`)).toEqual(['81 10.244.0.6:8080']);
+  });
+
   it('drops a Service whose update turns invalid, and says why', () => {
     const { state, problems } = fresh();
     state.upsertService(service('ns', 'a', '10.96.0.1', [{ name: 'http', port: 80 }]));

@@ -150,6 +150,7 @@ const sliceCases: Case[] = [
   { what: 'nodeName with injection', mutate: (o) => (o.endpoints[0].nodeName = INJECTION), field: 'endpoints[0].nodeName' },
   { what: 'zone with a space', mutate: (o) => (o.endpoints[0].zone = 'zone a'), field: 'endpoints[0].zone' },
   { what: 'zone hint with injection', mutate: (o) => (o.endpoints[0].hints = { forZones: [{ name: INJECTION }] }), field: 'endpoints[0].hints.forZones[0].name' },
+  { what: 'endpoint not a mapping', mutate: (o) => (o.endpoints[1] = 'x'), field: 'endpoints[1]' },
   { what: 'node hint not a name', mutate: (o) => (o.endpoints[0].hints = { forNodes: [{ name: 'Node A' }] }), field: 'endpoints[0].hints.forNodes[0].name' },
   { what: 'endpoints not a list', mutate: (o) => (o.endpoints = 'all'), field: 'endpoints' },
   { what: 'object not a mapping', mutate: () => 'EndpointSlice', field: 'object' },

@@ -24,7 +24,28 @@ import {
 
 export type Validated<T> = { ok: true; value: T } | { ok: false; problem: Problem };
 
-class Invalid extends Error {}
+class Invalid extends Error {
+  constructor(
+    readonly path: string,
+    readonly why: string,
+  ) {
+    super(`${path}: ${why}`);
+  }
+}
+
+/**
+ * Checks one item of a list with paths relative to it, prefixed only when it fails: a
+ * slice's endpoints are checked 100,000 times at start-up, and building every field's
+ * path string up front was most of that work.
+ */
+function item<T>(prefix: string, i: number, raw: unknown, check: (raw: unknown) => T): T {
+  try {
+    return check(raw);
+  } catch (err) {
+    if (!(err instanceof Invalid)) throw err;
+    throw new Invalid(err.path === '' ? `${prefix}[${i}]` : `${prefix}[${i}].${err.path}`, err.why);
+  }
+}
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1035_LABEL = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
@@ -44,7 +65,7 @@ function show(v: unknown): string {
 }
 
 function fail(path: string, why: string): never {
-  throw new Invalid(`${path}: ${why}`);
+  throw new Invalid(path, why);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -303,39 +324,39 @@ export function validateEndpointSlice(obj: unknown): Validated<EndpointSliceInfo
       });
     });
 
-    const endpoints: SliceEndpoint[] = list(o.endpoints, 'endpoints').map((raw, i) => {
-      const path = `endpoints[${i}]`;
-      const e = record(raw, path);
-      const addresses = list(e.addresses, `${path}.addresses`);
-      if (addresses.length === 0) fail(`${path}.addresses`, 'needs at least one address');
-      // Addresses are fungible; like every proxy, use the first.
-      const addr = ip(addresses[0], `${path}.addresses[0]`);
-      if (addr.family !== family) fail(`${path}.addresses[0]`, `${addr.text} is not ${family}`);
-      const cond = record(e.conditions, `${path}.conditions`);
-      // As kube-proxy reads them: unknown readiness and unknown serving both count as true.
-      const ready = optBool(cond.ready, `${path}.conditions.ready`) ?? true;
-      const serving = optBool(cond.serving, `${path}.conditions.serving`) ?? true;
-      const terminating = optBool(cond.terminating, `${path}.conditions.terminating`) ?? false;
-      const hints = record(e.hints, `${path}.hints`);
-      const nodeName = optName(e.nodeName, `${path}.nodeName`, DNS1123_SUBDOMAIN, 253);
-      const zone = e.zone === undefined || e.zone === null ? '' : labelValue(e.zone, `${path}.zone`);
-      return {
-        ip: addr.text,
-        ready,
-        serving,
-        terminating,
-        nodeName: nodeName || null,
-        zone: zone || null,
-        zoneHints: hintList(hints.forZones, `${path}.hints.forZones`, (z, j) =>
-          labelValue(record(z, `${path}.hints.forZones[${j}]`).name, `${path}.hints.forZones[${j}].name`),
-        ),
-        nodeHints: hintList(hints.forNodes, `${path}.hints.forNodes`, (n, j) =>
-          name(record(n, `${path}.hints.forNodes[${j}]`).name, `${path}.hints.forNodes[${j}].name`, DNS1123_SUBDOMAIN, 253),
-        ),
-      };
-    });
+    const check = (e: unknown) => sliceEndpoint(e, family);
+    const endpoints: SliceEndpoint[] = list(o.endpoints, 'endpoints').map((raw, i) => item('endpoints', i, raw, check));
     return { namespace: meta.namespace, name: meta.name, serviceName, addressType: family, ports, endpoints };
   });
+}
+
+function sliceEndpoint(raw: unknown, family: IPFamily): SliceEndpoint {
+  const e = record(raw, '');
+  const addresses = list(e.addresses, 'addresses');
+  if (addresses.length === 0) fail('addresses', 'needs at least one address');
+  // Addresses are fungible; like every proxy, use the first.
+  const addr = ip(addresses[0], 'addresses[0]');
+  if (addr.family !== family) fail('addresses[0]', `${addr.text} is not ${family}`);
+  const cond = record(e.conditions, 'conditions');
+  // As kube-proxy reads them: unknown readiness and unknown serving both count as true.
+  const ready = optBool(cond.ready, 'conditions.ready') ?? true;
+  const serving = optBool(cond.serving, 'conditions.serving') ?? true;
+  const terminating = optBool(cond.terminating, 'conditions.terminating') ?? false;
+  const hints = record(e.hints, 'hints');
+  const nodeName = optName(e.nodeName, 'nodeName', DNS1123_SUBDOMAIN, 253);
+  const zone = e.zone === undefined || e.zone === null ? '' : labelValue(e.zone, 'zone');
+  return {
+    ip: addr.text,
+    ready,
+    serving,
+    terminating,
+    nodeName: nodeName || null,
+    zone: zone || null,
+    zoneHints: hintList(hints.forZones, 'hints.forZones', (z, j) => labelValue(record(z, `hints.forZones[${j}]`).name, `hints.forZones[${j}].name`)),
+    nodeHints: hintList(hints.forNodes, 'hints.forNodes', (n, j) =>
+      name(record(n, `hints.forNodes[${j}]`).name, `hints.forNodes[${j}].name`, DNS1123_SUBDOMAIN, 253),
+    ),
+  };
 }
 
 export function validateNode(obj: unknown): Validated<NodeInfo> {
