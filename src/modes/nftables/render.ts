@@ -87,12 +87,19 @@ const DROP = 'drop';
 /** Elements of one set, unique by key: the first service port to claim a key owns it, as the first matching rule would. */
 class Elements {
   readonly list: Element[] = [];
-  private readonly keys = new Set<string>();
+  /** Null where every key starts with a destination `claim` gave one service port: unique already. */
+  private readonly keys: Set<string> | null;
+
+  constructor(readonly name: string) {
+    this.keys = CLAIMED_SETS.has(name) ? null : new Set();
+  }
 
   add(e: Element): void {
-    const k = elementKey(e);
-    if (this.keys.has(k)) return;
-    this.keys.add(k);
+    if (this.keys) {
+      const k = elementKey(e);
+      if (this.keys.has(k)) return;
+      this.keys.add(k);
+    }
     this.list.push(e);
   }
 }
@@ -324,14 +331,14 @@ function newContext(model: FamilyModel, node: NodeContext, opts: NftablesOptions
     ip,
     podCIDR: opts.clusterCIDRs.map((c) => parseCIDR(c)).find((c) => c?.family === model.family)?.text ?? null,
     primaryNodeIP: familyNodeIPs(node, ip)[0] ?? null,
-    clusterIPs: new Elements(),
-    serviceIPs: new Elements(),
-    serviceNodePorts: new Elements(),
-    noEndpointServices: new Elements(),
-    noEndpointNodePorts: new Elements(),
-    firewallIPs: new Elements(),
-    firewallAllow: new Elements(),
-    hairpin: new Elements(),
+    clusterIPs: new Elements(N.CLUSTER_IPS),
+    serviceIPs: new Elements(N.SERVICE_IPS),
+    serviceNodePorts: new Elements(N.SERVICE_NODEPORTS),
+    noEndpointServices: new Elements(N.NO_ENDPOINT_SERVICES),
+    noEndpointNodePorts: new Elements(N.NO_ENDPOINT_NODEPORTS),
+    firewallIPs: new Elements(N.FIREWALL_IPS),
+    firewallAllow: new Elements(N.FIREWALL_ALLOW),
+    hairpin: new Elements(N.HAIRPIN),
     claimed: new Set(),
     groups: new Map(),
     counts: new Set(),
@@ -342,17 +349,8 @@ function newContext(model: FamilyModel, node: NodeContext, opts: NftablesOptions
 
 /** What service ports put into sets and maps, by set name; `renderNftables` declares them. */
 function serviceElements(ctx: Context): [string, Element[]][] {
-  return [
-    [N.CLUSTER_IPS, ctx.clusterIPs.list],
-    [N.SERVICE_IPS, ctx.serviceIPs.list],
-    [N.SERVICE_NODEPORTS, ctx.serviceNodePorts.list],
-    [N.NO_ENDPOINT_SERVICES, ctx.noEndpointServices.list],
-    [N.NO_ENDPOINT_NODEPORTS, ctx.noEndpointNodePorts.list],
-    [N.FIREWALL_IPS, ctx.firewallIPs.list],
-    [N.FIREWALL_ALLOW, ctx.firewallAllow.list],
-    [N.HAIRPIN, ctx.hairpin.list],
-    ...ctx.groups,
-  ];
+  const sets = [ctx.clusterIPs, ctx.serviceIPs, ctx.serviceNodePorts, ctx.noEndpointServices, ctx.noEndpointNodePorts, ctx.firewallIPs, ctx.firewallAllow, ctx.hairpin];
+  return [...sets.map((e): [string, Element[]] => [e.name, e.list]), ...ctx.groups];
 }
 
 /**
@@ -472,7 +470,7 @@ export function renderNftables(model: FamilyModel, node: NodeContext, options: P
     const v = vmap(key);
     return { kind: 'map', name, key: { type: v.type }, value: v.value, flags: [], comment, elements: filled.get(name) ?? [] };
   };
-  const nodePortIPSet = new Elements();
+  const nodePortIPSet = new Elements(N.NODEPORT_IPS);
   for (const a of npIPs ?? []) nodePortIPSet.add({ key: [a] });
 
   const sets: NftSet[] = [
