@@ -44,12 +44,14 @@ if (process.getuid?.() === 0) {
     console.log(`  nft -f, first load: ${first}; again over the loaded table: ${again}`);
     const t = 'ip kube-proxy';
     const sv = '10.96.0.7 . tcp . 80';
-    const replace = nft(`delete element ${t} cluster-endpoints-tcp-10 { ${sv} . 3 }\nadd element ${t} cluster-endpoints-tcp-10 { ${sv} . 3 : 10.250.0.1 . 8080 }\n`);
-    const elems = (n: number) => Array.from({ length: n }, (_, i) => `${sv} . ${i} : 10.250.0.${i + 1} . 8080`).join(', ');
-    const keys = (n: number) => Array.from({ length: n }, (_, i) => `${sv} . ${i}`).join(', ');
+    // The groups' maps are one protocol's each: their keys leave it out.
+    const gk = '10.96.0.7 . 80';
+    const replace = nft(`delete element ${t} cluster-endpoints-tcp-10 { ${gk} . 3 }\nadd element ${t} cluster-endpoints-tcp-10 { ${gk} . 3 : 10.250.0.1 . 8080 }\n`);
+    const elems = (n: number) => Array.from({ length: n }, (_, i) => `${gk} . ${i} : 10.250.0.${i + 1} . 8080`).join(', ');
+    const keys = (n: number) => Array.from({ length: n }, (_, i) => `${gk} . ${i}`).join(', ');
     const group = (n: number) =>
-      `add map ${t} cluster-endpoints-tcp-${n} { typeof ip daddr . meta l4proto . th dport . numgen random mod ${n} : ip daddr . tcp dport ; }\n` +
-      `add rule ${t} cluster-endpoints meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod ${n} map @cluster-endpoints-tcp-${n}\n`;
+      `add map ${t} cluster-endpoints-tcp-${n} { typeof ip daddr . th dport . numgen random mod ${n} : ip daddr . tcp dport ; }\n` +
+      `add rule ${t} cluster-endpoints meta l4proto tcp dnat ip to ip daddr . th dport . numgen random mod ${n} map @cluster-endpoints-tcp-${n}\n`;
     nft(group(11));
     const move = nft(`delete element ${t} cluster-endpoints-tcp-10 { ${keys(10)} }\nadd element ${t} cluster-endpoints-tcp-11 { ${elems(11)} }\n`);
     const newGroup = nft(`${group(12)}delete element ${t} cluster-endpoints-tcp-11 { ${keys(11)} }\nadd element ${t} cluster-endpoints-tcp-12 { ${elems(12)} }\n`);

@@ -16,9 +16,9 @@
  * services x 10 endpoints that is 110,000 chains, and loading them took 121 s here
  * (nearly all kernel time validating chains and jumps). We have no per-service chains:
  * service ports are grouped by protocol and endpoint count N, and each group is one map,
- * `cluster-endpoints-PROTO-N`, keyed `daddr . proto . port . index` with the endpoint
+ * `cluster-endpoints-PROTO-N`, keyed `daddr . port . index` with the endpoint
  * (`addr . port`) as value, used by one rule in the fixed chain `cluster-endpoints`:
- * `meta l4proto udp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod N
+ * `meta l4proto udp dnat ip to ip daddr . th dport . numgen random mod N
  * map @cluster-endpoints-udp-N`.
  * The same table loads in about a second, and an endpoint change (the common event)
  * changes map elements only: no chain or rule, so the kernel validates nothing. The
@@ -128,6 +128,7 @@ interface Context {
   ownSets: NftSet[];
 }
 
+/** `key` is the claimed destination, `[addr,] proto, port`; a group's map holds one protocol, so its keys leave that out. */
 function addGroup(ctx: Context, kind: N.GroupKind, proto: N.GroupProtocol, key: string[], endpoints: Endpoint[]): void {
   const n = endpoints.length;
   if (n === 0) return;
@@ -135,7 +136,8 @@ function addGroup(ctx: Context, kind: N.GroupKind, proto: N.GroupProtocol, key: 
   const name = N.groupMap(kind, proto, n);
   let list = ctx.groups.get(name);
   if (!list) ctx.groups.set(name, (list = []));
-  for (let i = 0; i < n; i++) list.push({ key: [...key, String(i)], value: [endpoints[i]!.ip, String(endpoints[i]!.port)] });
+  const dest = key.filter((_, i) => i !== key.length - 2);
+  for (let i = 0; i < n; i++) list.push({ key: [...dest, String(i)], value: [endpoints[i]!.ip, String(endpoints[i]!.port)] });
 }
 
 /**
@@ -279,7 +281,7 @@ function outermost(ranges: ParsedCIDR[]): ParsedCIDR[] {
 }
 
 function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
-  return kind.startsWith('nodeport-') ? 'meta l4proto . th dport' : `${ip} daddr . meta l4proto . th dport`;
+  return kind.startsWith('nodeport-') ? 'th dport' : `${ip} daddr . th dport`;
 }
 
 /**
@@ -290,7 +292,8 @@ function groupKey(ip: 'ip' | 'ip6', kind: N.GroupKind): string {
  *
  * One map per protocol because nft makes the DNAT rule require the protocol of the
  * map's value (`tcp dport` adds `meta l4proto tcp`), and `th dport` there makes nft
- * 1.0.6 refuse any later rule that names the map. The rule's own `meta l4proto` says so.
+ * 1.0.6 refuse any later rule that names the map. The rule's own `meta l4proto` says so,
+ * and the keys leave the protocol out: a tenth less for nft to parse at 10,000 services.
  */
 function groupObjects(ctx: Context, keep: NftablesOptions['keepGroups']): { chains: Chain[]; sets: NftSet[] } {
   const chains: Chain[] = [];
