@@ -65,6 +65,13 @@ const cases: Case[] = [
     want: { dist: { '10.180.0.10:8080': third, '10.180.0.2:8080': third, '10.180.0.3:8080': third }, masq: false },
   },
   {
+    golden: 'example-cluster',
+    what: "hairpin from an endpoint on another node: iptables checks every endpoint, nftables only this node's (that packet meets its own node's rules)",
+    packet: { src: '10.244.2.90', dst: '10.96.50.9', dstPort: 9090 },
+    want: { dist: { '10.244.2.90:9090': 1 }, masq: true },
+    nftables: { masq: false },
+  },
+  {
     golden: 'dual-stack',
     what: 'IPv4 half of a dual-stack service',
     packet: { src: '10.244.1.5', dst: '10.96.170.170', dstPort: 80 },
