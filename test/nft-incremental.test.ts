@@ -16,7 +16,7 @@ import { runCommand, type Runner } from '../src/exec/command.js';
 import { groupCount } from '../src/modes/nftables/names.js';
 import { commandNft } from '../src/modes/nftables/nft.js';
 import { fullTransaction } from '../src/modes/nftables/plan.js';
-import { keyedByClaim, renderNftables, renderServiceElements } from '../src/modes/nftables/render.js';
+import { keyedByClaim, renderNftables, renderSharedElements } from '../src/modes/nftables/render.js';
 import { NftablesSyncer } from '../src/modes/nftables/syncer.js';
 import type { Groups } from '../src/modes/nftables/written.js';
 import { Netns } from './support/netns.js';
@@ -125,7 +125,7 @@ describe.runIf(canRun)('nftables partial syncs add up to the full table', () => 
         {
           families: ['IPv4'],
           render: (m, n, keep) => renderNftables(m, n, keep ? { ...OPTS, keepGroups: keep } : OPTS),
-          elements: (m, n) => renderServiceElements(m, n, OPTS),
+          elements: (m, n) => renderSharedElements(m, n, OPTS),
           keyedByClaim,
           fullSyncIntervalMs: 3_600_000,
         },

@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG } from '../src/config/options.js';
 import type { ClusterObjects } from '../src/kube/objects.js';
 import { buildNodeModel } from '../src/model/build.js';
 import { nftablesOptions } from '../src/modes/nftables/mode.js';
-import { renderNftables, renderServiceElements, type NftablesOptions } from '../src/modes/nftables/render.js';
+import { keyedByClaim, renderNftables, renderSharedElements, type NftablesOptions } from '../src/modes/nftables/render.js';
 import { comment, scriptText, type NftTable } from '../src/modes/nftables/ruleset.js';
 import { endpointSlice, node, service, type EndpointSpec } from './support/objects.js';
 
@@ -93,14 +93,16 @@ describe('nftables layout', () => {
     expect(lines.filter((l) => l.startsWith('flush set ip kube-proxy affinity-'))).toEqual([]);
   });
 
-  it('renderServiceElements gives the elements of the sets and maps the service ports fill', () => {
+  it('renderSharedElements gives the elements of the sets whose keys are not claimed, as the table holds them', () => {
     const objects = cluster([3, 1, 2, 0, 4]);
     (objects.services[3] as { spec: Record<string, unknown> }).spec.sessionAffinity = 'ClientIP';
     (objects.services[2] as { spec: Record<string, unknown> }).spec.loadBalancerSourceRanges = ['203.0.113.0/24'];
     const m = buildNodeModel(objects, 'node-a').model;
-    const elements = renderServiceElements(m.families.IPv4, m.node, OPTS);
-    const filled = renderNftables(m.families.IPv4, m.node, OPTS).sets.filter((s) => s.elements.length > 0 && s.name !== 'nodeport-ips');
-    expect(filled.map((s) => s.name)).toContain('firewall-allow');
+    const elements = renderSharedElements(m.families.IPv4, m.node, OPTS);
+    const table = renderNftables(m.families.IPv4, m.node, OPTS);
+    expect(table.sets.filter((s) => s.elements.length > 0).map((s) => s.name)).toContain('firewall-allow');
+    const filled = table.sets.filter((s) => s.elements.length > 0 && s.name !== 'nodeport-ips' && !keyedByClaim(s.name));
+    expect(filled.map((s) => s.name).sort()).toEqual(['cluster-ips', 'hairpin-endpoints']);
     const byName = (a: [string, unknown], b: [string, unknown]) => a[0].localeCompare(b[0]);
     expect([...elements].sort(byName)).toEqual(filled.map((s): [string, unknown] => [s.name, s.elements]).sort(byName));
   });

@@ -44,7 +44,7 @@
  * packets are dropped in forward unless `--conntrack-tcp-be-liberal`, as iptables mode.
  */
 import { nodePortIPs } from '../../model/nodeports.js';
-import { policyView } from '../../model/policy.js';
+import { policyView, type PolicyView } from '../../model/policy.js';
 import type { Endpoint, FamilyModel, NodeContext, ServicePort } from '../../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParsedCIDR, type ParsedIP } from '../../net/ip.js';
 import { PROTOCOL_NAMES } from '../iptables/names.js';
@@ -208,14 +208,7 @@ function servicePort(sp: ServicePort, ctx: Context): void {
     return true;
   };
 
-  ctx.clusterIPs.add({ key: [sp.clusterIP] });
-  // Only a pod that can send its packets through this node's rules can land on itself
-  // here: one on this node, or one elsewhere reaching an external address whose Local
-  // policy short-circuits pod traffic to every endpoint (with Cluster policy external
-  // traffic is masqueraded anyway). A remote pod's packets to a cluster IP meet its own
-  // node's rules. So the set holds this node's pods, not every endpoint of the cluster.
-  const remoteHairpin = view.externallyAccessible && externalLocal && ctx.podCIDR !== null;
-  for (const e of view.reachable) if (e.isLocal || remoteHairpin) ctx.hairpin.add({ key: [e.ip, e.ip] });
+  sharedElements(sp, view, ctx);
 
   const cip = [sp.clusterIP, proto, port];
   if (claim(cip)) {
@@ -269,6 +262,21 @@ function servicePort(sp: ServicePort, ctx: Context): void {
       if (nodeAllowed && !ranges.some((r) => cidrContains(r, parseIP(ip)!))) ctx.firewallAllow.add({ key: [ip, proto, port, ip] });
     }
   }
+}
+
+/**
+ * What a service port puts into the sets whose keys several service ports may hold
+ * (every other set's keys start with a destination `claim` gave to one of them).
+ */
+function sharedElements(sp: ServicePort, view: PolicyView, ctx: Context): void {
+  ctx.clusterIPs.add({ key: [sp.clusterIP] });
+  // Only a pod that can send its packets through this node's rules can land on itself
+  // here: one on this node, or one elsewhere reaching an external address whose Local
+  // policy short-circuits pod traffic to every endpoint (with Cluster policy external
+  // traffic is masqueraded anyway). A remote pod's packets to a cluster IP meet its own
+  // node's rules. So the set holds this node's pods, not every endpoint of the cluster.
+  const remoteHairpin = view.externallyAccessible && sp.externalTrafficPolicy === 'Local' && ctx.podCIDR !== null;
+  for (const e of view.reachable) if (e.isLocal || remoteHairpin) ctx.hairpin.add({ key: [e.ip, e.ip] });
 }
 
 /**
@@ -368,15 +376,15 @@ export function keyedByClaim(set: string): boolean {
 const CLAIMED_SETS = new Set([N.SERVICE_IPS, N.SERVICE_NODEPORTS, N.NO_ENDPOINT_SERVICES, N.NO_ENDPOINT_NODEPORTS, N.FIREWALL_IPS, N.FIREWALL_ALLOW]);
 
 /**
- * The elements `model`'s service ports put into the table, set by set, without the table:
- * the same elements `renderNftables` gives those sets and maps for the same model (the
- * fixed elements, such as the node port addresses, left out). What a ledger of who holds
- * which element counts, one service at a time, for 10,000 services: a whole table each
- * time would cost several times more.
+ * The elements `model`'s service ports put into the sets whose keys several of them may
+ * hold (those `keyedByClaim` does not name), set by set, without the table: the same
+ * elements `renderNftables` gives those sets for the same model. All that a ledger of
+ * who holds which element counts, one service at a time, for 10,000 services: it is
+ * ready within a tenth of a second of the first sync.
  */
-export function renderServiceElements(model: FamilyModel, node: NodeContext, options: Partial<NftablesOptions> = {}): Map<string, Element[]> {
+export function renderSharedElements(model: FamilyModel, node: NodeContext, options: Partial<NftablesOptions> = {}): Map<string, Element[]> {
   const ctx = newContext(model, node, { ...DEFAULT_NFTABLES_OPTIONS, ...options });
-  for (const sp of model.servicePorts) servicePort(sp, ctx);
+  for (const sp of model.servicePorts) sharedElements(sp, policyView(sp), ctx);
   return new Map(serviceElements(ctx).filter(([, list]) => list.length > 0));
 }
 

@@ -19,7 +19,7 @@ import type { Host, ModelSource, SyncRequest, SyncResult, Syncer } from '../mode
 import { ElementLedger } from './ledger.js';
 import { chooseNft, NftError, type Nft, type NftResult } from './nft.js';
 import { fullTransaction, NeedsFullSync, partialTransaction, type Transaction } from './plan.js';
-import { keyedByClaim, renderNftables, renderServiceElements, type NftablesOptions } from './render.js';
+import { keyedByClaim, renderNftables, renderSharedElements, type NftablesOptions } from './render.js';
 import { NFT_FAMILY, TABLE_NAME, type Chain, type Element, type NftTable } from './ruleset.js';
 import {
   byService,
@@ -46,8 +46,9 @@ export interface NftSyncerOptions {
   render: (model: FamilyModel, node: NodeContext, keep?: Groups) => NftTable;
   /**
    * The elements a model's service ports put into the table, by set or map name, as
-   * `render` gives them: what the ledger counts, one service at a time. By default taken
-   * from `render`; the renderer's own is several times cheaper than a table per service.
+   * `render` gives them: what the ledger counts, one service at a time. It needs only the
+   * sets `keyedByClaim` does not name (render.ts renderSharedElements, many times cheaper
+   * than a table per service, which is the default).
    */
   elements?: (model: FamilyModel, node: NodeContext) => ReadonlyMap<string, readonly Element[]>;
   /** The renderer's sets and maps keyed by claimed destinations, which the ledger need not keep (render.ts keyedByClaim). */
@@ -226,9 +227,9 @@ export class NftablesSyncer implements Syncer {
     const tx = fullTransaction(table, present);
     const ports = byService(model.servicePorts);
     const claims = countClaims(model.servicePorts);
-    // Counted while the kernel loads the table (nft works in its own process): ready, or
-    // nearly, when the first partial sync needs it. The table itself is not kept: at
-    // 10,000 services its elements are tens of MB.
+    // Counted while the kernel loads the table (nft works in a thread of its own): ready
+    // when the first partial sync needs it. The table itself is not kept: at 10,000
+    // services its elements are tens of MB.
     const ledger = this.countLedger(model, source.nodeContext, ports, generation);
     return { tx, state: () => ({ ports, groups, frame, bases, claims, ledger }) };
   }
@@ -241,11 +242,11 @@ export class NftablesSyncer implements Syncer {
     const ledger = new ElementLedger(this.opts.keyedByClaim);
     let i = 0;
     for (const list of ports.values()) {
-      ledger.count(this.elements({ ...model, servicePorts: list }, node));
-      if (++i % LEDGER_BATCH === 0) {
+      if (i++ % LEDGER_BATCH === 0) {
         await new Promise((r) => setImmediate(r));
         if (generation !== this.generation) break;
       }
+      ledger.count(this.elements({ ...model, servicePorts: list }, node));
     }
     return ledger;
   }
@@ -299,6 +300,6 @@ export async function startNftablesSyncer(host: Host, opts: NftablesOptions): Pr
   const nft = await chooseNft(host.run, host.log);
   const families: IPFamily[] = existsSync('/proc/sys/net/ipv6') ? ['IPv4', 'IPv6'] : ['IPv4'];
   const render = (model: FamilyModel, node: NodeContext, keep?: Groups) => renderNftables(model, node, keep ? { ...opts, keepGroups: keep } : opts);
-  const elements = (model: FamilyModel, node: NodeContext) => renderServiceElements(model, node, opts);
+  const elements = (model: FamilyModel, node: NodeContext) => renderSharedElements(model, node, opts);
   return new NftablesSyncer(nft, { families, render, elements, keyedByClaim, fullSyncIntervalMs: FULL_SYNC_INTERVAL_MS }, host.log);
 }
