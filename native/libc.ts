@@ -87,9 +87,18 @@ export interface Libc {
   strerror(errno: number): string;
 }
 
-export async function loadLibc(library: string = LIBC): Promise<Libc> {
+const loaded = new Map<string, Promise<Libc>>();
+
+/** The bindings, made once per library and thread; rejects when koffi or the library cannot load. */
+export function loadLibc(library: string = LIBC): Promise<Libc> {
+  let l = loaded.get(library);
+  if (!l) loaded.set(library, (l = bind(library)));
+  return l;
+}
+
+async function bind(library: string): Promise<Libc> {
   const koffi = (await import('koffi')).default;
-  const epollEvent = koffi.pack('epoll_event', { events: 'uint32_t', data: 'uint64_t' });
+  const epollEvent = koffi.pack({ events: 'uint32_t', data: 'uint64_t' });
   if (koffi.sizeof(epollEvent) !== EPOLL_EVENT_SIZE) throw new Error(`struct epoll_event is ${koffi.sizeof(epollEvent)} bytes here, not ${EPOLL_EVENT_SIZE}`);
   const lib = koffi.load(library);
   const socket = lib.func('int socket(int domain, int type, int protocol)');
