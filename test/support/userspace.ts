@@ -11,6 +11,7 @@ import { FakeIptables } from '../../src/modes/iptables/fake.js';
 import { binaries } from '../../src/modes/iptables/variant.js';
 import { WorkerPool, type WorkerPoolOptions } from '../../src/modes/userspace/pool.js';
 import { Proxier } from '../../src/modes/userspace/proxier.js';
+import { SpliceEngine } from '../../src/modes/userspace/splice/engine.js';
 import { NO_STATS, type EndpointStats } from '../../src/modes/userspace/stats.js';
 import { UserspaceSyncer } from '../../src/modes/userspace/syncer.js';
 
@@ -18,6 +19,8 @@ export const log = pino({ level: 'silent' });
 
 /** The worker entry as built: a worker process runs JavaScript (`npx tsc -p .` first). */
 export const WORKER_SCRIPT = join(import.meta.dirname, '..', '..', 'dist', 'src', 'modes', 'userspace', 'worker.js');
+/** The splice engine's thread as built, likewise. */
+export const ENGINE_SCRIPT = join(import.meta.dirname, '..', '..', 'dist', 'src', 'modes', 'userspace', 'splice', 'thread.js');
 
 export async function freeRange(n: number): Promise<number> {
   // A run of free ports: taken together, then released.
@@ -47,6 +50,8 @@ export async function workerPool(size: number, opts: Partial<WorkerPoolOptions> 
 export interface HarnessOptions {
   /** Worker processes; 0: the listeners run in this process. */
   workers?: number;
+  /** TCP listeners in the splice engine (instead of workers). */
+  splice?: boolean;
   stats?: EndpointStats;
   /** TCP connections per listener (per worker); 100 unless given. */
   maxConnections?: number;
@@ -64,7 +69,9 @@ export async function harness(first: number, closers: (() => unknown)[], opts: H
   const stats = opts.stats ?? NO_STATS;
   const pool = opts.workers ? await workerPool(opts.workers, { stats, ...opts.pool }) : null;
   if (pool) closers.push(() => pool.stop());
-  const proxier = new Proxier({ scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, maxConnections: opts.maxConnections ?? 100, stats, log, localAddresses: () => ['127.0.0.1'], pool });
+  const engine = opts.splice ? await SpliceEngine.start({ stats, log, script: ENGINE_SCRIPT }) : null;
+  if (engine) closers.push(() => engine.stop());
+  const proxier = new Proxier({ scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, maxConnections: opts.maxConnections ?? 100, stats, log, localAddresses: () => ['127.0.0.1'], pool: engine ?? pool });
   closers.push(() => proxier.closeAll());
   const appliers = new Map([['IPv4' as const, new IptablesApplier('IPv4', fake.run, binaries('IPv4', 'nf_tables'))]]);
   const syncer = new UserspaceSyncer(appliers, proxier, { clusterCIDRs: [], nodePortAddresses: [], localhostNodePorts: true, portRange: { first, last: first + 2 }, maxConnectionAgeMs: 0 }, log);
@@ -73,7 +80,7 @@ export async function harness(first: number, closers: (() => unknown)[], opts: H
     return syncer.sync({ model: state, services: changes.services, all: changes.all });
   };
   const portals = () => fake.rules('IPv4', 'nat', 'KUBE-PORTALS-CONTAINER') ?? [];
-  return { fake, state, proxier, syncer, sync, portals, pool };
+  return { fake, state, proxier, syncer, sync, portals, pool, engine };
 }
 
 /** Whether something listens on the port: a listener without endpoints accepts, then resets. */

@@ -61,6 +61,9 @@ export class SpliceEngine {
     const { port1, port2 } = new MessageChannel();
     const data: EngineData = { eventfd, port: port2, debug: opts.log.isLevelEnabled('debug') };
     const worker = new Worker(opts.script ?? fileURLToPath(new URL('./thread.js', import.meta.url)), { workerData: data, transferList: [port2], name: 'splice-engine' });
+    // Neither keeps the process alive: the agent's connections end with it, as Node's would.
+    worker.unref();
+    port1.unref();
     return new SpliceEngine(opts, eventfd, port1, worker);
   }
 
