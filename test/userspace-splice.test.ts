@@ -8,65 +8,16 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PooledTcpListener } from '../src/modes/userspace/pooled.js';
-import type { EndpointStats } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
-import { endpointSlice, service } from './support/objects.js';
-import { accepts, freeRange, harness } from './support/userspace.js';
+import { service } from './support/objects.js';
+import { accepts, addService, freeRange, harness, read, Recorder, server as serve, until } from './support/userspace.js';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-const until = async (cond: () => boolean | Promise<boolean>, ms = 10_000) => {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
-class Recorder implements EndpointStats {
-  readonly active = new Map<string, number>();
-  bytesIn = 0;
-  bytesOut = 0;
-  opened(_l: string, e: string): void {
-    this.active.set(e, (this.active.get(e) ?? 0) + 1);
-  }
-  closed(_l: string, e: string): void {
-    this.active.set(e, (this.active.get(e) ?? 0) - 1);
-  }
-  bytes(_l: string, _e: string, to: number, from: number): void {
-    this.bytesIn += to;
-    this.bytesOut += from;
-  }
-}
-
-/** Answers `name` and ends; with `name` null, echoes. */
-async function server(host: string, port: number, name: string | null): Promise<number> {
-  const srv = net.createServer((s) => {
-    s.on('error', () => {});
-    if (name === null) s.pipe(s);
-    else s.end(name);
-  });
-  await new Promise<void>((resolve, reject) => (srv.once('error', reject), srv.listen(port, host, resolve)));
-  closers.push(() => new Promise((r) => srv.close(r)));
-  return (srv.address() as net.AddressInfo).port;
-}
-
-const read = (port: number) =>
-  new Promise<string>((resolve, reject) => {
-    const c = net.connect(port, '127.0.0.1');
-    let got = '';
-    c.on('data', (d) => (got += d));
-    c.on('end', () => resolve(got));
-    c.on('error', reject);
-  });
-
-function addService(h: Awaited<ReturnType<typeof harness>>, name: string, ip: string, port: number, endpoints: string[], spec: Record<string, unknown> = {}): void {
-  h.state.upsertService(service('ns', name, ip, [{ name: 'http', port: 80, targetPort: port }], spec));
-  h.state.upsertSlice(endpointSlice('ns', name, `${name}-1`, [{ name: 'http', port }], endpoints.map((e) => ({ ip: e, nodeName: 'node-a' }))));
-}
+const server = (host: string, port: number, name: string | null) => serve(closers, host, port, name);
 
 describe('userspace sync with the splice engine', () => {
   it('puts Services without affinity in the engine and keeps ClientIP affinity on Node sockets', async () => {

@@ -153,11 +153,13 @@ export class Connection {
   }
 
   private connectAnswered(events: number): void {
-    const libc = this.host.loop.libc;
-    const err = libc.getInt(this.backend!.fd, C.SOL_SOCKET, C.SO_ERROR);
-    if (err !== 0) return this.connectFailed(err > 0 ? libc.strerror(err) : 'connect failed');
-    if (!(events & C.EPOLLOUT)) return;
-    this.connected();
+    // Writable without an error is connected: SO_ERROR is read only to say why not.
+    if (events & (C.EPOLLERR | C.EPOLLHUP)) {
+      const libc = this.host.loop.libc;
+      const err = libc.getInt(this.backend!.fd, C.SOL_SOCKET, C.SO_ERROR);
+      return this.connectFailed(err > 0 ? libc.strerror(err) : 'connect failed');
+    }
+    if (events & C.EPOLLOUT) this.connected();
   }
 
   private connectFailed(why: string): void {

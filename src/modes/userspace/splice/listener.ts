@@ -6,9 +6,9 @@
  */
 import { C } from '../../../../native/libc.js';
 import { sockaddr } from '../../../../native/sockaddr.js';
-import type { IPFamily } from '../../../model/types.js';
 import type { Backend, Balancer } from '../balancer.js';
 import type { EndpointStats } from '../stats.js';
+import type { TcpListenerOptions } from '../tcp.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import type { Loop } from './loop.js';
 import type { PipePool } from './pipes.js';
@@ -17,16 +17,10 @@ const BACKLOG = 1_024;
 const KEEPALIVE_S = 60;
 const SOCKET = C.SOCK_STREAM | C.SOCK_NONBLOCK | C.SOCK_CLOEXEC;
 
-export interface SpliceListenerOptions {
-  key: string;
-  family: IPFamily;
-  port: number;
-  maxConnections: number;
-  maxAgeMs: number;
-  stats: EndpointStats;
+/** As tcp.ts's, with debug lines sent where the thread can send them. */
+export type SpliceListenerOptions = Omit<TcpListenerOptions, 'log'> & {
   debug(msg: string, fields: Record<string, unknown>): void;
-  random?: () => number;
-}
+};
 
 export class SpliceListener implements ConnectionHost {
   readonly key: string;

@@ -20,10 +20,6 @@ export class PipePool {
 
   constructor(private readonly libc: Libc) {}
 
-  get idle(): number {
-    return this.free.length;
-  }
-
   /** A pipe, or null when the process has no descriptor left. */
   take(): Pipe | null {
     const p = this.free.pop();
