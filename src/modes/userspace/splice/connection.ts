@@ -153,13 +153,15 @@ export class Connection {
   }
 
   private connectAnswered(events: number): void {
-    // Writable without an error is connected: SO_ERROR is read only to say why not.
+    // SO_ERROR says whether the connect failed, and is read only when the events hint it
+    // may have (writable alone is connected). A hangup without an error is a connection
+    // the endpoint already answered and closed: connected, and the pump reads its end.
     if (events & (C.EPOLLERR | C.EPOLLHUP)) {
       const libc = this.host.loop.libc;
       const err = libc.getInt(this.backend!.fd, C.SOL_SOCKET, C.SO_ERROR);
-      return this.connectFailed(err > 0 ? libc.strerror(err) : 'connect failed');
+      if (err !== 0) return this.connectFailed(err > 0 ? libc.strerror(err) : 'getsockopt SO_ERROR failed');
     }
-    if (events & C.EPOLLOUT) this.connected();
+    if (events & (C.EPOLLOUT | C.EPOLLERR | C.EPOLLHUP)) this.connected();
   }
 
   private connectFailed(why: string): void {
