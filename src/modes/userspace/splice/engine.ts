@@ -39,6 +39,8 @@ export class SpliceEngine {
   private readonly open: OpenCounts = new Map();
   private nextId = 1;
   private stopped: string | null = null;
+  /** Closed once the thread is gone: its number may then belong to anything. */
+  private eventfdOpen = true;
   private readonly exited: Promise<void>;
 
   private constructor(
@@ -110,12 +112,9 @@ export class SpliceEngine {
   }
 
   private post(m: ToEngine): void {
+    if (!this.eventfdOpen) return;
     this.port.postMessage(m);
-    try {
-      writeSync(this.eventfd, WAKE);
-    } catch {
-      // Closed: the thread is gone, and gone() said so.
-    }
+    writeSync(this.eventfd, WAKE);
   }
 
   private ask(message: (id: number) => ToEngine): Promise<Answer> {
@@ -162,6 +161,7 @@ export class SpliceEngine {
     }
     for (const answer of [...this.waiting.values()]) answer(null);
     this.port.close();
+    this.eventfdOpen = false;
     closeSync(this.eventfd);
   }
 }
