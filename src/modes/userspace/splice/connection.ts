@@ -117,6 +117,10 @@ export class Connection {
     this.pumpBoth();
   }
 
+  abort(): void {
+    this.reset();
+  }
+
   /** Resets both sides (the listener closes, or one side failed). */
   reset(): void {
     if (this.state === 'closed') return;

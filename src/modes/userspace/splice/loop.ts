@@ -10,6 +10,8 @@ import { TimerHeap, type Timer } from './timers.js';
 export interface Handler {
   /** `events`: the EPOLL* bits the kernel reported for `fd`. */
   onEvent(fd: number, events: number): void;
+  /** onEvent threw (a bug): give up what it holds, so that nothing is left half-done. */
+  abort?(): void;
 }
 
 /** Events one wait takes at most. */
@@ -66,6 +68,14 @@ export class Loop {
     this.stopped = true;
   }
 
+  private abort(h: Handler): void {
+    try {
+      h.abort?.();
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
   /** Runs until stop(); then closes the epoll set. */
   run(): void {
     const { libc, events } = this;
@@ -84,6 +94,7 @@ export class Loop {
             h.onEvent(fd, events.readUInt32LE(at));
           } catch (err) {
             this.failed(err);
+            this.abort(h);
           }
         }
         this.closedInBatch.clear();
