@@ -12,8 +12,11 @@ export interface Pipe {
 
 /** A pipe's capacity: Linux's default, 16 pages. */
 export const PIPE_BYTES = 65_536;
-/** Empty pipes kept for reuse at most. */
-const KEEP = 256;
+/**
+ * Empty pipes kept for reuse at most (two descriptors each): enough for the connections
+ * a busy listener opens at once, few enough that an idle agent holds little.
+ */
+const KEEP = 64;
 
 export class PipePool {
   private readonly free: Pipe[] = [];
