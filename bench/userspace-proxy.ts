@@ -1,7 +1,8 @@
 /**
  * The proxy side of the userspace bench, in a process of its own: `node userspace-proxy.js
  * VARIANT BACKEND_PORT` listens on a free port (printed) and forwards to 127.0.0.1:BACKEND_PORT.
- * VARIANT `listener` is userspace mode's own TcpListener (pipe()); the others are bare
+ * VARIANT `splice` is userspace mode's splice engine (a thread running epoll and splice,
+ * the agent's default); `listener` is its Node data path's TcpListener (pipe()); the others are bare
  * copies to compare copy paths: `manual` (write, pause on a full buffer, resume on drain)
  * and `pipe-256k` (pipe() with 256 KiB stream buffers). `workers` is userspace mode's worker
  * pool, one process per core (the agent's default), this process as the agent.
@@ -12,6 +13,7 @@ import { pino } from 'pino';
 import type { Endpoint } from '../src/model/types.js';
 import { Balancer } from '../src/modes/userspace/balancer.js';
 import { WorkerPool } from '../src/modes/userspace/pool.js';
+import { SpliceEngine } from '../src/modes/userspace/splice/engine.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
 
@@ -76,5 +78,12 @@ async function workers(): Promise<number> {
   return port;
 }
 
-const variants: Record<string, () => Promise<number>> = { listener, workers, manual: () => bare('manual'), 'pipe-256k': () => bare('pipe-256k') };
+async function splice(): Promise<number> {
+  const port = await freePort();
+  const engine = await SpliceEngine.start({ stats: NO_STATS, log });
+  await engine.listen({ key: 'bench', family: 'IPv4', port, scheduler: 'rr', maxConnections: 20_000, maxAgeMs: 0, endpoints });
+  return port;
+}
+
+const variants: Record<string, () => Promise<number>> = { splice, listener, workers, manual: () => bare('manual'), 'pipe-256k': () => bare('pipe-256k') };
 process.stdout.write(`${await variants[variant!]!()}\n`);

@@ -15,9 +15,9 @@ import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Endpoint } from '../src/model/types.js';
-import { Balancer } from '../src/modes/userspace/balancer.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
-import { TcpListener } from '../src/modes/userspace/tcp.js';
+import { SpliceEngine } from '../src/modes/userspace/splice/engine.js';
+import type { ListenerSpec } from '../src/modes/userspace/workerprotocol.js';
 
 const children: ChildProcess[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -218,7 +218,7 @@ async function measure({ name, port, pid }: Target): Promise<Row> {
 /** Each client's pause between an answer and its next request: request/response traffic, as in the e2e. */
 const THINK_MS = 100;
 
-/** The imbalance scenario, on the data path alone: TcpListener over 3 in-process keep-alive endpoints. */
+/** The imbalance scenario, on the data path alone: the splice engine (the default) over 3 in-process keep-alive endpoints. */
 async function imbalance(maxAgeMs: number): Promise<{ before: number[]; after: number[] }> {
   const counts = [0, 0, 0];
   const servers = await Promise.all(
@@ -234,10 +234,10 @@ async function imbalance(maxAgeMs: number): Promise<{ before: number[]; after: n
     }),
   );
   const ep = (port: number): Endpoint => ({ ip: '127.0.0.1', port, address: `127.0.0.1:${port}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true });
-  const b = new Balancer('rr', null);
-  b.update(servers.slice(0, 2).map((x) => ep(x.port)), null);
-  const l = new TcpListener(b, { key: 'imbalance', family: 'IPv4', port: await freePort(), maxConnections: 100, maxAgeMs, stats: NO_STATS, log: pino({ level: 'silent' }) });
-  await l.listen();
+  const engine = await SpliceEngine.start({ stats: NO_STATS, log: pino({ level: 'silent' }) });
+  const spec: ListenerSpec = { key: 'imbalance', family: 'IPv4', port: await freePort(), scheduler: 'rr', maxConnections: 100, maxAgeMs, endpoints: servers.slice(0, 2).map((x) => ep(x.port)) };
+  await engine.listen(spec);
+  const l = { port: spec.port };
   let stop = false;
   const clients: net.Socket[] = [];
   const client = () => {
@@ -258,12 +258,12 @@ async function imbalance(maxAgeMs: number): Promise<{ before: number[]; after: n
   };
   await sleep(500);
   const before = await window();
-  b.update(servers.map((x) => ep(x.port)), null);
+  engine.update({ ...spec, endpoints: servers.map((x) => ep(x.port)) });
   await sleep(maxAgeMs > 0 ? maxAgeMs * 1.2 + 500 : 2_000);
   const after = await window();
   stop = true;
   for (const c of clients) c.destroy();
-  await l.close();
+  await engine.stop();
   for (const x of servers) x.s.close();
   return { before, after };
 }
@@ -281,12 +281,15 @@ async function main(): Promise<void> {
     if (hp !== null) targets.push({ name: 'haproxy (mode tcp)', ...hp });
     else console.log('  haproxy: not installed (apt-get install haproxy), left out');
     const variants: [string, string][] = [
-      ['workers', `userspace, ${os.availableParallelism()} workers (default)`],
-      ['listener', 'userspace, in the agent (0 workers)'],
+      ['splice', 'userspace, splice engine (default)'],
+      ['listener', 'userspace, node data path in the agent'],
+      ['workers', `userspace, node data path, ${os.availableParallelism()} workers`],
       ['manual', '  copy variant: manual'],
       ['pipe-256k', '  copy variant: pipe-256k'],
     ];
-    for (const [variant, name] of variants) targets.push({ name, ...(await start(process.execPath, [join(here, 'userspace-proxy.js'), variant, String(backend)])) });
+    // KPT_BENCH_USERSPACE=splice,listener: only those variants (a quicker run).
+    const only = process.env.KPT_BENCH_USERSPACE?.split(',');
+    for (const [variant, name] of variants.filter(([v]) => !only || only.includes(v))) targets.push({ name, ...(await start(process.execPath, [join(here, 'userspace-proxy.js'), variant, String(backend)])) });
     console.log('userspace mode data path on loopback (endpoint, proxy and load generator in 3 processes; 2 shared cores: indicative)');
     console.log(`  ${'target'.padEnd(36)} ${'1 stream'.padStart(10)} ${'8 streams'.padStart(10)} ${'conn/s'.padStart(8)} ${'p50 us'.padStart(7)} ${'p99 us'.padStart(7)}   vs haproxy (tput1, tput8, conn/s, p99)   proxy CPU s/GB, s/1k conn; machine idle`);
     const rows: Row[] = [];

@@ -161,11 +161,16 @@ describe('userspace flags and configuration', () => {
     expect(r.stderr).toBe('');
   });
 
-  it('takes --userspace-workers (the agent itself when absent), and refuses a negative count', () => {
+  it('takes --userspace-data-path (splice when absent) and --userspace-workers (the agent itself when absent), and refuses a negative count', () => {
     const io = { readFile: (p: string) => readFileSync(p, 'utf8') };
+    expect(userspaceConfig(parseInvocation([], io, 'h').config).dataPath).toBe('splice');
+    expect(userspaceConfig(parseInvocation(['--userspace-data-path', 'node'], io, 'h').config).dataPath).toBe('node');
+    expect(() => parseInvocation(['--userspace-data-path', 'copy'], io, 'h')).toThrow(/copy/);
     expect(userspaceConfig(parseInvocation([], io, 'h').config).workers).toBe(0);
     expect(userspaceConfig(parseInvocation(['--userspace-workers', '0'], io, 'h').config).workers).toBe(0);
-    expect(userspaceConfig(parseInvocation(['--userspace-workers', '4'], io, 'h').config).workers).toBe(4);
+    expect(userspaceConfig(parseInvocation(['--userspace-workers', '4', '--userspace-data-path', 'node'], io, 'h').config).workers).toBe(4);
+    // Workers run Node's data path: with the splice engine (the default) they are refused, not ignored.
+    expect(() => parseInvocation(['--userspace-workers', '4'], io, 'h')).toThrow(/add --userspace-data-path node/);
     const bad = cli(['--dry-run', '--proxy-mode', 'userspace', '--userspace-workers', '-1', '--from-file', '-'], '');
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/--userspace-workers: must be 0 to 256/);

@@ -8,71 +8,17 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Endpoint } from '../src/model/types.js';
-import type { EndpointStats } from '../src/modes/userspace/stats.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
-import { endpointSlice, service } from './support/objects.js';
-import { freeRange, harness, workerPool } from './support/userspace.js';
+import { addService, freeRange, harness, read, Recorder, server as serve, until, workerPool } from './support/userspace.js';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-const until = async (cond: () => boolean | Promise<boolean>, ms = 15_000) => {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
-
-/** Open connections and bytes per endpoint, as the agent's metrics count them. */
-class Recorder implements EndpointStats {
-  readonly active = new Map<string, number>();
-  bytesIn = 0;
-  opened(_l: string, e: string): void {
-    this.active.set(e, (this.active.get(e) ?? 0) + 1);
-  }
-  closed(_l: string, e: string): void {
-    this.active.set(e, (this.active.get(e) ?? 0) - 1);
-  }
-  bytes(_l: string, _e: string, toEndpoint: number): void {
-    this.bytesIn += toEndpoint;
-  }
-  get total(): number {
-    return [...this.active.values()].reduce((a, b) => a + b, 0);
-  }
-}
-
-/** A TCP server on `host` (a free port unless given): echoes, or answers `name` and ends. */
-async function server(host: string, port: number, name: string | null): Promise<number> {
-  const srv = net.createServer((s) => {
-    s.on('error', () => {});
-    if (name === null) s.pipe(s);
-    else s.end(name);
-  });
-  await new Promise<void>((resolve, reject) => (srv.once('error', reject), srv.listen(port, host, resolve)));
-  closers.push(() => new Promise((r) => srv.close(r)));
-  return (srv.address() as net.AddressInfo).port;
-}
+const server = (host: string, port: number, name: string | null) => serve(closers, host, port, name);
 
 const endpoint = (port: number): Endpoint => ({ ip: '127.0.0.1', port, address: `127.0.0.1:${port}`, nodeName: null, zone: null, ready: true, serving: true, terminating: false, zoneHints: [], nodeHints: [], isLocal: true });
-
-/** One service ns/NAME:http on port 80 of `ip`, to `endpoints` on `port`. */
-function addService(h: Awaited<ReturnType<typeof harness>>, name: string, ip: string, port: number, endpoints: string[], spec: Record<string, unknown> = {}): void {
-  h.state.upsertService(service('ns', name, ip, [{ name: 'http', port: 80, targetPort: port }], spec));
-  h.state.upsertSlice(endpointSlice('ns', name, `${name}-1`, [{ name: 'http', port }], endpoints.map((e) => ({ ip: e, nodeName: 'node-a' }))));
-}
-
-/** Connects to the listener on `port`, returns what it reads to the end. */
-const read = (port: number, host = '127.0.0.1') =>
-  new Promise<string>((resolve, reject) => {
-    const c = net.connect(port, host);
-    let got = '';
-    c.on('data', (d) => (got += d));
-    c.on('end', () => resolve(got));
-    c.on('error', reject);
-  });
 
 /** Opens a connection held open, echoing; resolves once a round trip went through. */
 const held = (port: number) =>

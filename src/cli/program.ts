@@ -11,7 +11,7 @@ import {
   validateConfig,
 } from '../config/kubeproxyconfig.js';
 import { parseDuration } from '../config/duration.js';
-import { IPVS_SCHEDULERS, mergeConfig, PROXY_MODES, type ConfigLayer, type IpvsScheduler, type ProxyConfig, type ProxyModeName } from '../config/options.js';
+import { IPVS_SCHEDULERS, mergeConfig, PROXY_MODES, USERSPACE_DATA_PATHS, type ConfigLayer, type IpvsScheduler, type ProxyConfig, type ProxyModeName, type UserspaceDataPath } from '../config/options.js';
 import { MAX_CONNECTION_AGE_ANNOTATION } from '../kube/objects.js';
 import { formatPortRange, parsePortRange } from '../config/portrange.js';
 import { parseHostPort, type HostPort } from '../trace/packet.js';
@@ -119,6 +119,7 @@ const RENDER_FLAGS = [
   '--userspace-scheduler',
   '--userspace-max-connection-age',
   '--userspace-workers',
+  '--userspace-data-path',
   '--ipvs-scheduler',
   '--config',
   '--from-file',
@@ -177,7 +178,8 @@ export function buildProgram(): Command {
         new Option('--userspace-max-connection-age <duration>', `end TCP connections older than this at a safe point, so clients reconnect and spread over all endpoints; 0 never (default 0; per Service: annotation ${MAX_CONNECTION_AGE_ANNOTATION})`).argParser(durationValue),
       ),
     )
-    .addOption(group(GROUP.userspace, new Option('--userspace-workers <n>', 'worker processes carrying TCP service traffic (e.g. one per core); 0 or 1: the agent itself (default 0)').argParser(intValue)))
+    .addOption(group(GROUP.userspace, new Option('--userspace-data-path <path>', 'what carries TCP service traffic: splice (epoll and splice in a thread of the agent) or node (Node sockets) (default splice)').choices(USERSPACE_DATA_PATHS)))
+    .addOption(group(GROUP.userspace, new Option('--userspace-workers <n>', 'worker processes carrying TCP service traffic with the node data path (e.g. one per core); 0 or 1: the agent itself (default 0)').argParser(intValue)))
     .addOption(group(GROUP.userspace, new Option('--udp-timeout <duration>', 'how long an idle UDP client session is kept (default 250ms)').argParser(durationValue)))
     .addOption(group(GROUP.userspace, new Option('--proxy-port-range <range>', 'local ports the listeners take: FIRST-LAST, FIRST+COUNT or PORT (default 28000-29999)').argParser(portRangeValue)))
     .addOption(group(GROUP.conntrack, new Option('--conntrack-max-per-core <n>', 'nf_conntrack_max per CPU; 0 leaves nf_conntrack_max as it is and ignores --conntrack-min (default 32768)').argParser(intValue)))
@@ -241,6 +243,7 @@ function flagLayer(cmd: Command): ConfigLayer {
   if (given('userspaceScheduler')) userspace.scheduler = o.userspaceScheduler as 'rr' | 'lc';
   if (given('userspaceMaxConnectionAge')) userspace.maxConnectionAgeMs = o.userspaceMaxConnectionAge as number;
   if (given('userspaceWorkers')) userspace.workers = o.userspaceWorkers as number;
+  if (given('userspaceDataPath')) userspace.dataPath = o.userspaceDataPath as UserspaceDataPath;
   if (given('udpTimeout')) userspace.udpIdleTimeoutMs = o.udpTimeout as number;
   if (given('proxyPortRange')) userspace.portRange = o.proxyPortRange as string;
   if (Object.keys(userspace).length > 0) layer.userspace = userspace;

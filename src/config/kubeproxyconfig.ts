@@ -116,6 +116,7 @@ export function validateConfig(cfg: ProxyConfig): ProxyConfig {
 
 function validateUserspace(u: UserspaceConfig): void {
   if (u.workers < 0 || u.workers > MAX_USERSPACE_WORKERS) throw new ConfigError(`--userspace-workers: must be 0 to ${MAX_USERSPACE_WORKERS}`);
+  if (u.workers > 1 && u.dataPath !== 'node') throw new ConfigError('--userspace-workers: worker processes run the node data path; add --userspace-data-path node');
   if (u.udpIdleTimeoutMs <= 0) throw new ConfigError('--udp-timeout: must be greater than 0');
   for (const [field, ms] of [
     ['--udp-timeout', u.udpIdleTimeoutMs],

@@ -52,11 +52,16 @@ export interface UserspaceConfig {
   udpIdleTimeoutMs: number;
   /** Local ports the listeners take (`--proxy-port-range`, as upstream): `FIRST-LAST`. */
   portRange: string;
-  /** Worker processes carrying TCP (`--userspace-workers`); 0 or 1: the agent itself. */
+  /** Worker processes carrying TCP (`--userspace-workers`); 0 or 1: the agent itself. Node's data path only. */
   workers: number;
+  /** What carries TCP (`--userspace-data-path`): the splice engine, or Node's sockets. */
+  dataPath: UserspaceDataPath;
 }
 
-export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, portRange: '28000-29999', workers: 0 };
+export const USERSPACE_DATA_PATHS = ['splice', 'node'] as const;
+export type UserspaceDataPath = (typeof USERSPACE_DATA_PATHS)[number];
+
+export const DEFAULT_USERSPACE: UserspaceConfig = { scheduler: 'rr', maxConnectionAgeMs: 0, udpIdleTimeoutMs: 250, portRange: '28000-29999', workers: 0, dataPath: 'splice' };
 
 export function userspaceConfig(cfg: ProxyConfig): UserspaceConfig {
   return cfg.userspace ?? DEFAULT_USERSPACE;

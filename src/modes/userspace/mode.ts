@@ -5,7 +5,8 @@
  * the backend sees the node's address; in exchange, the proxy balances what the kernel
  * cannot: it can end long-lived connections so that clients spread over new pods.
  */
-import { userspaceConfig, type ProxyConfig } from '../../config/options.js';
+import type { Logger } from 'pino';
+import { userspaceConfig, type ProxyConfig, type UserspaceConfig } from '../../config/options.js';
 import type { ConfiguredMode, Host, ProxyMode } from '../mode.js';
 import { userspaceRulesText, type UserspaceTextOptions } from './dryrun.js';
 import { appliers, removeChains } from '../iptables/mode.js';
@@ -17,7 +18,9 @@ import { PromEndpointStats } from './metrics.js';
 import { parsePortRange } from '../../config/portrange.js';
 import { Proxier } from './proxier.js';
 import { WorkerPool } from './pool.js';
-import { NO_STATS } from './stats.js';
+import type { ListenerHost } from './pooled.js';
+import { SpliceEngine } from './splice/engine.js';
+import { NO_STATS, type EndpointStats } from './stats.js';
 import { UserspaceSyncer } from './syncer.js';
 
 /** TCP connections one listener carries at once; the kernel's backlog holds the next ones. */
@@ -52,10 +55,7 @@ export const userspaceMode: ProxyMode = {
       syncer: async (host) => {
         const u = userspaceConfig(cfg);
         const stats = host.metrics ? new PromEndpointStats(host.metrics, () => proxier.reportBytes()) : NO_STATS;
-        // In the agent by default: on 2 cores shared with the traffic's ends, workers measured
-        // no faster and cost more CPU per connection (README, userspace).
-        const pool = u.workers > 1 ? new WorkerPool({ size: u.workers, stats, log: host.log }) : null;
-        await pool?.start();
+        const pool = await tcpHost(u, stats, host.log);
         const proxier = new Proxier({
           scheduler: u.scheduler,
           maxConnectionAgeMs: u.maxConnectionAgeMs,
@@ -73,3 +73,28 @@ export const userspaceMode: ProxyMode = {
 
   cleanup: (host: Host) => removeChains(host, 'the userspace chains and jumps', (table, name) => table === 'nat' && (USERSPACE_CHAINS as readonly string[]).includes(name)),
 };
+
+/**
+ * Where TCP listeners run: the splice engine by default (faster than Node's sockets on
+ * every bench figure: README, userspace), or, with `--userspace-data-path node`, this
+ * thread or worker processes. Where the engine cannot load (no koffi binary, no glibc),
+ * Node's data path carries TCP, with one warning.
+ */
+async function tcpHost(u: UserspaceConfig, stats: EndpointStats, log: Logger): Promise<ListenerHost | null> {
+  if (u.dataPath === 'node') {
+    // In the agent by default: on 2 cores shared with the traffic's ends, workers measured
+    // no faster and cost more CPU per connection (README, userspace).
+    if (u.workers <= 1) return null;
+    const pool = new WorkerPool({ size: u.workers, stats, log });
+    await pool.start();
+    return pool;
+  }
+  try {
+    const engine = await SpliceEngine.start({ stats, log });
+    log.info('userspace TCP data path: the splice engine');
+    return engine;
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'the splice engine cannot load; TCP service traffic goes through Node sockets (--userspace-data-path node)');
+    return null;
+  }
+}

@@ -16,9 +16,10 @@ import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { Backoff, type BackoffOptions } from '../../backoff.js';
+import { applyDeltas, closeAll, type OpenCounts } from './deltas.js';
 import type { EndpointStats } from './stats.js';
 import type { IPFamily } from '../../model/types.js';
-import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type StatsDelta, type ToWorker } from './workerprotocol.js';
+import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type ToWorker } from './workerprotocol.js';
 
 export const WORKER_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000, resetAfterMs: 60_000, jitter: 0.5 };
 /** How long a worker gets to answer; past it the request counts as unanswered and the caller goes on. */
@@ -40,7 +41,7 @@ interface Slot {
   /** Listeners replayed: it takes part in the data path. */
   ready: boolean;
   /** Connections the metrics count as open through this worker, by listener and endpoint. */
-  open: Map<string, { listener: string; endpoint: string; n: number }>;
+  open: OpenCounts;
   backoff: Backoff;
   restart: NodeJS.Timeout | null;
 }
@@ -162,8 +163,7 @@ export class WorkerPool {
     slot.hears = false;
     slot.ready = false;
     for (const q of [...this.waiting.values()]) if (q.slot === slot) q.answer(null);
-    for (const o of slot.open.values()) for (let i = 0; i < o.n; i++) this.opts.stats.closed(o.listener, o.endpoint);
-    slot.open.clear();
+    closeAll(this.opts.stats, slot.open);
     if (this.stopped) return;
     const delay = slot.backoff.next();
     this.opts.log.error({ worker: w.process.pid, code, signal, restartInMs: delay, running: this.running }, 'userspace worker exited; restarting it');
@@ -173,24 +173,8 @@ export class WorkerPool {
 
   private received(slot: Slot, m: FromWorker): void {
     if (m.type === 'ready') return;
-    if (m.type === 'stats') return this.count(slot, m.deltas);
+    if (m.type === 'stats') return applyDeltas(this.opts.stats, slot.open, m.deltas, (l) => this.counted(l));
     this.waiting.get(m.id)?.answer(m);
-  }
-
-  private count(slot: Slot, deltas: StatsDelta[]): void {
-    const { stats } = this.opts;
-    for (const d of deltas) {
-      // A closed listener's late counts would bring back the series it took away.
-      if (!this.counted(d.listener)) continue;
-      const k = `${d.listener}\0${d.endpoint}`;
-      const o = slot.open.get(k) ?? { listener: d.listener, endpoint: d.endpoint, n: 0 };
-      for (let i = 0; i < d.opened; i++) stats.opened(d.listener, d.endpoint);
-      for (let i = 0; i < d.closed; i++) stats.closed(d.listener, d.endpoint);
-      o.n += d.opened - d.closed;
-      if (o.n === 0) slot.open.delete(k);
-      else slot.open.set(k, o);
-      stats.bytes(d.listener, d.endpoint, d.toEndpoint, d.fromEndpoint);
-    }
   }
 
   /** Whether a listener the pool runs reports under this metrics name. */

@@ -1,11 +1,22 @@
-/** A TCP listener the worker processes run (pool.ts), as the proxier sees it. */
-import type { Endpoint } from '../../model/types.js';
-import type { WorkerPool } from './pool.js';
+/**
+ * A TCP listener run off the agent's thread, by the worker processes (pool.ts) or the
+ * splice engine (splice/engine.ts), as the proxier sees it.
+ */
+import type { Endpoint, IPFamily } from '../../model/types.js';
 import type { ListenerSpec } from './workerprotocol.js';
+
+/** What runs such listeners. */
+export interface ListenerHost {
+  listen(spec: ListenerSpec): Promise<void>;
+  update(spec: ListenerSpec): void;
+  close(l: { family: IPFamily; key: string }): Promise<void>;
+  /** Why it cannot carry connections, or null. */
+  problem(): string | null;
+}
 
 export class PooledTcpListener {
   constructor(
-    private readonly pool: WorkerPool,
+    private readonly pool: ListenerHost,
     private spec: ListenerSpec,
   ) {}
 
@@ -26,6 +37,6 @@ export class PooledTcpListener {
     return this.pool.close(this.spec);
   }
 
-  /** Workers report their bytes themselves, every STATS_INTERVAL_MS. */
+  /** The host reports bytes itself, every STATS_INTERVAL_MS. */
   reportBytes(): void {}
 }

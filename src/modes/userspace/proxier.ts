@@ -4,20 +4,20 @@
  * ones are opened before the capture rules point at them, and gone ones closed after
  * the rules stop pointing at them. Other listeners' connections are never touched.
  *
- * With a worker pool, TCP listeners run in the workers, except those of Services with
- * ClientIP affinity: those stay in this process, so that one affinity table decides for
- * every connection of a client however the kernel spreads them over the workers (a table
- * shared between processes would cost a round trip per connection). UDP stays here too:
- * a session is a client's datagrams in order to one endpoint, and a socket shared by
- * processes would hand one client's datagrams to several of them.
+ * With a listener host (the splice engine's thread, or a worker pool), TCP listeners run
+ * there, except those of Services with ClientIP affinity: those stay on this thread, so
+ * that one affinity table decides for every connection of a client however the kernel
+ * spreads them over workers (a table shared between processes would cost a round trip per
+ * connection; the engine has none, to stay small). UDP stays here too: a session is a
+ * client's datagrams in order to one endpoint, and a socket shared by processes would hand
+ * one client's datagrams to several of them.
  */
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type { IPFamily } from '../../model/types.js';
 import { connectionAge } from './age.js';
 import { Balancer, type SchedulerName } from './balancer.js';
-import type { WorkerPool } from './pool.js';
-import { PooledTcpListener } from './pooled.js';
+import { PooledTcpListener, type ListenerHost } from './pooled.js';
 import type { Listener, UserspacePlan } from './render.js';
 import type { EndpointStats } from './stats.js';
 import { TcpListener } from './tcp.js';
@@ -33,8 +33,8 @@ export interface ProxierOptions {
   log: Logger;
   /** The node's addresses of a family, for UDP listeners (see udp.ts); the host's by default. */
   localAddresses?: (family: IPFamily) => string[];
-  /** Worker processes for the TCP listeners (see above); in this process without. */
-  pool?: WorkerPool | null;
+  /** Where TCP listeners run (see above); on this thread without. */
+  pool?: ListenerHost | null;
 }
 
 type Running = TcpListener | UdpListener | PooledTcpListener;

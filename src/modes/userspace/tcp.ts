@@ -19,7 +19,7 @@ export const QUIET_MS = 50;
 /** ...or this long after it began draining, whatever it carries. */
 export const DRAIN_GRACE_MS = 10_000;
 /** After ending both sides, how long the peers get to close theirs. */
-const LINGER_MS = 5_000;
+export const LINGER_MS = 5_000;
 const KEEPALIVE_MS = 60_000;
 
 const ignore = () => {};

@@ -5,51 +5,14 @@
  * counts back every STATS_INTERVAL_MS. It exits when the agent goes (the IPC channel
  * closes), so no worker outlives its agent.
  */
-import { readdirSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { pino } from 'pino';
 import { Balancer } from './balancer.js';
-import type { EndpointStats } from './stats.js';
+import { Deltas, STATS_INTERVAL_MS } from './deltas.js';
+import { probeSelf } from './probe.js';
 import { TcpListener } from './tcp.js';
-import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type StatsDelta, type ToWorker } from './workerprotocol.js';
-
-export const STATS_INTERVAL_MS = 1_000;
+import { listenerRef, type FromWorker, type ListenerSpec, type Probe, type ToWorker } from './workerprotocol.js';
 
 const log = pino({ level: process.env.KPT_LOG_LEVEL ?? 'info', base: { worker: process.pid } });
-
-/** Counts kept between reports. */
-class Deltas {
-  private pending = new Map<string, StatsDelta>();
-  /** Connections opened since the start. */
-  accepted = 0;
-
-  readonly sink: EndpointStats = {
-    opened: (l, e) => {
-      this.accepted++;
-      this.at(l, e).opened++;
-    },
-    closed: (l, e) => void this.at(l, e).closed++,
-    bytes: (l, e, to, from) => {
-      const d = this.at(l, e);
-      d.toEndpoint += to;
-      d.fromEndpoint += from;
-    },
-  };
-
-  take(): StatsDelta[] {
-    const out = [...this.pending.values()];
-    this.pending = new Map();
-    return out;
-  }
-
-  private at(listener: string, endpoint: string): StatsDelta {
-    const k = `${listener}\0${endpoint}`;
-    let d = this.pending.get(k);
-    if (!d) this.pending.set(k, (d = { listener, endpoint, opened: 0, closed: 0, toEndpoint: 0, fromEndpoint: 0 }));
-    return d;
-  }
-}
 
 const deltas = new Deltas();
 const listeners = new Map<string, TcpListener>();
@@ -68,13 +31,9 @@ async function listen(spec: ListenerSpec): Promise<void> {
 }
 
 function probe(): Probe {
-  setFlagsFromString('--expose_gc');
-  const gc = runInNewContext('gc') as () => void;
-  gc();
-  gc();
   let connections = 0;
   for (const l of listeners.values()) connections += l.connections;
-  return { fds: readdirSync('/proc/self/fd').length, heapUsed: process.memoryUsage().heapUsed, connections, accepted: deltas.accepted };
+  return probeSelf(connections, deltas.accepted);
 }
 
 async function handle(m: ToWorker): Promise<void> {
