@@ -2,15 +2,21 @@
  * userspace mode's sync with the splice engine carrying TCP (no privileges; `npx tsc -p .`
  * first: the engine's thread runs the built thread.js): Services without affinity go to
  * the engine, those with ClientIP affinity stay on Node's data path, new endpoints land
- * at the next sync, the metrics count the engine's connections and bytes, and a service
- * port that goes closes its port and nothing else.
+ * at the next sync, the metrics count the engine's connections and bytes, a service
+ * port that goes closes its port and nothing else, and where the engine cannot load,
+ * Node's sockets carry TCP after one warning.
  */
 import net from 'node:net';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_USERSPACE } from '../src/config/options.js';
+import { tcpHost } from '../src/modes/userspace/mode.js';
+import { SpliceEngine } from '../src/modes/userspace/splice/engine.js';
+import { NO_STATS } from '../src/modes/userspace/stats.js';
 import { PooledTcpListener } from '../src/modes/userspace/pooled.js';
 import { TcpListener } from '../src/modes/userspace/tcp.js';
 import { service } from './support/objects.js';
-import { accepts, addService, freeRange, harness, read, Recorder, server as serve, until } from './support/userspace.js';
+import { accepts, addService, ENGINE_SCRIPT, freeRange, harness, read, Recorder, server as serve, until } from './support/userspace.js';
 
 const closers: (() => unknown)[] = [];
 afterEach(async () => {
@@ -66,5 +72,29 @@ describe('userspace sync with the splice engine', () => {
     const echoed = new Promise<string>((r) => c.once('data', (d) => r(String(d))));
     c.write('still');
     expect(await echoed).toBe('still');
+  });
+});
+
+describe('where the TCP listeners run', () => {
+  const logged = () => {
+    const lines: { level: string; msg: string }[] = [];
+    const log = pino({ level: 'info', formatters: { level: (level) => ({ level }) } }, { write: (l: string) => lines.push(JSON.parse(l) as { level: string; msg: string }) });
+    return { lines, log };
+  };
+
+  it('falls back to Node sockets, with one warning, where the engine cannot load', async () => {
+    const { lines, log } = logged();
+    const host = await tcpHost(DEFAULT_USERSPACE, NO_STATS, log, () => Promise.reject(new Error('koffi: no prebuilt binary')));
+    expect(host).toBeNull();
+    expect(lines).toMatchObject([{ level: 'warn', msg: expect.stringMatching(/splice engine cannot load; TCP service traffic goes through Node sockets/), err: 'koffi: no prebuilt binary' }]);
+  });
+
+  it('starts the engine by default, and nothing with the node data path and no workers', async () => {
+    const { lines, log } = logged();
+    const engine = await tcpHost(DEFAULT_USERSPACE, NO_STATS, log, (o) => SpliceEngine.start({ ...o, script: ENGINE_SCRIPT }));
+    expect(engine).toBeInstanceOf(SpliceEngine);
+    closers.push(() => (engine as SpliceEngine).stop());
+    expect(lines.map((l) => l.level)).toEqual(['info']);
+    expect(await tcpHost({ ...DEFAULT_USERSPACE, dataPath: 'node' }, NO_STATS, log, () => Promise.reject(new Error('not asked')))).toBeNull();
   });
 });

@@ -78,9 +78,9 @@ export const userspaceMode: ProxyMode = {
  * Where TCP listeners run: the splice engine by default (faster than Node's sockets on
  * every bench figure: README, userspace), or, with `--userspace-data-path node`, this
  * thread or worker processes. Where the engine cannot load (no koffi binary, no glibc),
- * Node's data path carries TCP, with one warning.
+ * Node's data path carries TCP, with one warning. `startEngine` is injected for tests.
  */
-async function tcpHost(u: UserspaceConfig, stats: EndpointStats, log: Logger): Promise<ListenerHost | null> {
+export async function tcpHost(u: UserspaceConfig, stats: EndpointStats, log: Logger, startEngine = SpliceEngine.start): Promise<ListenerHost | null> {
   if (u.dataPath === 'node') {
     // In the agent by default: on 2 cores shared with the traffic's ends, workers measured
     // no faster and cost more CPU per connection (README, userspace).
@@ -90,7 +90,7 @@ async function tcpHost(u: UserspaceConfig, stats: EndpointStats, log: Logger): P
     return pool;
   }
   try {
-    const engine = await SpliceEngine.start({ stats, log });
+    const engine = await startEngine({ stats, log });
     log.info('userspace TCP data path: the splice engine');
     return engine;
   } catch (err) {
