@@ -14,6 +14,7 @@ import { renderIptables } from '../src/modes/iptables/render.js';
 import { restoreText } from '../src/modes/iptables/ruleset.js';
 import type { Manifest } from '../test/support/apiserver.js';
 import { Netns, run } from '../test/support/netns.js';
+import { settle } from './machine.js';
 import { IptablesApplier } from '../src/modes/iptables/applier.js';
 import { fullTransaction, partialTransaction } from '../src/modes/nftables/plan.js';
 import { renderNftables } from '../src/modes/nftables/render.js';
@@ -196,12 +197,16 @@ async function main(): Promise<void> {
   const nodeName = 'node-0';
   // BENCH_MODES=nftables (or iptables) measures one mode alone, when only it changed.
   const modes = (['iptables', 'nftables'] as const).filter((m) => (process.env.BENCH_MODES ?? 'iptables,nftables').split(',').includes(m));
-  const bare = {
-    iptables: modes.includes('iptables') ? await bareIptables(objects, nodeName) : { full: NaN, partial: NaN, floor: NaN },
-    nftables: modes.includes('nftables') ? bareNftables(objects, nodeName) : { full: NaN, endpoint: NaN },
-  };
+  // Each timed phase starts on a quiet machine: the kernel cleans up a deleted namespace's
+  // rules in the background, which would otherwise land on the next phase.
+  const bareIpt = modes.includes('iptables') ? (await settle('the bare iptables load'), await bareIptables(objects, nodeName)) : { full: NaN, partial: NaN, floor: NaN };
+  const bareNft = modes.includes('nftables') ? (await settle('the bare nft load'), bareNftables(objects, nodeName)) : { full: NaN, endpoint: NaN };
+  const bare = { iptables: bareIpt, nftables: bareNft };
   const figures = new Map<(typeof modes)[number], ModeFigures>();
-  for (const mode of modes) figures.set(mode, await agentFigures(mode, objects, nodeName));
+  for (const mode of modes) {
+    await settle(`the ${mode} agent`);
+    figures.set(mode, await agentFigures(mode, objects, nodeName));
+  }
 
   const pq = (ms: number[], t: ModeTargets) => `p50 ${quantile(ms, 0.5)} ms, p99 ${quantile(ms, 0.99)} ms (targets ${t.p50} / ${t.p99})`;
   for (const mode of modes) {

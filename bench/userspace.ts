@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import type { Endpoint } from '../src/model/types.js';
 import { NO_STATS } from '../src/modes/userspace/stats.js';
+import { machineTicks } from './machine.js';
 import { SpliceEngine } from '../src/modes/userspace/splice/engine.js';
 import type { ListenerSpec } from '../src/modes/userspace/workerprotocol.js';
 
@@ -49,12 +50,6 @@ function cpuSeconds(pid: number | null): number {
   };
   const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   return [pid, ...kids].reduce((sum, p) => sum + ticks(p), 0) / CLOCK_TICKS;
-}
-
-/** The machine's idle and total jiffies so far. */
-function machineTicks(): { idle: number; total: number } {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  return { idle: f[3]! + f[4]!, total: f.reduce((a, b) => a + b, 0) };
 }
 
 async function freePort(): Promise<number> {
