@@ -5,7 +5,7 @@
  * until a connection ends), each accepted socket handed to a Connection.
  */
 import { C } from '../../../../native/libc.js';
-import { sockaddr } from '../../../../native/sockaddr.js';
+import { sockaddr } from './sockaddr.js';
 import type { Backend, Balancer } from '../balancer.js';
 import type { EndpointStats } from '../stats.js';
 import type { TcpListenerOptions } from '../tcp.js';
