@@ -10,7 +10,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { IPFamily } from '../../model/types.js';
 import type { Backend, Balancer } from './balancer.js';
-import type { EndpointStats } from './stats.js';
+import { reportMoved, type Counted, type EndpointStats } from './stats.js';
 
 /** Connect timeouts of the attempts for one connection, each to the next endpoint. */
 export const CONNECT_TIMEOUTS_MS = [250, 500, 1_000, 2_000];
@@ -42,7 +42,7 @@ interface Pair {
   client: net.Socket;
   backend: net.Socket;
   endpoint: Backend;
-  counted: { in: number; out: number };
+  counted: Counted;
   ageTimer: NodeJS.Timeout | null;
   drain: NodeJS.Timeout | null;
   draining: boolean;
@@ -107,12 +107,7 @@ export class TcpListener {
   }
 
   private count(p: Pair): void {
-    const inb = p.client.bytesRead - p.counted.in;
-    const outb = p.backend.bytesRead - p.counted.out;
-    if (inb === 0 && outb === 0) return;
-    p.counted.in += inb;
-    p.counted.out += outb;
-    this.opts.stats.bytes(this.opts.key, p.endpoint.address, inb, outb);
+    reportMoved(this.opts.stats, this.opts.key, p.endpoint.address, p.counted, p.client.bytesRead, p.backend.bytesRead);
   }
 
   private accept(client: net.Socket): void {

@@ -9,7 +9,7 @@
  */
 import { C, type Libc } from '../../../../native/libc.js';
 import type { Backend, Balancer } from '../balancer.js';
-import type { EndpointStats } from '../stats.js';
+import { reportMoved, type Counted, type EndpointStats } from '../stats.js';
 import { CONNECT_TIMEOUTS_MS, DRAIN_GRACE_MS, LINGER_MS, QUIET_MS } from '../tcp.js';
 import type { Loop } from './loop.js';
 import { PIPE_BYTES, type Pipe, type PipePool } from './pipes.js';
@@ -80,7 +80,7 @@ export class Connection {
   private timer: Timer | null = null;
   private lastActivity = 0;
   private drainStarted = 0;
-  private readonly counted = { in: 0, out: 0 };
+  private readonly counted: Counted = { in: 0, out: 0 };
 
   constructor(
     private readonly host: ConnectionHost,
@@ -132,12 +132,7 @@ export class Connection {
   /** Adds the bytes carried since the last report to the stats. */
   reportBytes(): void {
     if (!this.endpoint || !this.up || !this.down || (this.state !== 'open' && this.state !== 'ending')) return;
-    const inb = this.up.moved - this.counted.in;
-    const outb = this.down.moved - this.counted.out;
-    if (inb === 0 && outb === 0) return;
-    this.counted.in += inb;
-    this.counted.out += outb;
-    this.host.stats.bytes(this.host.key, this.endpoint.address, inb, outb);
+    reportMoved(this.host.stats, this.host.key, this.endpoint.address, this.counted, this.up.moved, this.down.moved);
   }
 
   private connectNext(): void {
